@@ -1,0 +1,133 @@
+"""The quart-trio application factory: routes, error mapping, docs, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import swagger_ui_bundle
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Response, send_from_directory
+from quart_schema import QuartSchema, document_response, hide
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from flowplane.actors.config import ConfigActor
+from flowplane.api.http import error_response, json_response
+from flowplane.api.native import native_blueprint
+from flowplane.api.schemas import ErrorOut, HealthOut
+from flowplane.domain.state import ConfigState
+from flowplane.errors import (
+    BadRequest,
+    FlowplaneError,
+    Internal,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from flowplane.storage.base import Repository
+
+log = logging.getLogger(__name__)
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+
+
+@dataclass
+class Readiness:
+    """What /readyz reports: storage reachable and (once xDS exists) the first snapshot built."""
+
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    def set(self, name: str, ok: bool) -> None:
+        self.checks[name] = ok
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+
+def _http_error(err: HTTPException) -> FlowplaneError:
+    code = err.code or 500
+    if code == 404:
+        return NotFound("no such endpoint")
+    if code == 405:
+        return MethodNotAllowed("method not allowed on this endpoint")
+    if code == 413:
+        return PayloadTooLarge("the body is too large")
+    if code == 415:
+        return UnsupportedMediaType(err.description or "unsupported media type")
+    if 400 <= code < 500:
+        return BadRequest(err.description or "bad request")
+    return Internal("internal error")
+
+
+def create_app(
+    *,
+    state: ConfigState,
+    actor: ConfigActor,
+    repo: Repository,
+    readiness: Readiness,
+    max_body_bytes: int = 1024 * 1024,
+) -> QuartTrio:
+    app = QuartTrio("flowplane")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/swagger-ui/static/swagger-ui-bundle.js"
+    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/swagger-ui/static/swagger-ui.css"
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/swagger-ui",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "Flowplane", "version": "0.1.0",
+              "description": "Envoy control plane: Native and Platform REST APIs."},
+    )  # fmt: skip
+
+    @app.errorhandler(FlowplaneError)
+    async def _flowplane_error(err: FlowplaneError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    async def _werkzeug_error(err: HTTPException) -> Response:
+        return error_response(_http_error(err))
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception) -> Response:
+        log.exception("unhandled error in a request")
+        return error_response(Internal("internal error; the change, if any, was not applied"))
+
+    @app.get("/healthz")
+    @document_response(HealthOut)
+    async def healthz() -> Response:
+        """The process is alive."""
+        return json_response({"status": "ok", "checks": {}})
+
+    @app.get("/readyz")
+    @document_response(HealthOut)
+    @document_response(HealthOut, 503)
+    async def readyz() -> Response:
+        """Storage reachable and the first snapshot built."""
+        try:
+            await repo.ping()
+            readiness.set("storage", True)
+        except FlowplaneError:
+            readiness.set("storage", False)
+        ok = readiness.ready
+        body = {"status": "ready" if ok else "not ready", "checks": dict(readiness.checks)}
+        return json_response(body, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/swagger-ui/static/<path:filename>")
+    @hide
+    async def swagger_static(filename: str) -> Any:
+        return await send_from_directory(SWAGGER_DIR, filename)
+
+    app.register_blueprint(native_blueprint(state, actor))
+    _ = ErrorOut
+    return app

@@ -1,0 +1,101 @@
+"""Request/response plumbing shared by every endpoint: JSON bodies, queries, errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from quart import Response, request
+
+from flowplane.domain.common import problems_from
+from flowplane.errors import BadRequest, FlowplaneError, PayloadTooLarge, UnsupportedMediaType
+
+MAX_JSON_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, iteratively (never recurses), stopping past `limit`."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the body is not valid JSON: {err}") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def is_json_type(content_type: str | None, *extra: str) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json") or mime in extra
+
+
+async def json_body(*extra_types: str) -> Any:
+    """The request's JSON body: 415 unless JSON, 413 past the size limit, 400 if malformed."""
+    if not is_json_type(request.content_type, *extra_types):
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.content_type or 'none'}"
+        )
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    raw = await request.get_data(cache=False, as_text=False)
+    if limit is not None and len(raw) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    return decode_json(raw)
+
+
+def query(model: type[BaseModel]) -> Any:
+    """Parse the query string into `model`; unknown or malformed parameters -> 400."""
+    args = request.args
+    known = {f.alias or n for n, f in model.model_fields.items()}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+    try:
+        return model.model_validate({k: args.get(k) for k in args})
+    except ValidationError as err:
+        raise BadRequest("invalid query parameters", problems_from(err)) from None
+
+
+def error_response(err: FlowplaneError) -> Response:
+    resp = Response(
+        json.dumps(err.to_json()), status=err.status, content_type="application/json"
+    )
+    for k, v in err.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    resp = Response(
+        json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
+    )
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp

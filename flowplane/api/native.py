@@ -1,0 +1,109 @@
+"""The Native API (api.md "Native API"): CRUD for clusters, route configs and listeners.
+
+Writes go to the config actor; reads come straight from the committed in-memory state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import Blueprint, Response, request
+from quart_schema import document_querystring, document_request, document_response, tag
+
+from flowplane.actors.config import Command, ConfigActor
+from flowplane.api.http import json_body, json_response, query
+from flowplane.api.schemas import ErrorOut, ListQuery, out_model, page_model
+from flowplane.domain.resources import Kind, StoredResource
+from flowplane.domain.state import ConfigState
+
+PATHS = {Kind.CLUSTER: "clusters", Kind.ROUTE_CONFIG: "route-configs", Kind.LISTENER: "listeners"}
+MERGE_PATCH = "application/merge-patch+json"
+
+View = Callable[..., Awaitable[Response]]
+
+
+def _resource_response(res: StoredResource, status: int = 200) -> Response:
+    headers = {"ETag": res.etag}
+    if status == 201:
+        headers["Location"] = f"/api/v1/native/{PATHS[res.kind]}/{res.name}"
+    return json_response(res.to_json(), status, headers)
+
+
+def _errors(view: View) -> View:
+    for code in (400, 404, 409, 412, 413, 415):
+        view = document_response(ErrorOut, code)(view)
+    return view
+
+
+def native_blueprint(state: ConfigState, actor: ConfigActor) -> Blueprint:
+    bp = Blueprint("native", __name__, url_prefix="/api/v1/native")
+    for kind, path in PATHS.items():
+        _register(bp, kind, path, state, actor)
+    return bp
+
+
+def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: ConfigActor) -> None:
+    model, item = kind.model, out_model(kind)
+    page = page_model(kind, item)
+    label = kind.label
+
+    async def list_(**_: Any) -> Response:
+        q = query(ListQuery)
+        items = state.list(kind, team=q.team)
+        window = items[q.offset : q.offset + q.limit]
+        return json_response(
+            {
+                "items": [r.to_json() for r in window],
+                "total": len(items),
+                "limit": q.limit,
+                "offset": q.offset,
+            }
+        )
+
+    async def create() -> Response:
+        body = await json_body()
+        res = await actor.submit(Command("create", kind, body=body))
+        assert res is not None
+        return _resource_response(res, 201)
+
+    async def get(name: str) -> Response:
+        return _resource_response(state.require(kind, name))
+
+    async def put(name: str) -> Response:
+        body = await json_body()
+        cmd = Command("replace", kind, name, body, request.headers.get("If-Match"))
+        res = await actor.submit(cmd)
+        assert res is not None
+        return _resource_response(res)
+
+    async def patch(name: str) -> Response:
+        body = await json_body(MERGE_PATCH)
+        cmd = Command("patch", kind, name, body, request.headers.get("If-Match"))
+        res = await actor.submit(cmd)
+        assert res is not None
+        return _resource_response(res)
+
+    async def delete(name: str) -> Response:
+        await actor.submit(Command("delete", kind, name, if_match=request.headers.get("If-Match")))
+        return Response(b"", status=204)
+
+    docs: dict[str, tuple[View, str]] = {
+        "list": (document_querystring(ListQuery)(document_response(page)(list_)), f"List {label}s"),
+        "create": (document_request(model)(document_response(item, 201)(create)), f"Create a {label}"),
+        "get": (document_response(item)(get), f"Get a {label}"),
+        "put": (document_request(model)(document_response(item)(put)), f"Replace a {label}"),
+        "patch": (document_response(item)(patch), f"Merge-patch a {label} (RFC 7386)"),
+        "delete": (delete, f"Delete a {label} (409 while referenced)"),
+    }
+    views = {}
+    for op, (view, summary) in docs.items():
+        view.__name__ = f"{kind.value}_{op}"
+        view.__doc__ = summary
+        views[op] = tag([f"native:{path}"])(_errors(view))
+    bp.add_url_rule(f"/{path}", view_func=views["list"], methods=["GET"])
+    bp.add_url_rule(f"/{path}", view_func=views["create"], methods=["POST"])
+    bp.add_url_rule(f"/{path}/<name>", view_func=views["get"], methods=["GET"])
+    bp.add_url_rule(f"/{path}/<name>", view_func=views["put"], methods=["PUT"])
+    bp.add_url_rule(f"/{path}/<name>", view_func=views["patch"], methods=["PATCH"])
+    bp.add_url_rule(f"/{path}/<name>", view_func=views["delete"], methods=["DELETE"])

@@ -1,0 +1,69 @@
+"""The `flowplane` command: `serve`, `db migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import trio
+
+from flowplane.errors import FlowplaneError
+from flowplane.observability.logging import configure_logging
+from flowplane.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowplane", description="Envoy control plane")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the control plane (REST API + xDS)")
+    serve.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
+    serve.add_argument("--api-address", help="overrides FLOWPLANE_API_ADDRESS")
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    mig = dbsub.add_parser("migrate", help="apply pending migrations and exit")
+    mig.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        k: v
+        for k, v in {
+            "database_url": getattr(args, "database_url", None),
+            "api_address": getattr(args, "api_address", None),
+        }.items()
+        if v is not None
+    }
+    return load_settings(**overrides)
+
+
+async def _migrate(settings: Settings) -> None:
+    from flowplane.storage import open_repository
+
+    repo = await open_repository(settings.database_url)
+    try:
+        applied = await repo.migrate()
+    finally:
+        await repo.aclose()
+    print("applied: " + ", ".join(applied) if applied else "the database is up to date")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        configure_logging(settings.log_format, settings.log_level)
+        if args.command == "serve":
+            from flowplane.app import run_server
+
+            trio.run(run_server, settings)
+        elif args.command == "db":
+            trio.run(_migrate, settings)
+    except FlowplaneError as err:
+        print(f"flowplane: {err.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Shared pieces of the domain models: the base model, names, hosts, error conversion.
+
+Models accept camelCase JSON only, refuse unknown fields, and are strict about types (a string is
+never silently turned into a number). What a client sent is what we store: see `resources.client_spec`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from flowplane.errors import BadRequest, FieldProblem
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class ApiModel(BaseModel):
+    """Base of every REST-facing model: camelCase, strict, no unknown fields."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+    )
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            "must be 1-253 characters of lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""A DNS-like resource or team name."""
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=315_576_000_000)]
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(value: str) -> str:
+    if is_ip(value):
+        return value
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):
+        raise ValueError("must be an IP address or a DNS hostname")
+    return value
+
+
+Host = Annotated[str, AfterValidator(_check_host)]
+
+
+def _check_ip(value: str) -> str:
+    if not is_ip(value):
+        raise ValueError("must be an IPv4 or IPv6 address")
+    return value
+
+
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
+
+
+def check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"is not a valid regular expression: {err}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(check_regex)]
+
+
+def loc_to_field(loc: tuple[int | str, ...]) -> str:
+    """`("routes", 2, "match", "path")` -> `routes[2].match.path`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "tagged-union[")) or part in {"lax", "strict"}:
+            continue  # pydantic's internal union/validator markers mean nothing to a client
+        else:
+            out += ("." if out else "") + part
+    return out or "(body)"
+
+
+def problems_from(err: ValidationError, prefix: str = "") -> list[FieldProblem]:
+    problems = []
+    for e in err.errors(include_url=False):
+        field = loc_to_field(tuple(e["loc"]))
+        if prefix:
+            field = prefix if field == "(body)" else f"{prefix}.{field}"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        problems.append(FieldProblem(field, msg))
+    return problems
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any, what: str) -> M:
+    """Validate `data` (decoded JSON) as `model`; raise BadRequest listing every problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = problems_from(err)
+        raise BadRequest(f"invalid {what}: {len(problems)} problem(s)", problems) from None

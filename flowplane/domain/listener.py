@@ -1,0 +1,138 @@
+"""The Native API listener (api.md "Listener"), including gRPC's proxyless API listeners."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from flowplane.domain.common import ApiModel, IpAddress, Name, Port
+from flowplane.domain.route import InlineRouteConfig, clusters_of_vhosts
+
+ROUTER = "router"
+
+
+class HttpFilter(ApiModel):
+    """One HTTP filter. Typed validation of `config` per filter type is a later issue; the shape
+    (and the single router, last) is checked now."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    optional: bool | None = None
+    disabled: bool | None = None
+    config: dict[str, Any] | None = None
+
+
+class AccessLog(ApiModel):
+    path: Annotated[str, Field(min_length=1, max_length=4096)] = "/dev/stdout"
+    format: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
+
+
+class Tracing(ApiModel):
+    provider: Literal["zipkin", "opentelemetry"]
+    collector_cluster: Name
+    sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+
+
+class HttpConnectionManager(ApiModel):
+    type: Literal["httpConnectionManager"]
+    stat_prefix: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    route_config_name: Name | None = None
+    inline_route_config: InlineRouteConfig | None = None
+    http_filters: list[HttpFilter] = Field(default_factory=list)
+    access_log: AccessLog | None = None
+    tracing: Tracing | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> HttpConnectionManager:
+        if (self.route_config_name is None) == (self.inline_route_config is None):
+            raise ValueError("give exactly one of routeConfigName and inlineRouteConfig")
+        routers = [i for i, f in enumerate(self.http_filters) if f.type == ROUTER]
+        if len(routers) > 1:
+            raise ValueError("httpFilters has more than one router (it is appended automatically)")
+        if routers and routers[0] != len(self.http_filters) - 1:
+            raise ValueError("the router must be the last HTTP filter")
+        names = [f.name or f.type for f in self.http_filters]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"httpFilters names {sorted(dup)} more than once; give each a name")
+        return self
+
+
+class TcpProxy(ApiModel):
+    type: Literal["tcpProxy"]
+    cluster: Name
+    stat_prefix: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+
+
+NetworkFilter = Annotated[HttpConnectionManager | TcpProxy, Field(discriminator="type")]
+
+
+class DownstreamTls(ApiModel):
+    cert_chain_file: Annotated[str, Field(min_length=1)]
+    private_key_file: Annotated[str, Field(min_length=1)]
+    ca_cert_file: Annotated[str, Field(min_length=1)] | None = None
+    require_client_certificate: bool | None = None
+
+    @model_validator(mode="after")
+    def _client(self) -> DownstreamTls:
+        if self.require_client_certificate and not self.ca_cert_file:
+            raise ValueError("requireClientCertificate needs caCertFile")
+        return self
+
+
+class FilterChain(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    server_names: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = None
+    tls: DownstreamTls | None = None
+    # One terminal network filter per chain (an HCM or a TCP proxy), as Envoy requires.
+    filters: Annotated[list[NetworkFilter], Field(min_length=1, max_length=1)]
+
+
+class Listener(ApiModel):
+    name: Name
+    team: Name | None = None
+    address: IpAddress | None = None
+    port: Port | None = None
+    api_listener: bool = False
+    filter_chains: Annotated[list[FilterChain], Field(min_length=1, max_length=1000)]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Listener:
+        if self.api_listener:
+            if self.address is not None or self.port is not None:
+                raise ValueError("an API listener has no address or port")
+            if len(self.filter_chains) != 1 or not isinstance(
+                self.filter_chains[0].filters[0], HttpConnectionManager
+            ):
+                raise ValueError("an API listener has one filter chain with one HTTP connection manager")
+        elif self.address is None or self.port is None:
+            raise ValueError("a listener needs an address and a port (unless apiListener is true)")
+        names = [fc.name for fc in self.filter_chains if fc.name is not None]
+        if len(set(names)) != len(names):
+            raise ValueError("two filter chains share a name")
+        matches = [tuple(sorted(fc.server_names or [])) for fc in self.filter_chains]
+        if len(set(matches)) != len(matches):
+            raise ValueError("two filter chains have the same serverNames (Envoy refuses that)")
+        return self
+
+    def http_managers(self) -> list[HttpConnectionManager]:
+        return [
+            f for fc in self.filter_chains for f in fc.filters if isinstance(f, HttpConnectionManager)
+        ]
+
+    def route_config_names(self) -> set[str]:
+        return {h.route_config_name for h in self.http_managers() if h.route_config_name}
+
+    def cluster_names(self) -> set[str]:
+        out: set[str] = set()
+        for fc in self.filter_chains:
+            for f in fc.filters:
+                if isinstance(f, TcpProxy):
+                    out.add(f.cluster)
+                else:
+                    if f.inline_route_config is not None:
+                        out |= clusters_of_vhosts(f.inline_route_config.virtual_hosts)
+                    if f.tracing is not None:
+                        out.add(f.tracing.collector_cluster)
+        return out

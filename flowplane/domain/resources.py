@@ -1,0 +1,115 @@
+"""Resource kinds, the stored-resource record, and who references whom."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from flowplane.domain.cluster import Cluster
+from flowplane.domain.common import parse
+from flowplane.domain.listener import Listener
+from flowplane.domain.route import RouteConfig, clusters_of_vhosts
+
+
+class Kind(enum.StrEnum):
+    CLUSTER = "cluster"
+    ROUTE_CONFIG = "route_config"
+    LISTENER = "listener"
+
+    @property
+    def model(self) -> type[BaseModel]:
+        return _MODELS[self]
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+_MODELS: dict[Kind, type[BaseModel]] = {
+    Kind.CLUSTER: Cluster,
+    Kind.ROUTE_CONFIG: RouteConfig,
+    Kind.LISTENER: Listener,
+}
+
+SOURCES = ("native", "platform")
+READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt")
+
+
+def client_spec(data: Any) -> Any:
+    """The client's JSON minus the read-only metadata a GET returned (clients PUT back a GET)."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
+    return data
+
+
+def parse_spec(kind: Kind, data: Any) -> BaseModel:
+    """Validate a client's JSON for `kind`; raise BadRequest listing every problem.
+
+    What gets stored is the client's JSON itself (`client_spec`), not a re-serialisation of the
+    model, so every field and every number comes back exactly as sent (1 stays 1, not 1.0).
+    """
+    return parse(kind.model, client_spec(data), kind.label)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    kind: Kind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.label} {self.name!r}"
+
+
+def references(kind: Kind, model: BaseModel) -> set[Ref]:
+    """Every resource `model` names, which must exist for it to be valid in Envoy."""
+    if kind is Kind.ROUTE_CONFIG:
+        assert isinstance(model, RouteConfig)
+        return {Ref(Kind.CLUSTER, c) for c in clusters_of_vhosts(model.virtual_hosts)}
+    if kind is Kind.LISTENER:
+        assert isinstance(model, Listener)
+        return {Ref(Kind.ROUTE_CONFIG, r) for r in model.route_config_names()} | {
+            Ref(Kind.CLUSTER, c) for c in model.cluster_names()
+        }
+    return set()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One resource as persisted: the client's JSON (`spec`) plus server-managed metadata.
+
+    `model` is the validated domain object for `spec`; it is derived, never persisted.
+    """
+
+    kind: Kind
+    name: str
+    team: str | None
+    version: int
+    source: str
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    model: BaseModel = field(compare=False, repr=False)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.spec)
+        out.update(
+            name=self.name,
+            team=self.team,
+            version=self.version,
+            source=self.source,
+            createdAt=_rfc3339(self.created_at),
+            updatedAt=_rfc3339(self.updated_at),
+        )
+        return out
+
+
+def _rfc3339(ts: datetime) -> str:
+    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")

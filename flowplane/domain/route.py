@@ -1,0 +1,277 @@
+"""The Native API route configuration (api.md "Route config")."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from flowplane.domain.cluster import HttpMethod
+from flowplane.domain.common import ApiModel, Name, PositiveSeconds, Regex, check_regex
+
+# Per-scope filter overrides: filter name -> `{"disabled": true}` or an override config. Their
+# typed validation arrives with the filter issue; they are stored exactly as given until then.
+FilterOverrides = dict[str, dict[str, Any]]
+
+_TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(=[^{}]*)?\}")
+_RETRY_ON = {
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+    "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
+    "retriable-headers", "http3-post-connect-failure", "cancelled", "deadline-exceeded",
+    "internal", "resource-exhausted", "unavailable",
+}  # fmt: skip
+MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
+
+
+def template_variables(template: str) -> list[str]:
+    return [m.group(1) for m in _TEMPLATE_VAR_RE.finditer(template)]
+
+
+def _check_template(value: str) -> None:
+    if not value.startswith("/"):
+        raise ValueError("a path template must start with '/'")
+    stripped = _TEMPLATE_VAR_RE.sub("", value)
+    if "{" in stripped or "}" in stripped:
+        raise ValueError("a path template's variables look like {name} or {name=*}")
+    names = template_variables(value)
+    if len(names) != len(set(names)):
+        raise ValueError("a path template names a variable twice")
+
+
+class PathMatch(ApiModel):
+    type: Literal["exact", "prefix", "regex", "template"]
+    value: Annotated[str, Field(min_length=1, max_length=4096)]
+
+    @model_validator(mode="after")
+    def _value(self) -> PathMatch:
+        if self.type in ("exact", "prefix") and not self.value.startswith("/"):
+            raise ValueError(f"a {self.type} path must start with '/'")
+        if self.type == "regex":
+            check_regex(self.value)
+        if self.type == "template":
+            _check_template(self.value)
+        return self
+
+
+def _exactly_one(model: ApiModel, fields: tuple[str, ...], what: str) -> None:
+    given = [f for f in fields if getattr(model, f) is not None]
+    if len(given) != 1:
+        raise ValueError(f"{what} needs exactly one of: {', '.join(fields)}")
+
+
+class HeaderMatch(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+    exact: str | None = None
+    prefix: Annotated[str, Field(min_length=1)] | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderMatch:
+        _exactly_one(self, ("exact", "prefix", "regex", "present"), "a header matcher")
+        return self
+
+
+class QueryParameterMatch(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    exact: str | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> QueryParameterMatch:
+        _exactly_one(self, ("exact", "regex", "present"), "a query parameter matcher")
+        if self.present is False:
+            # Envoy's QueryParameterMatcher has no "absent" form (no invert_match).
+            raise ValueError("present: false is not supported for query parameters")
+        return self
+
+
+class RouteMatch(ApiModel):
+    path: PathMatch
+    headers: list[HeaderMatch] | None = None
+    query_parameters: list[QueryParameterMatch] | None = None
+    methods: list[HttpMethod] | None = None
+
+    @model_validator(mode="after")
+    def _methods(self) -> RouteMatch:
+        if self.methods is not None:
+            if not self.methods:
+                raise ValueError("methods, when given, lists at least one method")
+            if len(set(self.methods)) != len(self.methods):
+                raise ValueError("methods lists a method twice")
+        return self
+
+
+class Retry(ApiModel):
+    attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    retry_on: Annotated[str, Field(min_length=1)] = "5xx"
+    per_try_timeout_seconds: PositiveSeconds | None = None
+
+    @model_validator(mode="after")
+    def _conditions(self) -> Retry:
+        unknown = [c for c in self.retry_on.split(",") if c.strip() not in _RETRY_ON]
+        if unknown:
+            raise ValueError(f"unknown retryOn condition(s): {', '.join(unknown)}")
+        return self
+
+
+class ForwardAction(ApiModel):
+    type: Literal["forward"]
+    cluster: Name
+    timeout_seconds: Annotated[float, Field(ge=0, le=315_576_000_000)] | None = None
+    prefix_rewrite: str | None = None
+    template_rewrite: str | None = None
+    retry: Retry | None = None
+
+    @model_validator(mode="after")
+    def _rewrites(self) -> ForwardAction:
+        if self.prefix_rewrite is not None and self.template_rewrite is not None:
+            raise ValueError("prefixRewrite and templateRewrite cannot be combined")
+        if self.template_rewrite is not None:
+            _check_template(self.template_rewrite)
+        return self
+
+
+class WeightedCluster(ApiModel):
+    name: Name
+    weight: Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class WeightedAction(ApiModel):
+    type: Literal["weighted"]
+    clusters: Annotated[list[WeightedCluster], Field(min_length=1, max_length=100)]
+    timeout_seconds: Annotated[float, Field(ge=0, le=315_576_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> WeightedAction:
+        if sum(c.weight for c in self.clusters) <= 0:
+            raise ValueError("the weights must add up to more than 0")
+        names = [c.name for c in self.clusters]
+        if len(set(names)) != len(names):
+            raise ValueError("a weighted action names a cluster twice")
+        return self
+
+
+class RedirectAction(ApiModel):
+    type: Literal["redirect"]
+    host: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    path: Annotated[str, Field(min_length=1, pattern=r"^/")] | None = None
+    response_code: Literal[301, 302, 303, 307, 308] | None = None
+
+
+class DirectResponseAction(ApiModel):
+    type: Literal["directResponse"]
+    status: Annotated[int, Field(ge=200, le=599)]
+    body: Annotated[str, Field(max_length=MAX_DIRECT_BODY)] | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> DirectResponseAction:
+        if self.body is not None and len(self.body.encode()) > MAX_DIRECT_BODY:
+            raise ValueError(f"body is limited to {MAX_DIRECT_BODY} bytes (Envoy's limit)")
+        return self
+
+
+Action = Annotated[
+    ForwardAction | WeightedAction | RedirectAction | DirectResponseAction,
+    Field(discriminator="type"),
+]
+
+
+class Route(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    match: RouteMatch
+    action: Action
+    filters: FilterOverrides | None = None
+
+    @model_validator(mode="after")
+    def _template_rewrite(self) -> Route:
+        if isinstance(self.action, ForwardAction) and self.action.template_rewrite is not None:
+            if self.match.path.type != "template":
+                raise ValueError("templateRewrite needs a template path match")
+            known = set(template_variables(self.match.path.value))
+            missing = set(template_variables(self.action.template_rewrite)) - known
+            if missing:
+                raise ValueError(f"templateRewrite uses unknown variable(s): {sorted(missing)}")
+        return self
+
+
+def _check_domain(domain: str) -> None:
+    if domain == "*":
+        return
+    core = domain
+    if domain.startswith("*"):
+        core = domain[1:]
+    elif domain.endswith("*"):
+        core = domain[:-1]
+    if not core or "*" in core or any(c.isspace() for c in core):
+        raise ValueError(
+            f"domain {domain!r}: a domain is a host[:port], '*', '*suffix' or 'prefix*'"
+        )
+
+
+class VirtualHost(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    domains: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(min_length=1)]
+    routes: Annotated[list[Route], Field(max_length=10_000)]
+    filters: FilterOverrides | None = None
+
+    @model_validator(mode="after")
+    def _domains(self) -> VirtualHost:
+        for d in self.domains:
+            _check_domain(d)
+        return self
+
+
+def check_virtual_hosts(vhosts: list[VirtualHost]) -> None:
+    """Envoy refuses a route configuration with duplicate virtual host names or domains."""
+    names: set[str] = set()
+    domains: dict[str, str] = {}
+    for vh in vhosts:
+        if vh.name in names:
+            raise ValueError(f"virtual host name {vh.name!r} is used twice")
+        names.add(vh.name)
+        for d in vh.domains:
+            key = d.lower()
+            if key in domains:
+                raise ValueError(
+                    f"domain {d!r} appears in virtual hosts {domains[key]!r} and {vh.name!r}"
+                )
+            domains[key] = vh.name
+
+
+class InlineRouteConfig(ApiModel):
+    """A route configuration embedded in a listener's HTTP connection manager."""
+
+    name: Name | None = None
+    virtual_hosts: list[VirtualHost]
+    filters: FilterOverrides | None = None
+
+    @model_validator(mode="after")
+    def _vhosts(self) -> InlineRouteConfig:
+        check_virtual_hosts(self.virtual_hosts)
+        return self
+
+
+class RouteConfig(ApiModel):
+    name: Name
+    team: Name | None = None
+    virtual_hosts: Annotated[list[VirtualHost], Field(max_length=10_000)]
+    filters: FilterOverrides | None = None
+
+    @model_validator(mode="after")
+    def _vhosts(self) -> RouteConfig:
+        check_virtual_hosts(self.virtual_hosts)
+        return self
+
+
+def clusters_of_vhosts(vhosts: list[VirtualHost]) -> set[str]:
+    out: set[str] = set()
+    for vh in vhosts:
+        for r in vh.routes:
+            if isinstance(r.action, ForwardAction):
+                out.add(r.action.cluster)
+            elif isinstance(r.action, WeightedAction):
+                out.update(c.name for c in r.action.clusters)
+    return out

@@ -1,0 +1,248 @@
+"""The in-memory configuration state and the rules a change must pass (no I/O).
+
+The config actor owns the one `ConfigState`. For each command it asks the state to *plan* the
+change (validation, referential checks, conflicts, If-Match); the plan is persisted; only then
+is it *applied* to memory. Readers (REST GETs) read the state synchronously between the actor's
+steps, so they always see a committed, consistent state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from flowplane.domain.listener import Listener
+from flowplane.domain.resources import (
+    Kind,
+    Ref,
+    StoredResource,
+    client_spec,
+    parse_spec,
+    references,
+)
+from flowplane.errors import BadRequest, Conflict, FieldProblem, NotFound, PreconditionFailed
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One validated change: `after` None means delete. `before` None means create."""
+
+    kind: Kind
+    name: str
+    before: StoredResource | None
+    after: StoredResource | None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, `null` deletes, the rest replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def etag_matches(if_match: str | None, current: StoredResource) -> bool:
+    if if_match is None:
+        return True
+    for tag in (t.strip() for t in if_match.split(",")):
+        if tag == "*" or tag.removeprefix("W/") == current.etag:
+            return True
+    return False
+
+
+def _wildcard(addr: str) -> bool:
+    return ipaddress.ip_address(addr).is_unspecified
+
+
+class ConfigState:
+    def __init__(self) -> None:
+        self._by_kind: dict[Kind, dict[str, StoredResource]] = {k: {} for k in Kind}
+        self._refs: dict[Ref, frozenset[Ref]] = {}
+        self._referrers: dict[Ref, set[Ref]] = {}
+        self.serial = 0  # +1 per applied change batch
+
+    # --- reading -------------------------------------------------------------------------
+    def get(self, kind: Kind, name: str) -> StoredResource | None:
+        return self._by_kind[kind].get(name)
+
+    def require(self, kind: Kind, name: str) -> StoredResource:
+        res = self.get(kind, name)
+        if res is None:
+            raise NotFound(f"{kind.label} {name!r} does not exist")
+        return res
+
+    def list(self, kind: Kind, team: str | None = None) -> list[StoredResource]:
+        items = self._by_kind[kind].values()
+        if team is not None:
+            items = [r for r in items if r.team == team]  # type: ignore[assignment]
+        return sorted(items, key=lambda r: r.name)
+
+    def all(self) -> Iterator[StoredResource]:
+        for kind in Kind:
+            yield from self._by_kind[kind].values()
+
+    def referrers(self, kind: Kind, name: str) -> list[Ref]:
+        return sorted(self._referrers.get(Ref(kind, name), ()), key=lambda r: (r.kind, r.name))
+
+    def count(self, kind: Kind) -> int:
+        return len(self._by_kind[kind])
+
+    # --- planning ------------------------------------------------------------------------
+    def plan_create(self, kind: Kind, body: Any, source: str, now: datetime | None = None) -> Plan:
+        model = parse_spec(kind, body)
+        name = model.name  # type: ignore[attr-defined]
+        if self.get(kind, name) is not None:
+            raise Conflict(f"{kind.label} {name!r} already exists")
+        now = now or datetime.now(UTC)
+        after = StoredResource(
+            kind=kind,
+            name=name,
+            team=model.team,  # type: ignore[attr-defined]
+            version=1,
+            source=source,
+            spec=client_spec(body),
+            created_at=now,
+            updated_at=now,
+            model=model,
+        )
+        self._check(after)
+        return Plan(kind, name, None, after)
+
+    def plan_replace(
+        self,
+        kind: Kind,
+        name: str,
+        body: Any,
+        if_match: str | None,
+        source: str | None = None,
+        now: datetime | None = None,
+    ) -> Plan:
+        before = self.require(kind, name)
+        if not etag_matches(if_match, before):
+            raise PreconditionFailed(
+                f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
+            )
+        if isinstance(body, dict):
+            if "name" not in body:
+                body = {"name": name, **body}
+            elif body["name"] != name:
+                raise BadRequest(
+                    "a resource cannot be renamed",
+                    [FieldProblem("name", f"must be {name!r} (the name in the URL)")],
+                )
+        model = parse_spec(kind, body)
+        spec = client_spec(body)
+        after = replace(
+            before,
+            team=model.team,  # type: ignore[attr-defined]
+            version=before.version + 1,
+            source=source or before.source,
+            spec=spec,
+            updated_at=now or datetime.now(UTC),
+            model=model,
+        )
+        self._check(after)
+        return Plan(kind, name, before, after)
+
+    def plan_patch(
+        self, kind: Kind, name: str, patch: Any, if_match: str | None, source: str | None = None
+    ) -> Plan:
+        if not isinstance(patch, dict):
+            raise BadRequest("a PATCH body is a JSON object (RFC 7386 merge patch)")
+        before = self.require(kind, name)
+        return self.plan_replace(
+            kind, name, merge_patch(before.spec, patch), if_match, source=source
+        )
+
+    def plan_delete(self, kind: Kind, name: str, if_match: str | None) -> Plan:
+        before = self.require(kind, name)
+        if not etag_matches(if_match, before):
+            raise PreconditionFailed(
+                f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
+            )
+        users = self.referrers(kind, name)
+        if users:
+            raise Conflict(
+                f"{kind.label} {name!r} is still referenced by "
+                + ", ".join(str(u) for u in users),
+                [FieldProblem("name", f"referenced by {u}") for u in users],
+            )
+        return Plan(kind, name, before, None)
+
+    def _check(self, res: StoredResource) -> None:
+        """Referential integrity and conflicts for a resource about to be stored."""
+        missing = sorted(
+            (r for r in references(res.kind, res.model) if self.get(r.kind, r.name) is None),
+            key=lambda r: (r.kind, r.name),
+        )
+        if missing:
+            raise BadRequest(
+                f"{res.kind.label} {res.name!r} references what does not exist: "
+                + ", ".join(str(m) for m in missing),
+                [FieldProblem("(references)", f"{m} does not exist") for m in missing],
+            )
+        if res.kind is Kind.LISTENER:
+            self._check_address(res)
+
+    def _check_address(self, res: StoredResource) -> None:
+        new = res.model
+        assert isinstance(new, Listener)
+        if new.api_listener or new.address is None:
+            return
+        for other in self._by_kind[Kind.LISTENER].values():
+            old = other.model
+            assert isinstance(old, Listener)
+            if other.name == res.name or old.address is None or old.port != new.port:
+                continue
+            same_family = (
+                ipaddress.ip_address(old.address).version
+                == ipaddress.ip_address(new.address).version
+            )
+            if old.address == new.address or (
+                same_family and (_wildcard(old.address) or _wildcard(new.address))
+            ):
+                raise Conflict(
+                    f"listener {other.name!r} already uses {old.address}:{old.port}",
+                    [FieldProblem("port", f"{new.address}:{new.port} is taken by {other.name!r}")],
+                )
+
+    # --- applying ------------------------------------------------------------------------
+    def apply(self, plan: Plan) -> None:
+        """Make a persisted plan visible. Never fails (it was checked when planned)."""
+        ref = Ref(plan.kind, plan.name)
+        for old in self._refs.pop(ref, frozenset()):
+            users = self._referrers.get(old)
+            if users is not None:
+                users.discard(ref)
+                if not users:
+                    del self._referrers[old]
+        if plan.after is None:
+            self._by_kind[plan.kind].pop(plan.name, None)
+        else:
+            self._by_kind[plan.kind][plan.name] = plan.after
+            refs = frozenset(references(plan.kind, plan.after.model))
+            self._refs[ref] = refs
+            for r in refs:
+                self._referrers.setdefault(r, set()).add(ref)
+        self.serial += 1
+
+    def load(self, res: StoredResource) -> None:
+        """Start-up: add a resource read from storage (references are checked after all load)."""
+        self.apply(Plan(res.kind, res.name, None, res))
+
+    def dangling(self) -> list[tuple[Ref, Ref]]:
+        """(user, missing) pairs: should be empty for any state storage gave us."""
+        return sorted(
+            ((user, r) for user, refs in self._refs.items() for r in refs
+             if self.get(r.kind, r.name) is None),
+            key=lambda p: (p[0].kind, p[0].name, p[1].kind, p[1].name),
+        )  # fmt: skip
+

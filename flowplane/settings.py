@@ -1,0 +1,66 @@
+"""Settings: the only module that reads environment variables.
+
+Every setting is `FLOWPLANE_<NAME>`; the README lists each with its default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flowplane.errors import ConfigurationError
+
+
+def split_address(value: str, what: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what} must look like HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWPLANE_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./flowplane.db"
+    api_address: str = "127.0.0.1:8080"
+    xds_address: str = "0.0.0.0:18000"
+    xds_advertise_address: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    mailbox_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("api_address", "xds_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        split_address(v, "the address")
+        return v
+
+    @property
+    def api_host_port(self) -> tuple[str, int]:
+        return split_address(self.api_address, "FLOWPLANE_API_ADDRESS")
+
+    @property
+    def xds_host_port(self) -> tuple[str, int]:
+        return split_address(self.xds_address, "FLOWPLANE_XDS_ADDRESS")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win); bad values raise ConfigurationError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = "; ".join(
+            f"FLOWPLANE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in err.errors(include_url=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None

@@ -1,0 +1,84 @@
+"""The repository protocol every storage backend implements, and the rows it deals in.
+
+Backends know SQL, not the domain: a row's `spec` is opaque JSON. Writes come in batches that
+commit in one transaction or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources as importlib_resources
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    kind: str
+    name: str
+    team: str | None
+    version: int
+    source: str
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    row: ResourceRow
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    kind: str
+    name: str
+
+
+Write = Upsert | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+class Repository(Protocol):
+    """Storage as the config actor sees it. Every method raises `StorageError` on driver failure."""
+
+    url: str
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations in order, each in its own transaction; return their names."""
+        ...
+
+    async def load_all(self) -> list[ResourceRow]:
+        """Every stored resource (start-up rebuilds the in-memory state from this)."""
+        ...
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` in one transaction: all of them, or (on error) none."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `StorageError` unless the database answers."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """The numbered `NNNN_name.sql` files shipped for `dialect`, in order."""
+    folder = importlib_resources.files("flowplane.storage") / "migrations" / dialect
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            out.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    out.sort(key=lambda m: m.version)
+    if len({m.version for m in out}) != len(out):
+        raise RuntimeError(f"two {dialect} migrations share a number")
+    return out
