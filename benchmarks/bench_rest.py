@@ -1,0 +1,138 @@
+"""REST throughput: GET of one cluster, and POST+DELETE of clusters, at concurrency 10.
+
+Starts `flowplane serve` as its own process on a fresh SQLite file (persisted writes,
+synchronous=FULL), then drives it from this process with a minimal keep-alive HTTP/1.1 client on
+asyncio (one connection per concurrent worker) so the client costs little CPU. Prints requests/s,
+latency percentiles, and the CPU seconds both sides used (a saturated client would show here).
+
+    .venv/bin/python benchmarks/bench_rest.py [--seconds 10] [--concurrency 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flowplane.testing.factories import cluster_body  # noqa: E402
+from flowplane.testing.ports import free_port  # noqa: E402
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.r, self.w = reader, writer
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> int:
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
+        self.w.write(head.encode() + b"\r\n" + body)
+        status_line = await self.r.readline()
+        length = 0
+        while True:
+            line = await self.r.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode().partition(":")
+            if k.lower() == "content-length":
+                length = int(v)
+        if length:
+            await self.r.readexactly(length)
+        return int(status_line.split()[1])
+
+
+async def run_phase(port: int, seconds: float, concurrency: int, kind: str) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        nonlocal errors
+        conn = Conn(*await asyncio.open_connection("127.0.0.1", port))
+        n = 0
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            if kind == "get":
+                ok = await conn.request("GET", "/api/v1/native/clusters/bench") == 200
+                latencies.append(time.perf_counter() - t0)
+            else:
+                name = f"w{i}-{n}"
+                n += 1
+                body = json.dumps(cluster_body(name)).encode()
+                ok = await conn.request("POST", "/api/v1/native/clusters", body) == 201
+                latencies.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                ok = ok and await conn.request("DELETE", f"/api/v1/native/clusters/{name}") == 204
+                latencies.append(time.perf_counter() - t0)
+            errors += not ok
+        conn.w.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return errors, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(len(s) * p))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", type=int, default=10)
+    args = ap.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+               "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{port}", "FLOWPLANE_LOG_LEVEL": "WARNING",
+               "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}"}  # fmt: skip
+        server = subprocess.Popen([sys.executable, "-m", "flowplane.cli.main", "serve"], env=env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(base + "/readyz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            req = urllib.request.Request(
+                base + "/api/v1/native/clusters", json.dumps(cluster_body("bench")).encode(),
+                {"Content-Type": "application/json"},
+            )  # fmt: skip
+            urllib.request.urlopen(req)
+            print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.machine()} "
+                  f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+                  f"concurrency {args.concurrency}, {args.seconds:.0f}s per phase")  # fmt: skip
+            for kind, label in (("get", "GET one cluster"), ("write", "POST+DELETE (writes)")):
+                s0, c0 = proc_cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+                t0 = time.perf_counter()
+                errors, lat = asyncio.run(run_phase(port, args.seconds, args.concurrency, kind))
+                wall = time.perf_counter() - t0
+                s1, c1 = proc_cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+                client_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+                print(f"{label:24s} {len(lat) / wall:8.0f} req/s  p50 {pct(lat, .5):6.2f} ms  "
+                      f"p99 {pct(lat, .99):6.2f} ms  errors {errors}  "
+                      f"server CPU {(s1 - s0) / wall:4.0%}  client CPU {client_cpu / wall:4.0%}")  # fmt: skip
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Shared fixtures: a real SQLite file per test, the core (storage + config actor) and an
+in-process HTTP client talking ASGI to the real app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowplane.app import Core, make_app, open_core
+from flowplane.settings import Settings, load_settings
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/flowplane.db"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return load_settings(database_url=db_url, api_address="127.0.0.1:0")
+
+
+@pytest.fixture
+async def core(settings: Settings) -> AsyncIterator[Core]:
+    async with open_core(settings) as c:
+        yield c
+
+
+@pytest.fixture
+async def client(core: Core) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=make_app(core))
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowplane.test") as c:
+        yield c

@@ -1,0 +1,94 @@
+"""`flowplane serve` as a real process: socket traffic, SIGTERM, restart on the same database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from flowplane.testing.factories import cluster_body
+from flowplane.testing.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+async def start(db: Path, port: int, log: Path) -> trio.Process:
+    env = {
+        **os.environ,
+        "FLOWPLANE_DATABASE_URL": f"sqlite:///{db}",
+        "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{port}",
+        "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    with log.open("ab") as out:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "flowplane.cli.main", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    async with httpx.AsyncClient() as c:
+        with trio.fail_after(30):
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"server exited early:\n{log.read_text()}")
+                try:
+                    if (await c.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return proc
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+async def stop(proc: trio.Process) -> int:
+    proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(10):
+        return await proc.wait()
+
+
+async def test_serve_sigterm_restart_keeps_data(tmp_path: Path) -> None:
+    db, log, port = tmp_path / "data" / "fp.db", tmp_path / "server.log", free_port()
+    proc = await start(db, port, log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            r = await c.post("/api/v1/native/clusters", json=cluster_body())
+            assert r.status_code == 201
+            created = r.json()
+        assert await stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()
+    text = log.read_text()
+    assert "flowplane ready: REST API on http://127.0.0.1:" in text
+    assert "received SIGTERM" in text and "shutting down" in text
+
+    proc = await start(db, port, log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            assert (await c.get("/api/v1/native/clusters/backend")).json() == created
+        assert await stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()
+    assert "applied migrations" not in text.split("received SIGTERM")[-1]
+
+
+async def test_bad_settings_refuse_to_start(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOWPLANE_DATABASE_URL": "mysql://nope", "FLOWPLANE_API_ADDRESS": "x"}
+    result = await trio.run_process(
+        [sys.executable, "-m", "flowplane.cli.main", "serve"],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"FLOWPLANE_API_ADDRESS" in result.stderr
