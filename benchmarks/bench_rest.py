@@ -25,8 +25,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from flowplane.testing.factories import cluster_body  # noqa: E402
-from flowplane.testing.ports import free_port  # noqa: E402
+from flowplane.testing.factories import cluster_body
+from flowplane.testing.ports import free_port
 
 
 def proc_cpu(pid: int) -> float:
@@ -57,7 +57,9 @@ class Conn:
         return int(status_line.split()[1])
 
 
-async def run_phase(port: int, seconds: float, concurrency: int, kind: str) -> tuple[int, list[float]]:
+async def run_phase(
+    port: int, seconds: float, concurrency: int, kind: str
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds

@@ -92,7 +92,9 @@ async def run_server(
     shutdown = trio.Event()
     async with open_core(settings) as core, trio.open_nursery() as nursery:
         nursery.start_soon(_signals, shutdown)
-        binds = await nursery.start(lambda task_status: serve_api(core, shutdown=shutdown, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: serve_api(core, shutdown=shutdown, task_status=task_status)
+        )
         log.info(
             "flowplane ready: REST API on %s, database %s",
             ", ".join(binds),

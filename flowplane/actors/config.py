@@ -118,7 +118,9 @@ class ConfigActor:
         backpressure to writers rather than dropping changes)."""
         self._subscribers.append(channel)
 
-    async def run(self, *, task_status: trio.TaskStatus[ConfigActor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[ConfigActor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         send, inbox = trio.open_memory_channel[Command](self.mailbox_size)
         self._mailbox = send
         task_status.started(self)

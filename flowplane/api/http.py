@@ -82,17 +82,13 @@ def query(model: type[BaseModel]) -> Any:
 
 
 def error_response(err: FlowplaneError) -> Response:
-    resp = Response(
-        json.dumps(err.to_json()), status=err.status, content_type="application/json"
-    )
+    resp = Response(json.dumps(err.to_json()), status=err.status, content_type="application/json")
     for k, v in err.headers.items():
         resp.headers[k] = v
     return resp
 
 
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     resp = Response(
         json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
     )

@@ -90,7 +90,10 @@ def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: C
 
     docs: dict[str, tuple[View, str]] = {
         "list": (document_querystring(ListQuery)(document_response(page)(list_)), f"List {label}s"),
-        "create": (document_request(model)(document_response(item, 201)(create)), f"Create a {label}"),
+        "create": (
+            document_request(model)(document_response(item, 201)(create)),
+            f"Create a {label}",
+        ),
         "get": (document_response(item)(get), f"Get a {label}"),
         "put": (document_request(model)(document_response(item)(put)), f"Replace a {label}"),
         "patch": (document_response(item)(patch), f"Merge-patch a {label} (RFC 7386)"),

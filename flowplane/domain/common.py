@@ -1,7 +1,8 @@
 """Shared pieces of the domain models: the base model, names, hosts, error conversion.
 
 Models accept camelCase JSON only, refuse unknown fields, and are strict about types (a string is
-never silently turned into a number). What a client sent is what we store: see `resources.client_spec`.
+never silently turned into a number). What a client sent is what we store
+(`resources.client_spec`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, TypeVar
 
+import re2  # type: ignore[import-untyped]
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -78,11 +80,17 @@ def _check_ip(value: str) -> str:
 IpAddress = Annotated[str, AfterValidator(_check_ip)]
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
 def check_regex(value: str) -> str:
+    """Envoy's regexes are RE2 (no lookaround, no backreferences): validate with RE2 itself."""
     try:
-        re.compile(value)
-    except re.error as err:
-        raise ValueError(f"is not a valid regular expression: {err}") from None
+        re2.compile(value, _RE2_OPTIONS)
+    except re2.error as err:
+        detail = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else err
+        raise ValueError(f"is not a valid RE2 regular expression: {detail}") from None
     return value
 
 

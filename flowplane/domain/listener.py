@@ -105,7 +105,9 @@ class Listener(ApiModel):
             if len(self.filter_chains) != 1 or not isinstance(
                 self.filter_chains[0].filters[0], HttpConnectionManager
             ):
-                raise ValueError("an API listener has one filter chain with one HTTP connection manager")
+                raise ValueError(
+                    "an API listener has one filter chain with one HTTP connection manager"
+                )
         elif self.address is None or self.port is None:
             raise ValueError("a listener needs an address and a port (unless apiListener is true)")
         names = [fc.name for fc in self.filter_chains if fc.name is not None]
@@ -118,7 +120,10 @@ class Listener(ApiModel):
 
     def http_managers(self) -> list[HttpConnectionManager]:
         return [
-            f for fc in self.filter_chains for f in fc.filters if isinstance(f, HttpConnectionManager)
+            f
+            for fc in self.filter_chains
+            for f in fc.filters
+            if isinstance(f, HttpConnectionManager)
         ]
 
     def route_config_names(self) -> set[str]:

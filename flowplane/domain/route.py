@@ -28,12 +28,27 @@ def template_variables(template: str) -> list[str]:
     return [m.group(1) for m in _TEMPLATE_VAR_RE.finditer(template)]
 
 
+_TEMPLATE_LITERAL_RE = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]*$")
+
+
 def _check_template(value: str) -> None:
+    """Envoy's URI templates: `/a/{id}`, `/{p=**}`, `/{v=a/*}`; a variable's pattern is made of
+    `*`, `**` and literal segments only (no regexes: Envoy refuses them)."""
     if not value.startswith("/"):
         raise ValueError("a path template must start with '/'")
     stripped = _TEMPLATE_VAR_RE.sub("", value)
     if "{" in stripped or "}" in stripped:
         raise ValueError("a path template's variables look like {name} or {name=*}")
+    for m in _TEMPLATE_VAR_RE.finditer(value):
+        pattern = (m.group(2) or "=*")[1:]
+        for seg in pattern.split("/"):
+            if seg not in ("*", "**") and (
+                not seg or "*" in seg or not _TEMPLATE_LITERAL_RE.match(seg)
+            ):
+                raise ValueError(
+                    f"variable {m.group(1)!r}: a pattern is '*', '**' or literal segments, "
+                    f"not {pattern!r}"
+                )
     names = template_variables(value)
     if len(names) != len(set(names)):
         raise ValueError("a path template names a variable twice")
@@ -61,7 +76,9 @@ def _exactly_one(model: ApiModel, fields: tuple[str, ...], what: str) -> None:
 
 
 class HeaderMatch(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+    name: Annotated[
+        str, Field(min_length=1, max_length=256, pattern=r"^:?[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    ]
     exact: str | None = None
     prefix: Annotated[str, Field(min_length=1)] | None = None
     regex: Regex | None = None
@@ -213,7 +230,9 @@ def _check_domain(domain: str) -> None:
 
 class VirtualHost(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
-    domains: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(min_length=1)]
+    domains: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=253)]], Field(min_length=1)
+    ]
     routes: Annotated[list[Route], Field(max_length=10_000)]
     filters: FilterOverrides | None = None
 

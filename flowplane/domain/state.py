@@ -171,8 +171,7 @@ class ConfigState:
         users = self.referrers(kind, name)
         if users:
             raise Conflict(
-                f"{kind.label} {name!r} is still referenced by "
-                + ", ".join(str(u) for u in users),
+                f"{kind.label} {name!r} is still referenced by " + ", ".join(str(u) for u in users),
                 [FieldProblem("name", f"referenced by {u}") for u in users],
             )
         return Plan(kind, name, before, None)
@@ -245,4 +244,3 @@ class ConfigState:
              if self.get(r.kind, r.name) is None),
             key=lambda p: (p[0].kind, p[0].name, p[1].kind, p[1].name),
         )  # fmt: skip
-

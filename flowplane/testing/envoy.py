@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -146,8 +146,16 @@ async def validate_bootstrap(bootstrap: Mapping[str, Any], *, tmp_dir: Path) -> 
     is rejected. Nothing is bound or connected in validate mode."""
     path = _write_bootstrap(bootstrap, Path(tmp_dir), f"validate-{next(_base_ids)}")
     result = await trio.run_process(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "warning",
-         "--disable-hot-restart"],
+        [
+            envoy_binary(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "-l",
+            "warning",
+            "--disable-hot-restart",
+        ],
         stdin=subprocess.DEVNULL,
         capture_stdout=True,
         capture_stderr=True,
@@ -155,8 +163,9 @@ async def validate_bootstrap(bootstrap: Mapping[str, Any], *, tmp_dir: Path) -> 
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode("utf-8", "replace")
-        raise EnvoyError(f"envoy --mode validate rejected {path} (exit {result.returncode}):\n"
-                         f"{_tail(output)}")
+        raise EnvoyError(
+            f"envoy --mode validate rejected {path} (exit {result.returncode}):\n{_tail(output)}"
+        )
 
 
 @dataclass(eq=False)
@@ -210,7 +219,7 @@ class EnvoyProcess:
     async def wait_for(
         self,
         predicate: Callable[[], Awaitable[T]],
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109 -- a deadline that names what was awaited in its error
         *,
         interval: float = _POLL,
         what: str = "condition",
@@ -218,7 +227,7 @@ class EnvoyProcess:
         """Call `predicate` every `interval` s until it returns something truthy, and return
         that. Raise `TimeoutError` after `timeout` s (saying `what` and the last value seen), or
         `EnvoyExitedError` if Envoy dies meanwhile. Exceptions from `predicate` propagate."""
-        last: Any = None
+        last: T | None = None
         with trio.move_on_after(timeout):
             while True:
                 self.check_running()
@@ -227,10 +236,11 @@ class EnvoyProcess:
                     return last
                 await trio.sleep(interval)
         self.check_running()
-        raise TimeoutError(f"envoy pid {self.pid}: {what} not met after {timeout}s "
-                           f"(last value: {last!r})")
+        raise TimeoutError(
+            f"envoy pid {self.pid}: {what} not met after {timeout}s (last value: {last!r})"
+        )
 
-    async def wait_admin(self, timeout: float = 20) -> None:
+    async def wait_admin(self, timeout: float = 20) -> None:  # noqa: ASYNC109 -- as wait_for
         """Wait until the admin address file exists and admin answers HTTP at all (any status:
         an ADS Envoy answers `/ready` 503 until its first LDS/CDS round is done)."""
 
@@ -245,9 +255,12 @@ class EnvoyProcess:
 
         await self.wait_for(answers, timeout, what="admin answering")
 
-    async def wait_ready(self, timeout: float = 20) -> None:
-        """Wait until `GET /ready` answers 200 (server state LIVE: initial config applied)."""
+    async def wait_ready(self, timeout: float = 20) -> None:  # noqa: ASYNC109 -- as wait_for
+        """Wait until `GET /ready` answers 200 (server state LIVE: initial config applied).
+        `timeout` covers both this and the admin wait before it."""
+        deadline = trio.current_time() + timeout
         await self.wait_admin(timeout)
+        timeout = max(0.0, deadline - trio.current_time())
 
         async def live() -> bool:
             return (await self.admin_get("/ready")).status_code == 200
@@ -294,12 +307,14 @@ class EnvoyProcess:
     async def dynamic_versions(self) -> dict[str, set[str]]:
         """Per kind ("listeners", "clusters", "route_configs", "endpoints"), the set of
         `version_info` strings in config_dump: the kind's last accepted SotW version plus each
-        dynamic resource's version (active or warming). Kinds with none map to an empty set."""
+        dynamic resource's version (active or warming). Kinds with none map to an empty set.
+        Envoy 1.40 puts no version_info in EDS dumps, so "endpoints" is normally empty."""
         return versions_from_dump(await self.config_dump())
 
     async def resource_versions(self) -> dict[str, dict[str, str]]:
         """Per kind, `{resource name: version_info}` of the dynamic resources in config_dump
-        (listeners: the active state, else the warming one)."""
+        (listeners: the active state, else the warming one). Endpoints are keyed by cluster
+        name, with version "" (Envoy 1.40 does not dump EDS versions)."""
         return resources_from_dump(await self.config_dump())
 
     async def request(
@@ -311,7 +326,7 @@ class EnvoyProcess:
         method: str = "GET",
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
-        timeout: float = 5,
+        http_timeout: float = 5,
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one HTTP/1.1 request through the Envoy listener on 127.0.0.1:`port` on a fresh
         connection (so a config change is never hidden by a pooled connection to an old
@@ -322,7 +337,7 @@ class EnvoyProcess:
         send_headers = dict(headers or {})
         if host is not None:
             send_headers["host"] = host
-        async with httpx.AsyncClient(trust_env=False, timeout=timeout) as client:
+        async with httpx.AsyncClient(trust_env=False, timeout=http_timeout) as client:
             resp = await client.request(
                 method, f"http://127.0.0.1:{port}{path}", headers=send_headers, content=body
             )
@@ -391,17 +406,25 @@ async def run_envoy(
     admin_address_path.unlink(missing_ok=True)
     argv = [
         envoy_binary(),
-        "-c", str(bootstrap_path),
-        "--concurrency", "1",
+        "-c",
+        str(bootstrap_path),
+        "--concurrency",
+        "1",
         "--disable-hot-restart",
-        "--base-id", str(base_id),
-        "-l", log_level,
-        "--admin-address-path", str(admin_address_path),
+        "--base-id",
+        str(base_id),
+        "-l",
+        log_level,
+        "--admin-address-path",
+        str(admin_address_path),
         *extra_args,
     ]
     with log_path.open("wb") as log_file:
         process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     envoy = EnvoyProcess(
@@ -418,8 +441,13 @@ async def run_envoy(
             elif wait == "ready":
                 await envoy.wait_ready(ready_timeout)
         except (EnvoyExitedError, TimeoutError) as err:
+            reason = (
+                f"exited with {envoy.returncode}"
+                if isinstance(err, EnvoyExitedError)
+                else f"timed out after {ready_timeout}s waiting for {wait}"
+            )
             raise EnvoyStartError(
-                f"envoy failed to start ({err.__class__.__name__}); argv: {' '.join(argv)}\n"
+                f"envoy (pid {envoy.pid}) failed to start: {reason}\nargv: {' '.join(argv)}\n"
                 f"log {log_path}:\n{envoy.log_tail()}"
             ) from err
         yield envoy
@@ -511,7 +539,5 @@ def _tail(text: str, lines: int = 40) -> str:
 def _signal(pid: int, sig: signal.Signals) -> None:
     # By pid only (never the process group or a name); the process is our unreaped child, so
     # the pid cannot have been recycled.
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -11,6 +11,7 @@ Connections are kept alive (Envoy pools upstream connections); every request is 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,11 +47,14 @@ class Upstream:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def serve(self, *, task_status: trio.TaskStatus[Upstream] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Upstream] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Listen on `host` port 0 and serve until cancelled; `nursery.start` returns `self`
         with `port` set. Cancelling closes the listener and every open connection."""
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(trio.serve_tcp, self._handle, 0, host=self.host)
+            serve = functools.partial(trio.serve_tcp, self._handle, 0, host=self.host)
+            listeners = await nursery.start(serve)
             self.port = listeners[0].socket.getsockname()[1]
             task_status.started(self)
 

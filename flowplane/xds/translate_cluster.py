@@ -17,9 +17,17 @@ from flowplane.domain.cluster import (
     Thresholds,
     UpstreamTls,
 )
-from flowplane.xds.types import HTTP_PROTOCOL_OPTIONS, TLS_TRANSPORT_SOCKET, duration, pack, u32
+from flowplane.xds.types import (
+    HTTP_PROTOCOL_OPTIONS,
+    TLS_TRANSPORT_SOCKET,
+    duration,
+    pack,
+    set_unknown_string,
+    u32,
+)
 
 _PbCluster = cluster_pb2.Cluster
+_HEALTH_CHECK_NAME_FIELD = 27  # envoy.config.core.v3.HealthCheck.name (string)
 
 
 def cluster_to_proto(c: Cluster) -> cluster_pb2.Cluster:
@@ -44,8 +52,15 @@ def cluster_to_proto(c: Cluster) -> cluster_pb2.Cluster:
         out.maglev_lb_config.table_size.value = c.maglev.table_size
     if c.dns_lookup_family is not None:
         out.dns_lookup_family = _PbCluster.DnsLookupFamily.Value(c.dns_lookup_family)
-    for hc in c.health_checks or ():
-        out.health_checks.append(_health_check(hc))
+    checks = c.health_checks or []
+    for i, hc in enumerate(checks):
+        pb = _health_check(hc)
+        if len(checks) > 1:
+            # Envoy 1.40 refuses several unnamed health checks. `HealthCheck.name` (field 27) is
+            # newer than xds-protos 1.85, so it travels as an unknown field. A single check stays
+            # unnamed, keeping its stat names unchanged.
+            set_unknown_string(pb, _HEALTH_CHECK_NAME_FIELD, f"{hc.type}-{i}")
+        out.health_checks.append(pb)
     if c.circuit_breakers is not None:
         out.circuit_breakers.CopyFrom(_circuit_breakers(c.circuit_breakers))
     if c.outlier_detection is not None:

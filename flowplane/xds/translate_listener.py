@@ -59,7 +59,9 @@ def listener_to_proto(listener: Listener) -> listener_pb2.Listener:
             pack(_hcm(listener, hcm, "filterChains[0].filters[0]"))
         )
         return out
-    assert listener.address is not None and listener.port is not None  # the domain guarantees it
+    # The domain guarantees a non-API listener has both.
+    assert listener.address is not None
+    assert listener.port is not None
     out.address.socket_address.CopyFrom(
         address_pb2.SocketAddress(address=listener.address, port_value=listener.port)
     )

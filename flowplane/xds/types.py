@@ -70,3 +70,22 @@ def duration(seconds: float) -> duration_pb2.Duration:
 
 def u32(value: int) -> wrappers_pb2.UInt32Value:
     return wrappers_pb2.UInt32Value(value=value)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def set_unknown_string(msg: Message, number: int, value: str) -> None:
+    """Set string field `number`, which Envoy knows but our xds-protos does not, on `msg`.
+
+    It is kept as an unknown field: serialized (deterministically, after the known fields) and
+    so sent to Envoy, but invisible to `json_format`. Only for fields Envoy requires.
+    """
+    payload = value.encode()
+    msg.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)

@@ -30,7 +30,12 @@ async def test_openapi_lists_every_path_and_schema(client: httpx.AsyncClient) ->
     err = post["responses"]["400"]["content"]["application/json"]["schema"]
     assert set(err["properties"]) == {"error", "message", "details"}
     page = paths["/api/v1/native/listeners"]["get"]["responses"]["200"]["content"]
-    assert set(page["application/json"]["schema"]["properties"]) == {"items", "total", "limit", "offset"}
+    assert set(page["application/json"]["schema"]["properties"]) == {
+        "items",
+        "total",
+        "limit",
+        "offset",
+    }
     params = {p["name"] for p in paths["/api/v1/native/listeners"]["get"]["parameters"]}
     assert params == {"limit", "offset", "team"}
     # every $ref resolves

@@ -150,7 +150,9 @@ async def test_route_naming_missing_cluster_is_400(client: httpx.AsyncClient, co
 
 
 async def test_listener_naming_missing_route_config_is_400(client: httpx.AsyncClient) -> None:
-    body = assert_error(await client.post(f"{N}/listeners", json=listener_body()), 400, "bad_request")
+    body = assert_error(
+        await client.post(f"{N}/listeners", json=listener_body()), 400, "bad_request"
+    )
     assert "route config 'routes'" in body["message"]
 
 
@@ -204,7 +206,9 @@ async def test_listener_address_conflicts(
     await create(client, "clusters", cluster_body())
     await create(client, "route-configs", route_config_body())
     await create(client, "listeners", listener_body("one", address=first[0], port=first[1]))
-    r = await client.post(f"{N}/listeners", json=listener_body("two", address=second[0], port=second[1]))
+    r = await client.post(
+        f"{N}/listeners", json=listener_body("two", address=second[0], port=second[1])
+    )
     if conflict:
         assert "'one'" in assert_error(r, 409, "conflict")["message"]
     else:
@@ -243,7 +247,9 @@ async def test_if_match_star_and_weak(client: httpx.AsyncClient) -> None:
     await create(client, "clusters", cluster_body())
     r = await client.patch(f"{N}/clusters/backend", json={"http2": True}, headers={"If-Match": "*"})
     assert r.status_code == 200
-    r = await client.patch(f"{N}/clusters/backend", json={"http2": False}, headers={"If-Match": 'W/"2"'})
+    r = await client.patch(
+        f"{N}/clusters/backend", json={"http2": False}, headers={"If-Match": 'W/"2"'}
+    )
     assert r.status_code == 200
 
 
@@ -263,7 +269,11 @@ BAD_CLUSTERS: list[tuple[str, Any, str]] = [
     ("traversal name", cluster_body("../../etc/passwd"), "name"),
     ("no endpoints", {"name": "a", "endpoints": []}, "endpoints"),
     ("missing endpoints", {"name": "a"}, "endpoints"),
-    ("bad host", {"name": "a", "endpoints": [{"host": "not a host", "port": 1}]}, "endpoints[0].host"),
+    (
+        "bad host",
+        {"name": "a", "endpoints": [{"host": "not a host", "port": 1}]},
+        "endpoints[0].host",
+    ),
     ("bad lb", cluster_body(lbPolicy="FASTEST"), "lbPolicy"),
     ("option w/o policy", cluster_body(maglev={"tableSize": 65537}), "(body)"),
     ("maglev not prime", cluster_body(lbPolicy="MAGLEV", maglev={"tableSize": 1000}), "maglev"),
@@ -302,17 +312,37 @@ async def test_bad_route_match_is_400(client: httpx.AsyncClient, why: str, path:
 @pytest.mark.parametrize(
     ("why", "mutate"),
     [
-        ("two routers", lambda b: b["filterChains"][0]["filters"][0].update(httpFilters=[{"type": "router"}, {"type": "router"}])),
-        ("router not last", lambda b: b["filterChains"][0]["filters"][0].update(httpFilters=[{"type": "router"}, {"type": "cors"}])),
+        (
+            "two routers",
+            lambda b: b["filterChains"][0]["filters"][0].update(
+                httpFilters=[{"type": "router"}, {"type": "router"}]
+            ),
+        ),
+        (
+            "router not last",
+            lambda b: b["filterChains"][0]["filters"][0].update(
+                httpFilters=[{"type": "router"}, {"type": "cors"}]
+            ),
+        ),
         ("no address", lambda b: b.pop("address")),
         ("bad address", lambda b: b.update(address="localhost")),
         ("api listener with port", lambda b: b.update(apiListener=True)),
-        ("both route sources", lambda b: b["filterChains"][0]["filters"][0].update(inlineRouteConfig={"virtualHosts": []})),
-        ("unknown filter type", lambda b: b["filterChains"][0]["filters"].__setitem__(0, {"type": "redis"})),
+        (
+            "both route sources",
+            lambda b: b["filterChains"][0]["filters"][0].update(
+                inlineRouteConfig={"virtualHosts": []}
+            ),
+        ),
+        (
+            "unknown filter type",
+            lambda b: b["filterChains"][0]["filters"].__setitem__(0, {"type": "redis"}),
+        ),
         ("no chains", lambda b: b.update(filterChains=[])),
     ],
 )
-async def test_bad_listener_is_400(client: httpx.AsyncClient, core: Core, why: str, mutate: Any) -> None:
+async def test_bad_listener_is_400(
+    client: httpx.AsyncClient, core: Core, why: str, mutate: Any
+) -> None:
     await create(client, "clusters", cluster_body())
     await create(client, "route-configs", route_config_body())
     body = listener_body()
@@ -322,24 +352,34 @@ async def test_bad_listener_is_400(client: httpx.AsyncClient, core: Core, why: s
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
-    r = await client.post(f"{N}/clusters", content=b"null", headers={"content-type": "application/json"})
+    r = await client.post(
+        f"{N}/clusters", content=b"null", headers={"content-type": "application/json"}
+    )
     assert_error(r, 400, "bad_request")
-    r = await client.post(f"{N}/clusters", content=b'{"name": ', headers={"content-type": "application/json"})
+    r = await client.post(
+        f"{N}/clusters", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
     assert "not valid JSON" in assert_error(r, 400, "bad_request")["message"]
-    r = await client.post(f"{N}/clusters", content=b'{"port": NaN}', headers={"content-type": "application/json"})
+    r = await client.post(
+        f"{N}/clusters", content=b'{"port": NaN}', headers={"content-type": "application/json"}
+    )
     assert_error(r, 400, "bad_request")
 
 
 async def test_deeply_nested_json_is_400(client: httpx.AsyncClient, core: Core) -> None:
     deep = b'{"name": "a", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    r = await client.post(f"{N}/clusters", content=deep, headers={"content-type": "application/json"})
+    r = await client.post(
+        f"{N}/clusters", content=deep, headers={"content-type": "application/json"}
+    )
     assert "nested" in assert_error(r, 400, "bad_request")["message"]
     assert await stored_rows(core) == 0
     assert (await client.get("/healthz")).status_code == 200
 
 
 async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
-    r = await client.post(f"{N}/clusters", content=b"name=a", headers={"content-type": "text/plain"})
+    r = await client.post(
+        f"{N}/clusters", content=b"name=a", headers={"content-type": "text/plain"}
+    )
     assert_error(r, 415, "unsupported_media_type")
     r = await client.post(f"{N}/clusters", content=b"{}")  # no content type at all
     assert_error(r, 415, "unsupported_media_type")
@@ -353,14 +393,18 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient, core: Core) -> N
 
 async def test_rename_via_put_is_400(client: httpx.AsyncClient) -> None:
     await create(client, "clusters", cluster_body())
-    err = assert_error(await client.put(f"{N}/clusters/backend", json=cluster_body("other")), 400, "bad_request")
+    err = assert_error(
+        await client.put(f"{N}/clusters/backend", json=cluster_body("other")), 400, "bad_request"
+    )
     assert err["details"][0]["field"] == "name"
 
 
 async def test_missing_resource_is_404(client: httpx.AsyncClient) -> None:
     for method in ("GET", "PUT", "PATCH", "DELETE"):
         kwargs = {"json": cluster_body("ghost")} if method in ("PUT", "PATCH") else {}
-        assert_error(await client.request(method, f"{N}/clusters/ghost", **kwargs), 404, "not_found")
+        assert_error(
+            await client.request(method, f"{N}/clusters/ghost", **kwargs), 404, "not_found"
+        )
 
 
 async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
@@ -369,7 +413,9 @@ async def test_unknown_path_and_method(client: httpx.AsyncClient) -> None:
     assert r.status_code == 405 and r.json()["error"] == "bad_request"
 
 
-async def test_storage_failure_is_503_and_changes_nothing(client: httpx.AsyncClient, core: Core) -> None:
+async def test_storage_failure_is_503_and_changes_nothing(
+    client: httpx.AsyncClient, core: Core
+) -> None:
     await create(client, "clusters", cluster_body())
     await core.repo.aclose()  # a real fault: the database connection is gone
     r = await client.post(f"{N}/clusters", json=cluster_body("second"))

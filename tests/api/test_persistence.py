@@ -19,7 +19,10 @@ async def test_reopen_restores_state_and_references(settings: Settings) -> None:
             await c.post(f"{N}/route-configs", json=route_config_body())
             await c.post(f"{N}/listeners", json=listener_body())
             await c.patch(f"{N}/clusters/backend", json={"http2": True})
-            before = {p: (await c.get(f"{N}/{p}")).json() for p in ("clusters", "route-configs", "listeners")}
+            before = {
+                p: (await c.get(f"{N}/{p}")).json()
+                for p in ("clusters", "route-configs", "listeners")
+            }
     async with open_core(settings) as core:
         t = httpx.ASGITransport(app=make_app(core))
         async with httpx.AsyncClient(transport=t, base_url="http://x") as c:

@@ -22,7 +22,9 @@ endpoint = st.fixed_dictionaries(
 )
 thresholds = st.fixed_dictionaries(
     {},
-    optional={k: counts for k in ("maxConnections", "maxPendingRequests", "maxRequests", "maxRetries")},
+    optional={
+        k: counts for k in ("maxConnections", "maxPendingRequests", "maxRequests", "maxRetries")
+    },
 )
 health_check = st.one_of(
     st.fixed_dictionaries(
@@ -43,11 +45,15 @@ policies = st.one_of(
     st.fixed_dictionaries({"lbPolicy": st.sampled_from(["ROUND_ROBIN", "RANDOM"])}),
     st.fixed_dictionaries(
         {"lbPolicy": st.just("LEAST_REQUEST")},
-        optional={"leastRequest": st.fixed_dictionaries({}, optional={"choiceCount": st.integers(2, 100)})},
+        optional={
+            "leastRequest": st.fixed_dictionaries({}, optional={"choiceCount": st.integers(2, 100)})
+        },
     ),
     st.fixed_dictionaries(
         {"lbPolicy": st.just("MAGLEV")},
-        optional={"maglev": st.fixed_dictionaries({"tableSize": st.sampled_from([65537, 131, 7919])})},
+        optional={
+            "maglev": st.fixed_dictionaries({"tableSize": st.sampled_from([65537, 131, 7919])})
+        },
     ),
     st.just({}),
 )
@@ -67,7 +73,9 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
         "connectTimeoutSeconds": seconds,
         "dnsLookupFamily": st.sampled_from(["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"]),
         "healthChecks": st.lists(health_check, max_size=2),
-        "circuitBreakers": st.fixed_dictionaries({}, optional={"default": thresholds, "high": thresholds}),
+        "circuitBreakers": st.fixed_dictionaries(
+            {}, optional={"default": thresholds, "high": thresholds}
+        ),
         "outlierDetection": st.fixed_dictionaries(
             {},
             optional={
@@ -79,7 +87,12 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
             },
         ),
         "tls": st.fixed_dictionaries(
-            {}, optional={"enabled": st.booleans(), "sni": hostnames, "caCertFile": st.just("/etc/ca.pem")}
+            {},
+            optional={
+                "enabled": st.booleans(),
+                "sni": hostnames,
+                "caCertFile": st.just("/etc/ca.pem"),
+            },
         ),
         "http2": st.booleans(),
     }

@@ -37,7 +37,7 @@ async def start(db: Path, port: int, log: Path) -> trio.Process:
         with trio.fail_after(30):
             while True:
                 if proc.poll() is not None:
-                    raise AssertionError(f"server exited early:\n{log.read_text()}")
+                    raise AssertionError(f"server exited early:\n{log.read_bytes().decode()}")  # noqa: ASYNC240
                 try:
                     if (await c.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                         return proc

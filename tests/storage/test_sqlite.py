@@ -24,7 +24,9 @@ async def test_migrations_recorded_and_idempotent(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/sub/dir/f.db"  # missing directories are created
     repo = await open_repository(url)
     try:
-        assert await repo.migrate() == [f"{m.version:04d}_{m.name}" for m in load_migrations("sqlite")]
+        assert await repo.migrate() == [
+            f"{m.version:04d}_{m.name}" for m in load_migrations("sqlite")
+        ]
         assert await repo.migrate() == []
     finally:
         await repo.aclose()
@@ -67,7 +69,9 @@ async def test_closed_repository_raises_storage_error(tmp_path: Path) -> None:
         await repo.ping()
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "mysql://x", "postgresql://localhost/x"])
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "mysql://x", "postgresql://localhost/x"]
+)
 async def test_bad_urls_refused_clearly(url: str) -> None:
     with pytest.raises(ConfigurationError):
         await open_repository(url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,6 @@ import pytest
 import trio
 
 from flowplane.testing.envoy import (
-    EnvoyProcess,
     EnvoyStartError,
     ads_bootstrap,
     parse_stats,
@@ -46,7 +47,8 @@ def static_bootstrap(listener_port: int, upstream_port: int) -> dict[str, Any]:
         },
         "http_filters": [ROUTER],
     }
-    endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}
+    socket_address = {"address": "127.0.0.1", "port_value": upstream_port}
+    endpoint = {"address": {"socket_address": socket_address}}
     return {
         "node": {"id": "static-1", "cluster": "harness"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -161,8 +163,12 @@ async def test_static_envoy_proxies_to_upstream_and_is_killed(tmp_path: Path) ->
     assert stats["cluster.up.upstream_rq_total"] == 1
     assert stats["server.state"] == 0  # LIVE
     assert rejected == {}  # no xDS at all
-    assert versions == {"listeners": set(), "clusters": set(), "route_configs": set(),
-                        "endpoints": set()}
+    assert versions == {
+        "listeners": set(),
+        "clusters": set(),
+        "route_configs": set(),
+        "endpoints": set(),
+    }
     assert envoy.returncode == 0  # SIGTERM is a clean shutdown for Envoy
     assert_gone(pid)
 
@@ -170,9 +176,11 @@ async def test_static_envoy_proxies_to_upstream_and_is_killed(tmp_path: Path) ->
 @pytest.mark.parametrize("delta", [False, True])
 @pytest.mark.e2e
 async def test_ads_bootstrap_passes_envoy_validate(tmp_path: Path, *, delta: bool) -> None:
-    boot = ads_bootstrap("team=demo/dp-1", "127.0.0.1", 18000, delta=delta,
-                         cluster="demo", metadata={"team": "demo"})
-    assert boot["dynamic_resources"]["ads_config"]["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
+    boot = ads_bootstrap(
+        "team=demo/dp-1", "127.0.0.1", 18000, delta=delta, cluster="demo", metadata={"team": "demo"}
+    )
+    api_type = boot["dynamic_resources"]["ads_config"]["api_type"]
+    assert api_type == ("DELTA_GRPC" if delta else "GRPC")
     with trio.fail_after(30):
         await validate_bootstrap(boot, tmp_dir=tmp_path)
 
@@ -194,7 +202,8 @@ async def test_ads_envoy_without_server_answers_admin_but_is_not_ready(tmp_path:
         "listener_manager.lds.update_rejected": 0,
         "cluster_manager.cds.update_rejected": 0,
     }
-    assert versions["listeners"] == {} and versions["clusters"] == {}
+    assert versions["listeners"] == {}
+    assert versions["clusters"] == {}
     assert_gone(pid)
 
 
@@ -231,5 +240,135 @@ async def test_several_envoys_at_once_all_die_on_cancel(tmp_path: Path) -> None:
         assert_gone(pid)
 
 
-def _unused(envoy: EnvoyProcess) -> None:  # keeps the import used for type checkers
-    del envoy
+def _hcm(route_spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "ingress",
+            **route_spec,
+            "http_filters": [ROUTER],
+        },
+    }
+
+
+def _write_response(path: Path, version: str, type_name: str, resources: list[Any]) -> None:
+    """A DiscoveryResponse file for a filesystem subscription, swapped in atomically (Envoy
+    watches for a rename into place)."""
+    url = f"type.googleapis.com/{type_name}"
+    body = {"version_info": version, "resources": [{"@type": url, **r} for r in resources]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, path)
+
+
+@pytest.mark.e2e
+async def test_dynamic_versions_and_rejections_from_file_subscriptions(tmp_path: Path) -> None:
+    # Filesystem xDS exercises the same config_dump/stat shapes as ADS, without a server.
+    listener_port = free_port()
+    files = {kind: tmp_path / f"{kind}.json" for kind in ("lds", "cds", "rds", "eds")}
+
+    def source(kind: str) -> dict[str, Any]:
+        return {"path_config_source": {"path": str(files[kind])}, "resource_api_version": "V3"}
+
+    def listener(port: int) -> dict[str, Any]:
+        rds = {"rds": {"route_config_name": "routes", "config_source": source("rds")}}
+        return {
+            "name": "ingress",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [_hcm(rds)]}],
+        }
+
+    with trio.fail_after(30):
+        async with run_upstream("beta") as up:
+            _write_response(
+                files["lds"], "l1", "envoy.config.listener.v3.Listener", [listener(listener_port)]
+            )
+            cluster = {
+                "name": "up",
+                "type": "EDS",
+                "connect_timeout": "1s",
+                "eds_cluster_config": {"eds_config": source("eds")},
+            }
+            _write_response(files["cds"], "c1", "envoy.config.cluster.v3.Cluster", [cluster])
+            routes = {
+                "name": "routes",
+                "virtual_hosts": [
+                    {
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "up"}}],
+                    }
+                ],
+            }
+            _write_response(
+                files["rds"], "r1", "envoy.config.route.v3.RouteConfiguration", [routes]
+            )
+            socket_address = {"address": "127.0.0.1", "port_value": up.port}
+            cla = {
+                "cluster_name": "up",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {"endpoint": {"address": {"socket_address": socket_address}}}
+                        ]
+                    }
+                ],
+            }
+            _write_response(
+                files["eds"], "e1", "envoy.config.endpoint.v3.ClusterLoadAssignment", [cla]
+            )
+            boot = {
+                "node": {"id": "files-1", "cluster": "harness"},
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+                "dynamic_resources": {"lds_config": source("lds"), "cds_config": source("cds")},
+            }
+            async with run_envoy(boot, tmp_dir=tmp_path / "envoy", wait="ready") as envoy:
+                status, _, body = await envoy.request(listener_port, "/dyn")
+                versions = await envoy.dynamic_versions()
+                by_name = await envoy.resource_versions()
+                clean = await envoy.rejected_counts()
+
+                # An invalid listener (port out of range) must be NACKed, visible in the stats.
+                _write_response(
+                    files["lds"], "l2", "envoy.config.listener.v3.Listener", [listener(70000)]
+                )
+
+                async def lds_rejected() -> bool:
+                    return await envoy.stat("listener_manager.lds.update_rejected") == 1
+
+                await envoy.wait_for(lds_rejected, 10, what="LDS NACK")
+                after = await envoy.dynamic_versions()
+    assert status == 200
+    assert body == b"beta GET /dyn"
+    assert versions == {
+        "listeners": {"l1"},
+        "clusters": {"c1"},
+        "route_configs": {"r1"},
+        "endpoints": set(),  # Envoy 1.40 leaves version_info out of EDS dumps,
+    }
+    assert by_name == {
+        "listeners": {"ingress": "l1"},
+        "clusters": {"up": "c1"},
+        "route_configs": {"routes": "r1"},
+        "endpoints": {"up": ""},
+    }
+    assert clean == {
+        "listener_manager.lds.update_rejected": 0,
+        "cluster_manager.cds.update_rejected": 0,
+        "http.ingress.rds.routes.update_rejected": 0,
+        "cluster.up.update_rejected": 0,  # EDS
+    }
+    assert after["listeners"] == {"l1"}  # the rejected version never became current
+
+
+@pytest.mark.e2e
+async def test_envoy_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    boot = ads_bootstrap("dp-stuck", "127.0.0.1", free_port())
+    with trio.fail_after(30):
+        async with run_envoy(boot, tmp_dir=tmp_path, term_timeout=0.2) as envoy:
+            pid = envoy.pid
+            os.kill(pid, signal.SIGSTOP)  # a stopped process leaves SIGTERM pending
+    assert envoy.returncode == -signal.SIGKILL
+    assert_gone(pid)
