@@ -9,59 +9,76 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
+import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from quart_trio import QuartTrio
 
-from flowplane.actors.config import ConfigActor, load_state
+from flowplane.actors.config import ConfigActor, ConfigChange, load_state
+from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, create_app
+from flowplane.defaults import ensure_default_gateway
 from flowplane.domain.state import ConfigState
+from flowplane.grpc.hub import Hub
+from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
+from flowplane.xds.builder import SnapshotBuilder
+from flowplane.xds.translate import translate_resource
 
 log = logging.getLogger("flowplane")
 
 
 @dataclass
 class Core:
-    """Storage, state and the config actor: everything but the network servers."""
+    """Storage, state, the config actor and the snapshot builder: everything but the servers."""
 
     settings: Settings
     repo: Repository
     state: ConfigState
     actor: ConfigActor
     readiness: Readiness
+    hub: Hub
+    snapshots: SnapshotActor
+    xds_port: int | None = None
 
 
 @asynccontextmanager
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
-    """Open storage, migrate, rebuild state, run the config actor; close everything on exit."""
+    """Open storage, migrate, rebuild state and the first snapshot, run the actors; close all
+    on exit."""
     repo = await open_repository(settings.database_url)
     try:
         applied = await repo.migrate()
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         state = await load_state(repo)
-        actor = ConfigActor(repo, state, settings.mailbox_size)
+        actor = ConfigActor(repo, state, settings.mailbox_size, validate=translate_resource)
         readiness = Readiness()
         readiness.set("storage", True)
+        readiness.set("snapshot", False)
+        hub = Hub()
+        snapshots = SnapshotActor(
+            SnapshotBuilder(translate_resource), hub, settings.snapshot_debounce_seconds
+        )
+        snapshots.build_initial(state)
+        readiness.set("snapshot", True)
+        send, receive = trio.open_memory_channel[ConfigChange](settings.mailbox_size)
+        actor.subscribe(send)
         async with trio.open_nursery() as nursery:
+            await nursery.start(snapshots.run, receive)
             await nursery.start(actor.run)
-            yield Core(settings, repo, state, actor, readiness)
+            await ensure_default_gateway(settings, actor)
+            yield Core(settings, repo, state, actor, readiness, hub, snapshots)
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await repo.aclose()
 
 
-def make_app(core: Core):  # type: ignore[no-untyped-def]
-    return create_app(
-        state=core.state,
-        actor=core.actor,
-        repo=core.repo,
-        readiness=core.readiness,
-        max_body_bytes=core.settings.max_body_bytes,
-    )
+def make_app(core: Core) -> QuartTrio:
+    return create_app(core)
 
 
 async def serve_api(
@@ -77,7 +94,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = core.settings.shutdown_grace_seconds
-    config.h11_max_incomplete_size = 64 * 1024  # oversized request heads -> 431/400, not memory
+    config.h11_max_incomplete_size = 64 * 1024  # oversized request heads -> 4xx, not memory
     await hypercorn_serve(
         make_app(core), config, shutdown_trigger=shutdown.wait, task_status=task_status
     )
@@ -90,21 +107,33 @@ async def run_server(
 ) -> None:
     """`flowplane serve`: run until SIGTERM/SIGINT, then shut down within the grace period."""
     shutdown = trio.Event()
-    async with open_core(settings) as core, trio.open_nursery() as nursery:
+    async with (
+        trio_asyncio.open_loop() as loop,
+        open_core(settings) as core,
+        trio.open_nursery() as nursery,
+    ):
         nursery.start_soon(_signals, shutdown)
-        binds = await nursery.start(
-            lambda task_status: serve_api(core, shutdown=shutdown, task_status=task_status)
-        )
-        log.info(
-            "flowplane ready: REST API on %s, database %s",
-            ", ".join(binds),
-            settings.database_url,
-        )
-        task_status.started(binds)
-        await shutdown.wait()
-        log.info("shutting down")
-        # hypercorn stops on `shutdown`; give it the grace period, then cancel what is left.
-        nursery.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace_seconds + 1
+        xds = XdsServer(core.hub, loop)
+        host, port = settings.xds_host_port
+        core.xds_port = await xds.start(host, port)
+        try:
+            binds = await nursery.start(
+                lambda task_status: serve_api(core, shutdown=shutdown, task_status=task_status)
+            )
+            log.info(
+                "flowplane ready: REST API on %s, xDS (ADS) on %s:%d, database %s",
+                ", ".join(binds), host, core.xds_port, settings.database_url,
+            )  # fmt: skip
+            task_status.started(binds)
+            await shutdown.wait()
+            log.info("shutting down")
+            # hypercorn stops on `shutdown`; give it the grace period, then cancel what is left.
+            nursery.cancel_scope.deadline = (
+                trio.current_time() + settings.shutdown_grace_seconds + 1
+            )
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(settings.shutdown_grace_seconds):
+                await xds.stop()
 
 
 async def _signals(shutdown: trio.Event) -> None:

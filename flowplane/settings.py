@@ -33,13 +33,16 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     mailbox_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    snapshot_debounce_seconds: Annotated[float, Field(ge=0, le=10)] = 0.005
+    default_gateway: bool = True
+    default_gateway_address: str = "0.0.0.0:10000"
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("api_address", "xds_address")
+    @field_validator("api_address", "xds_address", "default_gateway_address")
     @classmethod
     def _address(cls, v: str) -> str:
         split_address(v, "the address")
@@ -52,6 +55,13 @@ class Settings(BaseSettings):
     @property
     def xds_host_port(self) -> tuple[str, int]:
         return split_address(self.xds_address, "FLOWPLANE_XDS_ADDRESS")
+
+    def advertised_xds(self, bound_port: int | None = None) -> tuple[str, int]:
+        """Where data planes should connect: the advertise setting, else 127.0.0.1 and the xDS
+        port (never 0.0.0.0, which is not an address a client can reach)."""
+        if self.xds_advertise_address:
+            return split_address(self.xds_advertise_address, "FLOWPLANE_XDS_ADVERTISE_ADDRESS")
+        return "127.0.0.1", bound_port or self.xds_host_port[1]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -20,7 +20,7 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return load_settings(database_url=db_url, api_address="127.0.0.1:0")
+    return load_settings(database_url=db_url, api_address="127.0.0.1:0", default_gateway=False)
 
 
 @pytest.fixture

@@ -105,9 +105,18 @@ async def load_state(repo: Repository) -> ConfigState:
 
 
 class ConfigActor:
-    def __init__(self, repo: Repository, state: ConfigState, mailbox_size: int = 256) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        state: ConfigState,
+        mailbox_size: int = 256,
+        validate: Callable[[Kind, BaseModel], object] | None = None,
+    ) -> None:
         self.repo = repo
         self.state = state
+        # Extra validation of a resource about to be stored (the app passes the xDS translator,
+        # so nothing is stored that could not be served); raises FlowplaneError to refuse.
+        self.validate = validate
         self.mailbox_size = mailbox_size
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Command] | None = None
@@ -149,6 +158,8 @@ class ConfigActor:
     async def _handle(self, cmd: Command) -> None:
         try:
             plan = self._plan(cmd)
+            if plan.after is not None and self.validate is not None:
+                self.validate(plan.kind, plan.after.model)
             writes: list[Write] = (
                 [Upsert(row_of(plan.after))]
                 if plan.after is not None

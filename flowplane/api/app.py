@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,11 +14,10 @@ from quart_schema import QuartSchema, document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from flowplane.actors.config import ConfigActor
+from flowplane.api.dataplanes import dataplanes_blueprint
 from flowplane.api.http import error_response, json_response
 from flowplane.api.native import native_blueprint
-from flowplane.api.schemas import ErrorOut, HealthOut
-from flowplane.domain.state import ConfigState
+from flowplane.api.schemas import HealthOut
 from flowplane.errors import (
     BadRequest,
     FlowplaneError,
@@ -28,7 +27,9 @@ from flowplane.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from flowplane.storage.base import Repository
+
+if TYPE_CHECKING:
+    from flowplane.app import Core
 
 log = logging.getLogger(__name__)
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
@@ -63,16 +64,10 @@ def _http_error(err: HTTPException) -> FlowplaneError:
     return Internal("internal error")
 
 
-def create_app(
-    *,
-    state: ConfigState,
-    actor: ConfigActor,
-    repo: Repository,
-    readiness: Readiness,
-    max_body_bytes: int = 1024 * 1024,
-) -> QuartTrio:
+def create_app(core: Core) -> QuartTrio:
+    repo, readiness = core.repo, core.readiness
     app = QuartTrio("flowplane")
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = core.settings.max_body_bytes
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/swagger-ui/static/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/swagger-ui/static/swagger-ui.css"
     QuartSchema(
@@ -128,6 +123,6 @@ def create_app(
     async def swagger_static(filename: str) -> Any:
         return await send_from_directory(SWAGGER_DIR, filename)
 
-    app.register_blueprint(native_blueprint(state, actor))
-    _ = ErrorOut
+    app.register_blueprint(native_blueprint(core.state, core.actor))
+    app.register_blueprint(dataplanes_blueprint(core))
     return app

@@ -68,6 +68,7 @@ class ConfigState:
         self._refs: dict[Ref, frozenset[Ref]] = {}
         self._referrers: dict[Ref, set[Ref]] = {}
         self.serial = 0  # +1 per applied change batch
+        self.protected: dict[Ref, str] = {}  # resources that cannot be deleted, and why
 
     # --- reading -------------------------------------------------------------------------
     def get(self, kind: Kind, name: str) -> StoredResource | None:
@@ -168,6 +169,9 @@ class ConfigState:
             raise PreconditionFailed(
                 f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
             )
+        why = self.protected.get(Ref(kind, name))
+        if why is not None:
+            raise Conflict(f"{kind.label} {name!r} cannot be deleted: {why}")
         users = self.referrers(kind, name)
         if users:
             raise Conflict(

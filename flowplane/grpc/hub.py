@@ -1,0 +1,85 @@
+"""The hub: where the snapshot builder (trio side) meets the stream actors (asyncio side).
+
+`publish()` stores the new snapshot and makes one hop onto the asyncio loop
+(`loop.call_soon`) to wake every stream actor (DESIGN.md §1: one hop per snapshot, not per
+message). The hub also keeps the registry of connected streams for `GET /api/v1/nodes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from flowplane.xds.snapshot import Snapshot
+from flowplane.xds.sotw import Rejection, TypeStatus
+
+
+class StreamState(Protocol):
+    node_id: str | None
+
+    def status(self) -> dict[str, TypeStatus]: ...
+
+
+@dataclass
+class StreamInfo:
+    """One connected xDS stream, as `GET /api/v1/nodes` shows it."""
+
+    stream_id: int
+    protocol: str  # "sotw" | "delta"
+    address: str
+    connected_since: datetime
+    state: StreamState
+    node_metadata: dict[str, Any] = field(default_factory=dict)
+    rejected_at: dict[int, datetime] = field(default_factory=dict)  # id(Rejection) -> first seen
+
+    @property
+    def node_id(self) -> str | None:
+        return self.state.node_id
+
+    def note_rejection(self, rejection: Rejection) -> bool:
+        """Record when a rejection was first seen; True if it is new."""
+        key = id(rejection)
+        if key in self.rejected_at:
+            return False
+        self.rejected_at = {key: datetime.now(UTC)}  # only the latest per stream matters here
+        return True
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.snapshot = Snapshot.empty()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakers: dict[int, asyncio.Event] = {}
+        self.streams: dict[int, StreamInfo] = {}
+        self._ids = itertools.count(1)
+        self.published = 0
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` current and wake every stream actor (callable from trio or asyncio)."""
+        self.snapshot = snapshot
+        self.published += 1
+        if self._loop is not None and self._wakers:
+            self._loop.call_soon(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for ev in self._wakers.values():
+            ev.set()
+
+    def register(
+        self, protocol: str, address: str, state: StreamState, wake: asyncio.Event
+    ) -> StreamInfo:
+        sid = next(self._ids)
+        info = StreamInfo(sid, protocol, address, datetime.now(UTC), state)
+        self.streams[sid] = info
+        self._wakers[sid] = wake
+        return info
+
+    def unregister(self, info: StreamInfo) -> None:
+        self.streams.pop(info.stream_id, None)
+        self._wakers.pop(info.stream_id, None)

@@ -1,0 +1,43 @@
+"""Run a whole control plane in-process for tests: core + xDS server on loopback + an HTTP client
+talking ASGI to the real app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import trio_asyncio
+
+from flowplane.app import Core, make_app, open_core
+from flowplane.grpc.server import XdsServer
+from flowplane.settings import Settings
+
+
+@dataclass
+class Plane:
+    core: Core
+    api: httpx.AsyncClient
+    xds: XdsServer
+
+    @property
+    def xds_port(self) -> int:
+        assert self.core.xds_port is not None
+        return self.core.xds_port
+
+
+@asynccontextmanager
+async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
+    """Storage, actors, the ADS server on 127.0.0.1 (port from settings, 0 = any) and an API
+    client; everything is stopped on exit."""
+    async with trio_asyncio.open_loop() as loop, open_core(settings) as core:
+        xds = XdsServer(core.hub, loop)
+        host, port = settings.xds_host_port
+        core.xds_port = await xds.start(host, port)
+        try:
+            transport = httpx.ASGITransport(app=make_app(core))
+            async with httpx.AsyncClient(transport=transport, base_url="http://flowplane") as api:
+                yield Plane(core, api, xds)
+        finally:
+            await xds.stop()

@@ -1,0 +1,80 @@
+"""Envoy bootstrap documents that point a data plane at Flowplane's ADS server (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowplane.domain.common import is_ip
+
+
+def ads_bootstrap(
+    node_id: str,
+    xds_host: str,
+    xds_port: int,
+    *,
+    delta: bool = False,
+    cluster: str = "flowplane",
+    metadata: Mapping[str, Any] | None = None,
+    admin_port: int = 0,
+) -> dict[str, Any]:
+    """A bootstrap (as a JSON-able dict) for an Envoy that takes LDS and CDS over one ADS stream
+    (`GRPC`, or `DELTA_GRPC` if `delta`) from `xds_host:xds_port` over plaintext HTTP/2.
+
+    Admin listens on 127.0.0.1:`admin_port` (0 picks a free port). `xds_host` may be an IP
+    address (STATIC xDS cluster) or a hostname (STRICT_DNS). RDS and EDS arrive over the same
+    ADS stream when LDS/CDS resources ask for them.
+    """
+    node: dict[str, Any] = {"id": node_id, "cluster": cluster}
+    if metadata:
+        node["metadata"] = dict(metadata)
+    return {
+        "node": node,
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+            },
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds_cluster",
+                    "type": "STATIC" if is_ip(xds_host) else "STRICT_DNS",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/"
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": "xds_cluster",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": xds_host,
+                                                    "port_value": xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+    }
