@@ -29,6 +29,7 @@ class SnapshotActor:
         self.hub = hub
         self.debounce_seconds = debounce_seconds
         self.last_serial = 0
+        self._progress = trio.Event()
 
     def build_initial(self, state: ConfigState) -> None:
         """Build and publish the first snapshot from everything stored (raises if inconsistent)."""
@@ -72,3 +73,11 @@ class SnapshotActor:
                     metrics.SNAPSHOT_FAILURES.inc()
                     log.error("snapshot not published (serial %s): %s", serial, err.message)
                 self.last_serial = serial
+                self._progress.set()
+                self._progress = trio.Event()
+
+    async def caught_up(self, serial: int) -> None:
+        """Wait until every config change up to `serial` is reflected in the published
+        snapshot (tests and tools use it instead of sleeping)."""
+        while self.last_serial < serial:
+            await self._progress.wait()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import weakref
+from typing import Any
 
 import trio_asyncio
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
@@ -14,11 +18,32 @@ from flowplane.grpc.hub import Hub
 log = logging.getLogger(__name__)
 
 
+class _Server(Server):
+    """grpclib's server, remembering its connections so stop() can close them (asyncio's
+    Server.close only stops listening; open HTTP/2 connections would otherwise leak)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self.protocols.add(protocol)
+        return protocol
+
+    def close_connections(self) -> None:
+        for protocol in list(self.protocols):
+            conn = getattr(protocol, "connection", None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn._transport.close()
+
+
 class XdsServer:
     def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = hub
         self.loop = loop
-        self._server: Server | None = None
+        self._server: _Server | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
@@ -26,7 +51,7 @@ class XdsServer:
 
         async def _start() -> int:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
-            server = Server([AdsService(self.hub)], codec=BytesPassthroughCodec())
+            server = _Server([AdsService(self.hub)], codec=BytesPassthroughCodec())
             await server.start(host, port, reuse_address=True)
             self._server = server
             sockets = server._server.sockets if server._server else ()
@@ -43,5 +68,7 @@ class XdsServer:
         async def _stop() -> None:
             server.close()
             await server.wait_closed()
+            server.close_connections()
+            await asyncio.sleep(0)  # let the transports finish closing
 
         await trio_asyncio.aio_as_trio(_stop)()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 XDS_STREAMS = Gauge("flowplane_xds_streams", "Connected xDS streams", ["protocol"])
-XDS_RESPONSES = Counter(
-    "flowplane_xds_responses_total", "xDS responses sent", ["protocol", "type"]
-)
+XDS_RESPONSES = Counter("flowplane_xds_responses_total", "xDS responses sent", ["protocol", "type"])
 XDS_NACKS = Counter("flowplane_xds_nacks_total", "xDS responses rejected by clients", ["type"])
 XDS_STREAM_CRASHES = Counter(
     "flowplane_xds_stream_crashes_total", "xDS stream actors that failed with an internal error"

@@ -21,6 +21,10 @@ class Plane:
     api: httpx.AsyncClient
     xds: XdsServer
 
+    async def settled(self) -> None:
+        """Wait until the published snapshot reflects every committed change."""
+        await self.core.snapshots.caught_up(self.core.state.serial)
+
     @property
     def xds_port(self) -> int:
         assert self.core.xds_port is not None

@@ -171,10 +171,13 @@ _EMPTY: dict[str, TypeSnapshot] = {}
 
 
 def _empty(type_url: str) -> TypeSnapshot:
-    # One shared empty TypeSnapshot per type URL, so "no resources" has a stable identity.
+    # One shared empty TypeSnapshot per known type URL, so "no resources" has a stable identity.
+    # Unknown type URLs (whatever a client asks for) get a fresh one: this map must not grow.
     ts = _EMPTY.get(type_url)
     if ts is None:
-        ts = _EMPTY[type_url] = TypeSnapshot(type_url, {})
+        ts = TypeSnapshot(type_url, {})
+        if type_url in _RANK:
+            _EMPTY[type_url] = ts
     return ts
 
 

@@ -37,10 +37,13 @@ from flowplane.xds.wire import sotw_response_body, with_nonce
 if TYPE_CHECKING:
     from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-__all__ = ["WILDCARD", "Outbound", "Rejection", "Request", "SotwStream", "TypeStatus"]
+__all__ = ["MAX_TYPES", "WILDCARD", "Outbound", "Rejection", "Request", "SotwStream", "TypeStatus"]
 
 WILDCARD: Final = "*"
 """The explicit wildcard resource name (rule 9)."""
+
+MAX_TYPES: Final = 16
+"""Distinct type URLs one stream may request (Envoy uses 4, or 5 with SDS)."""
 
 _NO_RESOURCES: Final[Mapping[str, Resource]] = MappingProxyType({})
 _INTERN_LIMIT: Final = 4096
@@ -183,7 +186,8 @@ class SotwStream:
     def on_request(self, req: Request) -> None:
         """Record a request: node, ACK or NACK, and the subscription it states.
 
-        Raises `BadRequest` for a request without a type URL (ADS needs it on every request).
+        Raises `BadRequest` for a request without a type URL (ADS needs it on every request) or
+        for more than `MAX_TYPES` distinct type URLs on one stream.
         Never produces output itself: call `outbound` afterwards.
         """
         if not req.type_url:
@@ -193,6 +197,8 @@ class SotwStream:
             self.node_id = req.node_id
         st = self._types.get(req.type_url)
         if st is None:
+            if len(self._types) >= MAX_TYPES:  # rule 17: a client cannot grow our state at will
+                raise BadRequest(f"a stream may request at most {MAX_TYPES} resource types")
             st = self._types[req.type_url] = _TypeState()
             self._order.append(req.type_url)
             self._order.sort(key=order_key)

@@ -28,7 +28,7 @@ import flowplane.xds.sotw as sotw_module
 from flowplane.errors import BadRequest
 from flowplane.xds import wire
 from flowplane.xds.snapshot import ORDER, Resource, Snapshot, TypeSnapshot, content_version
-from flowplane.xds.sotw import Outbound, Rejection, Request, SotwStream, TypeStatus
+from flowplane.xds.sotw import MAX_TYPES, Outbound, Rejection, Request, SotwStream, TypeStatus
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 
 CDS, EDS, LDS, RDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
@@ -166,6 +166,15 @@ def test_request_from_proto() -> None:
 def test_request_without_type_url_is_refused() -> None:
     with pytest.raises(BadRequest):
         SotwStream().on_request(req(""))
+
+
+def test_rule17_a_stream_cannot_request_unbounded_type_urls() -> None:
+    s = SotwStream()
+    for i in range(MAX_TYPES):
+        s.on_request(req(f"type.googleapis.com/x.T{i}"))
+    assert s.outbound(Snapshot.empty()) == []  # unknown named types: nothing exists, nothing sent
+    with pytest.raises(BadRequest):
+        s.on_request(req("type.googleapis.com/x.one-too-many"))
 
 
 # -- rule 2: node --------------------------------------------------------------------------------
