@@ -63,6 +63,7 @@ async def json_body(*extra_types: str) -> Any:
     if limit is not None and (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     raw = await request.get_data(cache=False, as_text=False)
+    assert isinstance(raw, bytes)
     if limit is not None and len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     return decode_json(raw)

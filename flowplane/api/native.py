@@ -50,7 +50,7 @@ def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: C
 
     async def list_(**_: Any) -> Response:
         q = query(ListQuery)
-        items = state.list(kind, team=q.team)
+        items = state.list_resources(kind, team=q.team)
         window = items[q.offset : q.offset + q.limit]
         return json_response(
             {

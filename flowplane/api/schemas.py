@@ -45,22 +45,20 @@ class ListQuery(_Out):
 def out_model(kind: Kind) -> type[BaseModel]:
     """The stored resource as returned: the client's fields plus server-managed metadata."""
     base = kind.model
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{base.__name__}Resource",
-        __base__=base,
-        version=(int, ...),
-        source=(Literal["native", "platform"], ...),
-        created_at=(datetime, ...),
-        updated_at=(datetime, ...),
-    )
+    fields: dict[str, Any] = {
+        "version": (int, ...),
+        "source": (Literal["native", "platform"], ...),
+        "created_at": (datetime, ...),
+        "updated_at": (datetime, ...),
+    }
+    return create_model(f"{base.__name__}Resource", __base__=base, **fields)
 
 
 def page_model(kind: Kind, item: type[BaseModel]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{kind.model.__name__}Page",
-        __base__=_Out,
-        items=(list[item], ...),  # type: ignore[valid-type]
-        total=(int, ...),
-        limit=(int, ...),
-        offset=(int, ...),
-    )
+    fields: dict[str, Any] = {
+        "items": (list[item], ...),  # type: ignore[valid-type]
+        "total": (int, ...),
+        "limit": (int, ...),
+        "offset": (int, ...),
+    }
+    return create_model(f"{kind.model.__name__}Page", __base__=_Out, **fields)

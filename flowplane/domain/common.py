@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, TypeVar
 
-import re2  # type: ignore[import-untyped]
+import re2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 

@@ -80,7 +80,7 @@ class ConfigState:
             raise NotFound(f"{kind.label} {name!r} does not exist")
         return res
 
-    def list(self, kind: Kind, team: str | None = None) -> list[StoredResource]:
+    def list_resources(self, kind: Kind, team: str | None = None) -> list[StoredResource]:
         items = self._by_kind[kind].values()
         if team is not None:
             items = [r for r in items if r.team == team]  # type: ignore[assignment]

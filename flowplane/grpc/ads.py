@@ -98,7 +98,7 @@ class AdsService:
         except GRPCError:
             raise
         except Exception:
-            # grpclib would turn this into a silent UNKNOWN: say what happened, end this stream only.
+            # grpclib would turn this into a silent UNKNOWN: log it, end this stream only.
             log.exception("xDS stream actor crashed (node %s, %s)", info.node_id, info.address)
             metrics.XDS_STREAM_CRASHES.inc()
             raise GRPCError(Status.INTERNAL, "internal error in the control plane") from None

@@ -54,10 +54,11 @@ class XdsServer:
             server = _Server([AdsService(self.hub)], codec=BytesPassthroughCodec())
             await server.start(host, port, reuse_address=True)
             self._server = server
-            sockets = server._server.sockets if server._server else ()
+            sockets: Any = getattr(server._server, "sockets", None) or ()
             return int(sockets[0].getsockname()[1]) if sockets else port
 
-        return await trio_asyncio.aio_as_trio(_start)()
+        bound: int = await trio_asyncio.aio_as_trio(_start)()
+        return bound
 
     async def stop(self) -> None:
         """Stop accepting, cancel every stream handler, wait for them to finish."""
