@@ -35,26 +35,43 @@ def proc_cpu(pid: int) -> float:
 
 
 class Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.r, self.w = reader, writer
+    """Keep-alive HTTP/1.1; reconnects when the server closes the connection (hypercorn closes
+    after keep_alive_max_requests, 1000 by default)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.w: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"") -> int:
+        if self.w is None:
+            self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
         head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
         if body:
             head += "Content-Type: application/json\r\n"
         self.w.write(head.encode() + b"\r\n" + body)
         status_line = await self.r.readline()
-        length = 0
-        while True:
+        length, close = 0, not status_line
+        while status_line:
             line = await self.r.readline()
             if line in (b"\r\n", b""):
                 break
             k, _, v = line.decode().partition(":")
             if k.lower() == "content-length":
                 length = int(v)
+            elif k.lower() == "connection" and v.strip().lower() == "close":
+                close = True
         if length:
             await self.r.readexactly(length)
+        if close:
+            self.w.close()
+            self.w = None
+            if not status_line:  # closed before answering: send it again on a new connection
+                return await self.request(method, path, body)
         return int(status_line.split()[1])
+
+    def close(self) -> None:
+        if self.w is not None:
+            self.w.close()
 
 
 async def run_phase(
@@ -66,7 +83,7 @@ async def run_phase(
 
     async def worker(i: int) -> None:
         nonlocal errors
-        conn = Conn(*await asyncio.open_connection("127.0.0.1", port))
+        conn = Conn(port)
         n = 0
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
@@ -83,7 +100,7 @@ async def run_phase(
                 ok = ok and await conn.request("DELETE", f"/api/v1/native/clusters/{name}") == 204
                 latencies.append(time.perf_counter() - t0)
             errors += not ok
-        conn.w.close()
+        conn.close()
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return errors, latencies

@@ -12,11 +12,11 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from quart_trio import QuartTrio
 
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
 from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, create_app
+from flowplane.api.fastpath import FastReads
 from flowplane.defaults import ensure_default_gateway
 from flowplane.domain.state import ConfigState
 from flowplane.grpc.hub import Hub
@@ -77,8 +77,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             await repo.aclose()
 
 
-def make_app(core: Core) -> QuartTrio:
-    return create_app(core)
+def make_app(core: Core) -> FastReads:
+    """The ASGI app: the read fast path in front of the quart-trio application."""
+    return FastReads(create_app(core), core.state)
 
 
 async def serve_api(
@@ -96,7 +97,10 @@ async def serve_api(
     config.graceful_timeout = core.settings.shutdown_grace_seconds
     config.h11_max_incomplete_size = 64 * 1024  # oversized request heads -> 4xx, not memory
     await hypercorn_serve(
-        make_app(core), config, shutdown_trigger=shutdown.wait, task_status=task_status
+        make_app(core),  # type: ignore[arg-type]
+        config,
+        shutdown_trigger=shutdown.wait,
+        task_status=task_status,
     )
 
 

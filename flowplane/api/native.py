@@ -12,7 +12,7 @@ from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response, tag
 
 from flowplane.actors.config import Command, ConfigActor
-from flowplane.api.http import json_body, json_response, query
+from flowplane.api.http import json_body, query
 from flowplane.api.schemas import ErrorOut, ListQuery, out_model, page_model
 from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.state import ConfigState
@@ -27,7 +27,10 @@ def _resource_response(res: StoredResource, status: int = 200) -> Response:
     headers = {"ETag": res.etag}
     if status == 201:
         headers["Location"] = f"/api/v1/native/{PATHS[res.kind]}/{res.name}"
-    return json_response(res.to_json(), status, headers)
+    resp = Response(res.json_bytes, status=status, content_type="application/json")
+    for k, v in headers.items():
+        resp.headers[k] = v
+    return resp
 
 
 def _errors(view: View) -> View:
@@ -52,14 +55,15 @@ def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: C
         q = query(ListQuery)
         items = state.list_resources(kind, team=q.team)
         window = items[q.offset : q.offset + q.limit]
-        return json_response(
-            {
-                "items": [r.to_json() for r in window],
-                "total": len(items),
-                "limit": q.limit,
-                "offset": q.offset,
-            }
+        # Splice each resource's cached JSON instead of re-serialising it.
+        body = b"".join(
+            (
+                b'{"items":[',
+                b",".join(r.json_bytes for r in window),
+                f'],"total":{len(items)},"limit":{q.limit},"offset":{q.offset}}}'.encode(),
+            )
         )
+        return Response(body, content_type="application/json")
 
     async def create() -> Response:
         body = await json_body()

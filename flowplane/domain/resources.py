@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel
@@ -77,7 +79,7 @@ def references(kind: Kind, model: BaseModel) -> set[Ref]:
     return set()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredResource:
     """One resource as persisted: the client's JSON (`spec`) plus server-managed metadata.
 
@@ -97,6 +99,11 @@ class StoredResource:
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
+
+    @cached_property
+    def json_bytes(self) -> bytes:
+        """`to_json()` serialized once (the resource is immutable)."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.spec)

@@ -40,7 +40,7 @@ async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:
-            transport = httpx.ASGITransport(app=make_app(core))  # type: ignore[arg-type]
+            transport = httpx.ASGITransport(app=make_app(core))
             async with httpx.AsyncClient(transport=transport, base_url="http://flowplane") as api:
                 yield Plane(core, api, xds)
         finally:
