@@ -79,7 +79,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
 
 def make_app(core: Core) -> FastReads:
     """The ASGI app: the read fast path in front of the quart-trio application."""
-    return FastReads(create_app(core), core.state)
+    return FastReads(create_app(core), core.state)  # type: ignore[arg-type]
 
 
 async def serve_api(
