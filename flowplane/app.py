@@ -13,10 +13,13 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from flowplane.actors.auth import AuthState, load_auth
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
 from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, create_app
+from flowplane.api.auth import Authenticator
 from flowplane.api.fastpath import FastReads
+from flowplane.bootstrap_admin import ensure_admin, flush_auth_activity
 from flowplane.defaults import ensure_default_gateway
 from flowplane.domain.state import ConfigState
 from flowplane.grpc.hub import Hub
@@ -41,6 +44,9 @@ class Core:
     readiness: Readiness
     hub: Hub
     snapshots: SnapshotActor
+    auth: AuthState
+    authenticator: Authenticator
+    admin_token: str | None = None  # set when this start created the first admin token
     xds_port: int | None = None
 
 
@@ -54,7 +60,11 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         state = await load_state(repo)
+        auth = await load_auth(repo)
+        state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
         actor = ConfigActor(repo, state, settings.mailbox_size, validate=translate_resource)
+        actor.auth = auth
+        authenticator = Authenticator(auth, default_rate_per_minute=settings.rate_limit_per_minute)
         readiness = Readiness()
         readiness.set("storage", True)
         readiness.set("snapshot", False)
@@ -69,8 +79,11 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         async with trio.open_nursery() as nursery:
             await nursery.start(snapshots.run, receive)
             await nursery.start(actor.run)
+            admin_token = await ensure_admin(actor)
             await ensure_default_gateway(settings, actor)
-            yield Core(settings, repo, state, actor, readiness, hub, snapshots)
+            nursery.start_soon(flush_auth_activity, actor, authenticator)
+            yield Core(settings, repo, state, actor, readiness, hub, snapshots, auth,
+                       authenticator, admin_token)  # fmt: skip
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
@@ -79,7 +92,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
 
 def make_app(core: Core) -> FastReads:
     """The ASGI app: the read fast path in front of the quart-trio application."""
-    return FastReads(create_app(core), core.state)  # type: ignore[arg-type]
+    return FastReads(create_app(core), core.state, core.authenticator)  # type: ignore[arg-type]
 
 
 async def serve_api(

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     mailbox_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     snapshot_debounce_seconds: Annotated[float, Field(ge=0, le=10)] = 0.005
+    rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"
 

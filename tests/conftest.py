@@ -11,6 +11,7 @@ import pytest
 
 from flowplane.app import Core, make_app, open_core
 from flowplane.settings import Settings, load_settings
+from flowplane.testing.plane import admin_token
 
 
 @pytest.fixture
@@ -32,5 +33,8 @@ async def core(settings: Settings) -> AsyncIterator[Core]:
 @pytest.fixture
 async def client(core: Core) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=make_app(core))
-    async with httpx.AsyncClient(transport=transport, base_url="http://flowplane.test") as c:
+    headers = {"Authorization": f"Bearer {admin_token(core)}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://flowplane.test", headers=headers
+    ) as c:
         yield c

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import trio
 from pydantic import BaseModel
 
+from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.resources import Kind, StoredResource, parse_spec
-from flowplane.domain.state import ConfigState, Plan
+from flowplane.domain.state import ConfigState
 from flowplane.errors import FlowplaneError, Internal, StorageError
-from flowplane.storage.base import Delete, Repository, ResourceRow, Upsert, Write
+from flowplane.storage.base import AuditRow, Delete, Repository, ResourceRow, Upsert, Write
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +37,120 @@ class ConfigChange:
 
 
 @dataclass(slots=True)
-class Command:
-    op: Op
-    kind: Kind
-    name: str | None = None
-    body: Any = None
-    if_match: str | None = None
-    source: str = "native"
-    _done: trio.Event = field(default_factory=trio.Event)
-    _result: StoredResource | FlowplaneError | None = None
+class TxnPlan:
+    """A checked change ready to commit: the rows to write (one transaction, audit included),
+    how to make it visible in memory once committed, and what to answer."""
 
-    def resolve(self, result: StoredResource | FlowplaneError | None) -> None:
+    writes: list[Write]
+    apply: Callable[[], None]
+    result: Any = None
+    changes: tuple[tuple[Kind, str, BaseModel | None], ...] = ()
+
+
+class Txn:
+    """A command for the config actor. `plan` runs inside the actor (the single writer), so it
+    sees a state no other writer can change before the plan commits."""
+
+    principal: Principal = SYSTEM
+    _done: trio.Event
+    _result: Any
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._result = None
+
+    def plan(self, actor: ConfigActor) -> TxnPlan:
+        raise NotImplementedError
+
+    def resolve(self, result: Any) -> None:
         self._result = result
         self._done.set()
 
-    async def wait(self) -> StoredResource | None:
+    async def wait(self) -> Any:
         await self._done.wait()
         if isinstance(self._result, FlowplaneError):
             raise self._result
         return self._result
+
+
+class Command(Txn):
+    """Create, replace, merge-patch or delete one stored resource."""
+
+    def __init__(
+        self,
+        op: Op,
+        kind: Kind,
+        name: str | None = None,
+        body: Any = None,
+        if_match: str | None = None,
+        source: str = "native",
+        principal: Principal = SYSTEM,
+    ) -> None:
+        super().__init__()
+        self.op, self.kind, self.name, self.body = op, kind, name, body
+        self.if_match, self.source, self.principal = if_match, source, principal
+
+    def plan(self, actor: ConfigActor) -> TxnPlan:
+        s, p = actor.state, self.principal
+        if self.op == "create":
+            plan = s.plan_create(self.kind, self.body, self.source, principal=p)
+        else:
+            assert self.name is not None
+            if self.op == "replace":
+                plan = s.plan_replace(self.kind, self.name, self.body, self.if_match, principal=p)
+            elif self.op == "patch":
+                plan = s.plan_patch(self.kind, self.name, self.body, self.if_match, principal=p)
+            else:
+                plan = s.plan_delete(self.kind, self.name, self.if_match, principal=p)
+        if plan.after is not None and actor.validate is not None:
+            actor.validate(plan.kind, plan.after.model)
+        writes: list[Write] = (
+            [Upsert(row_of(plan.after))]
+            if plan.after is not None
+            else [Delete(plan.kind.value, plan.name)]
+        )
+        action = {"create": "create", "replace": "update", "patch": "update"}.get(self.op, "delete")
+        subject = plan.after or plan.before
+        writes.append(
+            audit_row(
+                p,
+                action,
+                plan.kind.value,
+                plan.name,
+                subject.team if subject else None,
+                plan.before.spec if plan.before else None,
+                plan.after.spec if plan.after else None,
+            )
+        )
+        return TxnPlan(
+            writes,
+            lambda: s.apply(plan),
+            plan.after,
+            ((plan.kind, plan.name, plan.after.model if plan.after else None),),
+        )
+
+
+def audit_row(
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    name: str | None,
+    team: str | None,
+    before: Any = None,
+    after: Any = None,
+) -> AuditRow:
+    return AuditRow(
+        time=datetime.now(UTC),
+        actor_id=principal.token_id,
+        actor_name=principal.name,
+        action=action,
+        resource_type=resource_type,
+        resource_name=name,
+        team=team,
+        before=before,
+        after=after,
+        client_address=principal.client_address,
+    )
 
 
 def row_of(res: StoredResource) -> ResourceRow:
@@ -119,8 +215,8 @@ class ConfigActor:
         self.validate = validate
         self.mailbox_size = mailbox_size
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
-        self._mailbox: trio.MemorySendChannel[Command] | None = None
-        self.now: Callable[[], datetime] | None = None  # tests may pin the clock
+        self._mailbox: trio.MemorySendChannel[Txn] | None = None
+        self.auth: Any = None  # flowplane.actors.auth.AuthState, set by the composition root
 
     def subscribe(self, channel: trio.MemorySendChannel[ConfigChange]) -> None:
         """Every committed change is sent to `channel` (awaited: a full channel applies
@@ -130,54 +226,35 @@ class ConfigActor:
     async def run(
         self, *, task_status: trio.TaskStatus[ConfigActor] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        send, inbox = trio.open_memory_channel[Command](self.mailbox_size)
+        send, inbox = trio.open_memory_channel[Txn](self.mailbox_size)
         self._mailbox = send
         task_status.started(self)
         async with inbox:
             async for cmd in inbox:
                 await self._handle(cmd)
 
-    async def submit(self, cmd: Command) -> StoredResource | None:
+    async def submit(self, cmd: Txn) -> Any:
         """Send `cmd` and wait for its outcome; raises the FlowplaneError it failed with."""
         if self._mailbox is None:
             raise StorageError("the config actor is not running")
         await self._mailbox.send(cmd)
         return await cmd.wait()
 
-    def _plan(self, cmd: Command) -> Plan:
-        s = self.state
-        if cmd.op == "create":
-            return s.plan_create(cmd.kind, cmd.body, cmd.source)
-        assert cmd.name is not None
-        if cmd.op == "replace":
-            return s.plan_replace(cmd.kind, cmd.name, cmd.body, cmd.if_match)
-        if cmd.op == "patch":
-            return s.plan_patch(cmd.kind, cmd.name, cmd.body, cmd.if_match)
-        return s.plan_delete(cmd.kind, cmd.name, cmd.if_match)
-
-    async def _handle(self, cmd: Command) -> None:
+    async def _handle(self, cmd: Txn) -> None:
         try:
-            plan = self._plan(cmd)
-            if plan.after is not None and self.validate is not None:
-                self.validate(plan.kind, plan.after.model)
-            writes: list[Write] = (
-                [Upsert(row_of(plan.after))]
-                if plan.after is not None
-                else [Delete(plan.kind.value, plan.name)]
-            )
-            await self.repo.write(writes)
+            txn = cmd.plan(self)
+            await self.repo.write(txn.writes)
         except FlowplaneError as err:
             cmd.resolve(err)
             return
         except Exception as err:  # a bug: report it to the caller, keep the actor alive
-            log.exception("config actor failed on %s %s", cmd.op, cmd.kind)
+            log.exception("config actor failed on %s", type(cmd).__name__)
             cmd.resolve(Internal(f"internal error: {type(err).__name__}"))
             return
-        self.state.apply(plan)
-        change = ConfigChange(
-            self.state.serial,
-            ((plan.kind, plan.name, plan.after.model if plan.after else None),),
-        )
-        for sub in self._subscribers:
-            await sub.send(change)
-        cmd.resolve(plan.after)
+        txn.apply()
+        if txn.changes:
+            self.state.serial += 1
+            change = ConfigChange(self.state.serial, txn.changes)
+            for sub in self._subscribers:
+                await sub.send(change)
+        cmd.resolve(txn.result)

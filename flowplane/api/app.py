@@ -9,18 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from quart import Response, send_from_directory
+from quart import Response, g, request, send_from_directory
 from quart_schema import QuartSchema, document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.dataplanes import dataplanes_blueprint
 from flowplane.api.http import error_response, json_response
 from flowplane.api.native import native_blueprint
 from flowplane.api.schemas import HealthOut
+from flowplane.api.security import security_blueprint
 from flowplane.errors import (
     BadRequest,
     FlowplaneError,
+    Forbidden,
     Internal,
     MethodNotAllowed,
     NotFound,
@@ -47,6 +50,11 @@ class Readiness:
     @property
     def ready(self) -> bool:
         return bool(self.checks) and all(self.checks.values())
+
+
+def _client(scope: Any) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 def _http_error(err: HTTPException) -> FlowplaneError:
@@ -79,6 +87,27 @@ def create_app(core: Core) -> QuartTrio:
         info={"title": "Flowplane", "version": "0.1.0",
               "description": "Envoy control plane: Native and Platform REST APIs."},
     )  # fmt: skip
+
+    authenticator = core.authenticator
+
+    @app.before_request
+    async def _authorize() -> None:
+        """Every endpoint's scope comes from RULES; an endpoint without a rule is refused
+        (fail closed). Unknown paths fall through to the 404 handler."""
+        endpoint = request.endpoint
+        if request.url_rule is None or endpoint is None:
+            return
+        scope = RULES.get(endpoint)
+        if scope is None:
+            log.error("endpoint %s has no authorisation rule", endpoint)
+            raise Forbidden("this endpoint has no authorisation rule")
+        if scope == PUBLIC:
+            return
+        principal = authenticator.authenticate(
+            request.headers.get("Authorization"), _client(request.scope)
+        )
+        authenticator.authorize(principal, scope)
+        g.principal = principal
 
     @app.errorhandler(FlowplaneError)
     async def _flowplane_error(err: FlowplaneError) -> Response:
@@ -125,4 +154,5 @@ def create_app(core: Core) -> QuartTrio:
 
     app.register_blueprint(native_blueprint(core.state, core.actor))
     app.register_blueprint(dataplanes_blueprint(core))
+    app.register_blueprint(security_blueprint(core))
     return app

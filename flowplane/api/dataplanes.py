@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field
-from quart import Blueprint, Response
+from quart import Blueprint, Response, g
 from quart_schema import document_querystring, tag
 
 from flowplane.api.http import json_response, query
 from flowplane.api.schemas import _Out
+from flowplane.domain.auth import Principal
 from flowplane.domain.common import NAME_RE
 from flowplane.errors import BadRequest, NotFound
 from flowplane.grpc.hub import StreamInfo
@@ -71,6 +72,11 @@ def node_json(info: StreamInfo) -> dict[str, Any]:
     }
 
 
+def _sees(principal: Principal, node: dict[str, Any]) -> bool:
+    """Team-bound tokens see their teams' nodes only (a node without a team: admins only)."""
+    return not principal.team_bound or node["team"] in principal.teams
+
+
 def dataplanes_blueprint(core: Core) -> Blueprint:
     bp = Blueprint("dataplanes", __name__, url_prefix="/api/v1")
 
@@ -78,7 +84,8 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
     @tag(["data planes"])
     async def list_nodes() -> Response:
         """Connected Envoys: per resource type, version sent and acknowledged, last rejection."""
-        items = [node_json(i) for i in core.hub.streams.values()]
+        p = g.principal
+        items = [n for n in map(node_json, core.hub.streams.values()) if _sees(p, n)]
         items.sort(key=lambda n: (n["id"] or "", n["streamId"]))
         return json_response({"items": items, "total": len(items), "limit": len(items),
                               "offset": 0})  # fmt: skip
@@ -87,7 +94,10 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
     @tag(["data planes"])
     async def get_node(node_id: str) -> Response:
         """One connected node (its most recent stream; `streams` lists all of them)."""
-        streams = [node_json(i) for i in core.hub.streams.values() if i.node_id == node_id]
+        streams = [
+            n for n in map(node_json, core.hub.streams.values())
+            if n["id"] == node_id and _sees(g.principal, n)
+        ]  # fmt: skip
         if not streams:
             raise NotFound(f"no connected node {node_id!r}")
         streams.sort(key=lambda n: n["streamId"])
@@ -100,6 +110,8 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
         """An Envoy bootstrap for `team`, pointing at the advertised xDS address."""
         if not NAME_RE.match(team):
             raise BadRequest(f"{team!r} is not a valid team name")
+        if not g.principal.can_read_team(team):
+            raise NotFound(f"team {team!r} does not exist")
         q = query(BootstrapQuery)
         host, port = core.settings.advertised_xds(core.xds_port)
         metadata: dict[str, Any] = {"team": team, "scope": q.scope,

@@ -15,8 +15,11 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from flowplane.api.auth import Authenticator
 from flowplane.api.native import PATHS
+from flowplane.domain.auth import Principal
 from flowplane.domain.state import ConfigState
+from flowplane.errors import FlowplaneError
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -24,20 +27,46 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _KINDS = {path: kind for kind, path in PATHS.items()}
+_SCOPES = {"clusters": "clusters", "route-configs": "routes", "listeners": "listeners"}
 _PATH_RE = re.compile(r"^/api/v1/native/(" + "|".join(_KINDS) + r")/([^/]+)$")
 
 
 class FastReads:
-    def __init__(self, app: ASGIApp, state: ConfigState) -> None:
+    def __init__(self, app: ASGIApp, state: ConfigState, authenticator: Authenticator) -> None:
         self.app = app
         self.state = state
+        self.authenticator = authenticator
+
+    def _principal(self, scope: Scope, needed: str) -> Principal | None:
+        """The caller if authenticated and allowed `needed`; None sends the request to Quart,
+        whose identical checks produce the error response (and audit the failure)."""
+        header = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                header = value.decode("latin-1")
+                break
+        if header is None:
+            return None
+        try:
+            client = scope.get("client")
+            principal = self.authenticator.authenticate(
+                header, f"{client[0]}:{client[1]}" if client else None, record=False
+            )
+            self.authenticator.authorize(principal, needed)
+        except FlowplaneError:
+            return None
+        return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             m = _PATH_RE.match(scope["path"])
+            principal = None
             if m is not None:
-                res = self.state.get(_KINDS[m.group(1)], m.group(2))
-                if res is not None:  # misses go to Quart, which owns the error format
+                principal = self._principal(scope, f"{_SCOPES[m.group(1)]}:read")
+            if principal is not None:
+                res = self.state.get(_KINDS[m.group(1)], m.group(2))  # type: ignore[union-attr]
+                # misses, other teams' resources and failures go to Quart (same checks, errors)
+                if res is not None and principal.can_read_team(res.team):
                     etag = res.etag.encode()
                     for key, value in scope["headers"]:
                         if key == b"if-none-match" and etag in value.split(b", "):

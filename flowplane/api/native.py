@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 from quart_schema import document_querystring, document_request, document_response, tag
 
 from flowplane.actors.config import Command, ConfigActor
@@ -53,7 +53,7 @@ def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: C
 
     async def list_(**_: Any) -> Response:
         q = query(ListQuery)
-        items = state.list_resources(kind, team=q.team)
+        items = state.visible(kind, g.principal, team=q.team)
         window = items[q.offset : q.offset + q.limit]
         # Splice each resource's cached JSON instead of re-serialising it.
         body = b"".join(
@@ -67,29 +67,34 @@ def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: C
 
     async def create() -> Response:
         body = await json_body()
-        res = await actor.submit(Command("create", kind, body=body))
+        res = await actor.submit(Command("create", kind, body=body, principal=g.principal))
         assert res is not None
         return _resource_response(res, 201)
 
     async def get(name: str) -> Response:
-        return _resource_response(state.require(kind, name))
+        return _resource_response(state.require(kind, name, g.principal))
 
     async def put(name: str) -> Response:
         body = await json_body()
-        cmd = Command("replace", kind, name, body, request.headers.get("If-Match"))
+        cmd = Command(
+            "replace", kind, name, body, request.headers.get("If-Match"), principal=g.principal
+        )
         res = await actor.submit(cmd)
         assert res is not None
         return _resource_response(res)
 
     async def patch(name: str) -> Response:
         body = await json_body(MERGE_PATCH)
-        cmd = Command("patch", kind, name, body, request.headers.get("If-Match"))
+        cmd = Command(
+            "patch", kind, name, body, request.headers.get("If-Match"), principal=g.principal
+        )
         res = await actor.submit(cmd)
         assert res is not None
         return _resource_response(res)
 
     async def delete(name: str) -> Response:
-        await actor.submit(Command("delete", kind, name, if_match=request.headers.get("If-Match")))
+        if_match = request.headers.get("If-Match")
+        await actor.submit(Command("delete", kind, name, if_match=if_match, principal=g.principal))
         return Response(b"", status=204)
 
     docs: dict[str, tuple[View, str]] = {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.listener import Listener
 from flowplane.domain.resources import (
     Kind,
@@ -23,7 +24,21 @@ from flowplane.domain.resources import (
     parse_spec,
     references,
 )
-from flowplane.errors import BadRequest, Conflict, FieldProblem, NotFound, PreconditionFailed
+from flowplane.errors import (
+    BadRequest,
+    Conflict,
+    FieldProblem,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    QuotaExceeded,
+)
+
+QUOTA_KEYS = {
+    Kind.CLUSTER: "maxClusters",
+    Kind.ROUTE_CONFIG: "maxRouteConfigs",
+    Kind.LISTENER: "maxListeners",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +82,30 @@ class ConfigState:
         self._by_kind: dict[Kind, dict[str, StoredResource]] = {k: {} for k in Kind}
         self._refs: dict[Ref, frozenset[Ref]] = {}
         self._referrers: dict[Ref, set[Ref]] = {}
-        self.serial = 0  # +1 per applied change batch
+        self.serial = 0  # +1 per committed change (kept by the config actor)
         self.protected: dict[Ref, str] = {}  # resources that cannot be deleted, and why
+        self.team_quotas: dict[str, dict[str, Any]] = {}  # team -> quotas (kept by the actor)
 
     # --- reading -------------------------------------------------------------------------
     def get(self, kind: Kind, name: str) -> StoredResource | None:
         return self._by_kind[kind].get(name)
 
-    def require(self, kind: Kind, name: str) -> StoredResource:
+    def require(self, kind: Kind, name: str, principal: Principal = SYSTEM) -> StoredResource:
+        """The resource, if it exists and `principal` may read it; else 404 (another team's
+        resource is reported as missing, so its existence does not leak)."""
         res = self.get(kind, name)
-        if res is None:
+        if res is None or not principal.can_read_team(res.team):
             raise NotFound(f"{kind.label} {name!r} does not exist")
         return res
+
+    def visible(
+        self, kind: Kind, principal: Principal, team: str | None = None
+    ) -> list[StoredResource]:
+        """What `principal` may read of `kind`, optionally of one team, sorted by name."""
+        return [
+            r for r in self.list_resources(kind, team)
+            if principal.can_read_team(r.team)
+        ]  # fmt: skip
 
     def list_resources(self, kind: Kind, team: str | None = None) -> list[StoredResource]:
         items = self._by_kind[kind].values()
@@ -97,11 +124,23 @@ class ConfigState:
         return len(self._by_kind[kind])
 
     # --- planning ------------------------------------------------------------------------
-    def plan_create(self, kind: Kind, body: Any, source: str, now: datetime | None = None) -> Plan:
+    def plan_create(
+        self,
+        kind: Kind,
+        body: Any,
+        source: str,
+        now: datetime | None = None,
+        principal: Principal = SYSTEM,
+    ) -> Plan:
+        if isinstance(body, dict) and "team" not in body and len(principal.teams) == 1:
+            # A token bound to one team creates in that team unless told otherwise.
+            body = {**body, "team": next(iter(principal.teams))}
         model = parse_spec(kind, body)
         name = model.name  # type: ignore[attr-defined]
+        self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
         if self.get(kind, name) is not None:
             raise Conflict(f"{kind.label} {name!r} already exists")
+        self._check_quota(kind, model.team)  # type: ignore[attr-defined]
         now = now or datetime.now(UTC)
         after = StoredResource(
             kind=kind,
@@ -114,7 +153,7 @@ class ConfigState:
             updated_at=now,
             model=model,
         )
-        self._check(after)
+        self._check(after, principal)
         return Plan(kind, name, None, after)
 
     def plan_replace(
@@ -125,8 +164,10 @@ class ConfigState:
         if_match: str | None,
         source: str | None = None,
         now: datetime | None = None,
+        principal: Principal = SYSTEM,
     ) -> Plan:
-        before = self.require(kind, name)
+        before = self.require(kind, name, principal)
+        self._check_write(principal, kind, name, before.team)
         if not etag_matches(if_match, before):
             raise PreconditionFailed(
                 f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
@@ -140,6 +181,9 @@ class ConfigState:
                     [FieldProblem("name", f"must be {name!r} (the name in the URL)")],
                 )
         model = parse_spec(kind, body)
+        if model.team != before.team:  # type: ignore[attr-defined]
+            self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
+            self._check_quota(kind, model.team)  # type: ignore[attr-defined]
         spec = client_spec(body)
         after = replace(
             before,
@@ -150,21 +194,31 @@ class ConfigState:
             updated_at=now or datetime.now(UTC),
             model=model,
         )
-        self._check(after)
+        self._check(after, principal)
         return Plan(kind, name, before, after)
 
     def plan_patch(
-        self, kind: Kind, name: str, patch: Any, if_match: str | None, source: str | None = None
+        self,
+        kind: Kind,
+        name: str,
+        patch: Any,
+        if_match: str | None,
+        source: str | None = None,
+        principal: Principal = SYSTEM,
     ) -> Plan:
         if not isinstance(patch, dict):
             raise BadRequest("a PATCH body is a JSON object (RFC 7386 merge patch)")
-        before = self.require(kind, name)
+        before = self.require(kind, name, principal)
         return self.plan_replace(
-            kind, name, merge_patch(before.spec, patch), if_match, source=source
-        )
+            kind, name, merge_patch(before.spec, patch), if_match, source=source,
+            principal=principal,
+        )  # fmt: skip
 
-    def plan_delete(self, kind: Kind, name: str, if_match: str | None) -> Plan:
-        before = self.require(kind, name)
+    def plan_delete(
+        self, kind: Kind, name: str, if_match: str | None, principal: Principal = SYSTEM
+    ) -> Plan:
+        before = self.require(kind, name, principal)
+        self._check_write(principal, kind, name, before.team)
         if not etag_matches(if_match, before):
             raise PreconditionFailed(
                 f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
@@ -180,15 +234,47 @@ class ConfigState:
             )
         return Plan(kind, name, before, None)
 
-    def _check(self, res: StoredResource) -> None:
-        """Referential integrity and conflicts for a resource about to be stored."""
+    def _check_write(self, principal: Principal, kind: Kind, name: str, team: str | None) -> None:
+        if not principal.can_write_team(team):
+            if team is None:
+                raise Forbidden(
+                    f"only admins change shared (team-less) resources; give {kind.label} "
+                    f"{name!r} a team you belong to"
+                )
+            raise Forbidden(f"this token cannot write resources of team {team!r}")
+
+    def _check_quota(self, kind: Kind, team: str | None) -> None:
+        if team is None or kind not in QUOTA_KEYS:
+            return
+        limit = self.team_quotas.get(team, {}).get(QUOTA_KEYS[kind])
+        if limit is not None:
+            used = sum(1 for r in self._by_kind[kind].values() if r.team == team)
+            if used >= limit:
+                raise QuotaExceeded(f"team {team!r} has reached its quota of {limit} {kind.label}s")
+
+    def _check(self, res: StoredResource, principal: Principal = SYSTEM) -> None:
+        """Referential integrity and conflicts for a resource about to be stored.
+
+        A resource of team T may reference resources of T or shared ones only (so each team's
+        data planes receive a self-contained configuration); what `principal` may not read is
+        reported as missing (no existence leak)."""
+
+        def usable(r: Ref) -> bool:
+            target = self.get(r.kind, r.name)
+            return (
+                target is not None
+                and principal.can_read_team(target.team)
+                and (target.team is None or target.team == res.team)
+            )
+
         missing = sorted(
-            (r for r in references(res.kind, res.model) if self.get(r.kind, r.name) is None),
+            (r for r in references(res.kind, res.model) if not usable(r)),
             key=lambda r: (r.kind, r.name),
         )
         if missing:
             raise BadRequest(
-                f"{res.kind.label} {res.name!r} references what does not exist: "
+                f"{res.kind.label} {res.name!r} references what does not exist"
+                f"{'' if res.team is None else f' in team {res.team!r} or shared'}: "
                 + ", ".join(str(m) for m in missing),
                 [FieldProblem("(references)", f"{m} does not exist") for m in missing],
             )
@@ -235,7 +321,6 @@ class ConfigState:
             self._refs[ref] = refs
             for r in refs:
                 self._referrers.setdefault(r, set()).add(ref)
-        self.serial += 1
 
     def load(self, res: StoredResource) -> None:
         """Start-up: add a resource read from storage (references are checked after all load)."""

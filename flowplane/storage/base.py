@@ -36,7 +36,51 @@ class Delete:
     name: str
 
 
-Write = Upsert | Delete
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A row of one of the small tables (teams, tokens, signing_keys): upserted by primary key.
+    `values` maps column -> JSON-able value (dicts/lists are stored as JSON text)."""
+
+    table: str
+    key: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRow:
+    table: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    time: datetime
+    actor_id: str | None
+    actor_name: str | None
+    action: str
+    resource_type: str
+    resource_name: str | None
+    team: str | None
+    before: Any
+    after: Any
+    client_address: str | None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    resource_type: str | None = None
+    team: str | None = None
+    actor: str | None = None  # token id or name
+    since: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+Write = Upsert | Delete | Row | DeleteRow | AuditRow
+
+TABLES = {"teams": "name", "tokens": "id", "signing_keys": "kid"}
+""" The small tables and their primary keys. """
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +105,14 @@ class Repository(Protocol):
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Apply `writes` in one transaction: all of them, or (on error) none."""
+        ...
+
+    async def load_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of one of `TABLES`, as column -> value (JSON columns decoded)."""
+        ...
+
+    async def query_audit(self, q: AuditQuery) -> tuple[list[AuditRow], int]:
+        """Audit rows matching `q`, newest first, and the total count matching."""
         ...
 
     async def ping(self) -> None:

@@ -13,14 +13,38 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from flowplane.errors import ConfigurationError, StorageError
-from flowplane.storage.base import Delete, ResourceRow, Upsert, Write, load_migrations
+from flowplane.storage.base import (
+    TABLES,
+    AuditQuery,
+    AuditRow,
+    Delete,
+    DeleteRow,
+    ResourceRow,
+    Row,
+    Upsert,
+    Write,
+    load_migrations,
+)
 
 T = TypeVar("T")
+JSON_COLUMNS = frozenset({"quotas", "scopes", "teams"})
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in JSON_COLUMNS or isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 def sqlite_path(url: str) -> str:
@@ -130,6 +154,7 @@ class SqliteRepository:
     async def write(self, writes: Sequence[Write]) -> None:
         params_up = []
         params_del = []
+        rows: list[tuple[str, tuple[Any, ...]]] = []  # (sql, params) for the small tables/audit
         for w in writes:
             if isinstance(w, Upsert):
                 r = w.row
@@ -147,6 +172,42 @@ class SqliteRepository:
                 )
             elif isinstance(w, Delete):
                 params_del.append((w.kind, w.name))
+            elif isinstance(w, Row):
+                if w.table not in TABLES:
+                    raise StorageError(f"unknown table {w.table!r}")
+                cols = [TABLES[w.table], *w.values]
+                vals = (w.key, *(_encode(c, v) for c, v in w.values.items()))
+                updates = ", ".join(f"{c} = excluded.{c}" for c in w.values)
+                rows.append(
+                    (
+                        f"INSERT INTO {w.table} ({', '.join(cols)}) VALUES"
+                        f" ({', '.join('?' * len(cols))}) ON CONFLICT ({TABLES[w.table]})"
+                        f" DO UPDATE SET {updates}",
+                        vals,
+                    )
+                )
+            elif isinstance(w, DeleteRow):
+                rows.append((f"DELETE FROM {w.table} WHERE {TABLES[w.table]} = ?", (w.key,)))
+            elif isinstance(w, AuditRow):
+                rows.append(
+                    (
+                        "INSERT INTO audit (time, actor_id, actor_name, action, resource_type,"
+                        " resource_name, team, before, after, client_address)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            w.time.isoformat(),
+                            w.actor_id,
+                            w.actor_name,
+                            w.action,
+                            w.resource_type,
+                            w.resource_name,
+                            w.team,
+                            None if w.before is None else json.dumps(w.before),
+                            None if w.after is None else json.dumps(w.after),
+                            w.client_address,
+                        ),
+                    )
+                )
 
         def tx() -> None:
             c = self.conn
@@ -164,12 +225,74 @@ class SqliteRepository:
                         " spec = excluded.spec, updated_at = excluded.updated_at",
                         params_up,
                     )
+                for sql, params in rows:
+                    c.execute(sql, params)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
 
         await self._run(tx)
+
+    async def load_rows(self, table: str) -> list[dict[str, Any]]:
+        if table not in TABLES:
+            raise StorageError(f"unknown table {table!r}")
+
+        def load() -> list[dict[str, Any]]:
+            cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY {TABLES[table]}")
+            names = [d[0] for d in cur.description]
+            return [
+                {n: (json.loads(v) if n in JSON_COLUMNS and v is not None else v)
+                 for n, v in zip(names, r, strict=True)}
+                for r in cur.fetchall()
+            ]  # fmt: skip
+
+        return await self._run(load)
+
+    async def query_audit(self, q: AuditQuery) -> tuple[list[AuditRow], int]:
+        where: list[str] = []
+        params: list[Any] = []
+        if q.resource_type:
+            where.append("resource_type = ?")
+            params.append(q.resource_type)
+        if q.team:
+            where.append("team = ?")
+            params.append(q.team)
+        if q.actor:
+            where.append("(actor_id = ? OR actor_name = ?)")
+            params += [q.actor, q.actor]
+        if q.since:
+            where.append("time >= ?")
+            params.append(q.since.isoformat())
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+
+        def query() -> tuple[list[AuditRow], int]:
+            c = self.conn
+            total = c.execute(f"SELECT count(*) FROM audit{clause}", params).fetchone()[0]
+            rows = c.execute(
+                "SELECT id, time, actor_id, actor_name, action, resource_type, resource_name,"
+                f" team, before, after, client_address FROM audit{clause}"
+                " ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*params, q.limit, q.offset],
+            ).fetchall()
+            return [
+                AuditRow(
+                    id=r[0],
+                    time=datetime.fromisoformat(r[1]),
+                    actor_id=r[2],
+                    actor_name=r[3],
+                    action=r[4],
+                    resource_type=r[5],
+                    resource_name=r[6],
+                    team=r[7],
+                    before=_json_or_none(r[8]),
+                    after=_json_or_none(r[9]),
+                    client_address=r[10],
+                )
+                for r in rows
+            ], int(total)
+
+        return await self._run(query)
 
     async def ping(self) -> None:
         await self._run(lambda: self.conn.execute("SELECT 1").fetchone())

@@ -31,17 +31,31 @@ class Plane:
         return self.core.xds_port
 
 
+_admin_tokens: dict[str, str] = {}  # database URL -> the admin token made at its first start
+
+
+def admin_token(core: Core) -> str:
+    """The admin token of `core`'s database (made at its first start in this process)."""
+    url = core.settings.database_url
+    if core.admin_token is not None:
+        _admin_tokens[url] = core.admin_token
+    return _admin_tokens[url]
+
+
 @asynccontextmanager
 async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
     """Storage, actors, the ADS server on 127.0.0.1 (port from settings, 0 = any) and an API
-    client; everything is stopped on exit."""
+    client authenticated as the admin; everything is stopped on exit."""
     async with trio_asyncio.open_loop() as loop, open_core(settings) as core:
         xds = XdsServer(core.hub, loop)
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:
             transport = httpx.ASGITransport(app=make_app(core))
-            async with httpx.AsyncClient(transport=transport, base_url="http://flowplane") as api:
+            headers = {"Authorization": f"Bearer {admin_token(core)}"}
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://flowplane", headers=headers
+            ) as api:
                 yield Plane(core, api, xds)
         finally:
             await xds.stop()

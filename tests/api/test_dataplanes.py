@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from flowplane.app import make_app, open_core
+from flowplane.testing.plane import admin_token
 from flowplane.domain.resources import Kind
 from flowplane.settings import load_settings
 from flowplane.testing.envoy import validate_bootstrap
@@ -45,7 +46,8 @@ async def test_bootstrap_advertise_setting(db_url: str) -> None:
                       xds_advertise_address="xds.example.internal:443")  # fmt: skip
     async with open_core(s) as core:
         t = httpx.ASGITransport(app=make_app(core))
-        async with httpx.AsyncClient(transport=t, base_url="http://x") as c:
+        h = {"Authorization": f"Bearer {admin_token(core)}"}
+        async with httpx.AsyncClient(transport=t, base_url="http://x", headers=h) as c:
             doc = (await c.get("/api/v1/teams/a/bootstrap?format=json")).json()
     cluster = doc["static_resources"]["clusters"][0]
     assert cluster["type"] == "STRICT_DNS"
@@ -76,7 +78,8 @@ async def test_default_gateway_created_protected_and_optional(db_url: str) -> No
     on = load_settings(database_url=db_url)
     async with open_core(on) as core:
         t = httpx.ASGITransport(app=make_app(core))
-        async with httpx.AsyncClient(transport=t, base_url="http://x") as c:
+        h = {"Authorization": f"Bearer {admin_token(core)}"}
+        async with httpx.AsyncClient(transport=t, base_url="http://x", headers=h) as c:
             gw = (await c.get("/api/v1/native/listeners/default-gateway")).json()
             assert (gw["address"], gw["port"]) == ("0.0.0.0", 10000)
             rc = (await c.get("/api/v1/native/route-configs/default-gateway-routes")).json()
@@ -91,7 +94,8 @@ async def test_default_gateway_created_protected_and_optional(db_url: str) -> No
     off = load_settings(database_url=db_url, default_gateway=False)
     async with open_core(off) as core:
         t = httpx.ASGITransport(app=make_app(core))
-        async with httpx.AsyncClient(transport=t, base_url="http://x") as c:
+        h = {"Authorization": f"Bearer {admin_token(core)}"}
+        async with httpx.AsyncClient(transport=t, base_url="http://x", headers=h) as c:
             assert (await c.delete("/api/v1/native/listeners/default-gateway")).status_code == 204
     async with open_core(load_settings(database_url=f"{db_url}-2", default_gateway=False)) as core:
         assert not list(core.state.all())  # switched off: nothing is created

@@ -13,7 +13,9 @@ async def test_fast_path_matches_quart(client: httpx.AsyncClient, core: Core) ->
     await client.post("/api/v1/native/clusters", json=cluster_body(http2=True))
     fast = await client.get("/api/v1/native/clusters/backend")
     quart = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(core)), base_url="http://q"
+        transport=httpx.ASGITransport(app=create_app(core)),
+        base_url="http://q",
+        headers={"Authorization": client.headers["Authorization"]},
     )
     async with quart:
         slow = await quart.get("/api/v1/native/clusters/backend")

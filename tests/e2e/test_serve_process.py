@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,7 +57,13 @@ async def test_serve_sigterm_restart_keeps_data(tmp_path: Path) -> None:
     db, log, port = tmp_path / "data" / "fp.db", tmp_path / "server.log", free_port()
     proc = await start(db, port, log)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+        # the first start prints the admin token once, in a banner on stderr
+        token = re.search(r"^ (ey[\w-]+\.[\w-]+\.[\w-]+)$", log.read_text(), re.M)
+        assert token, log.read_text()
+        auth = {"Authorization": f"Bearer {token.group(1)}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
+            assert (await c.get("/api/v1/native/clusters")).status_code == 200
+            assert (await c.get("/api/v1/native/clusters", headers={"Authorization": ""})).status_code == 401
             r = await c.post("/api/v1/native/clusters", json=cluster_body())
             assert r.status_code == 201
             created = r.json()
@@ -71,14 +78,16 @@ async def test_serve_sigterm_restart_keeps_data(tmp_path: Path) -> None:
 
     proc = await start(db, port, log)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
             assert (await c.get("/api/v1/native/clusters/backend")).json() == created
         assert await stop(proc) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             await proc.wait()
-    assert "applied migrations" not in text.split("received SIGTERM")[-1]
+    second_start = log.read_text().split("received SIGTERM")[1]
+    assert "applied migrations" not in second_start
+    assert "admin token" not in second_start  # printed once only, on the first start
 
 
 async def test_bad_settings_refuse_to_start(tmp_path: Path) -> None:
