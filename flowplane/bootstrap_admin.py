@@ -7,7 +7,7 @@ import sys
 
 import trio
 
-from flowplane.actors.auth import CreateToken, EnsureSigningKey, RecordAudit
+from flowplane.actors.auth import CreateToken, EnsureSigningKey, RecordAudit, ReloadTokens
 from flowplane.actors.config import ConfigActor
 from flowplane.api.auth import Authenticator
 from flowplane.domain.auth import SYSTEM
@@ -47,9 +47,22 @@ async def flush_auth_activity(
     every `interval` seconds, so neither costs a database write per request."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_flush_failures, actor, authenticator)
+        nursery.start_soon(_reload_tokens, actor, authenticator)
         while True:
             await trio.sleep(interval)
             await _flush_last_used(actor, authenticator)
+
+
+async def _reload_tokens(actor: ConfigActor, authenticator: Authenticator) -> None:
+    """Pick up tokens another process (the CLI) wrote to the database; at most once a second."""
+    while True:
+        await authenticator.reload_requested.wait()
+        authenticator.reload_requested = trio.Event()
+        try:
+            await actor.submit(ReloadTokens())
+        except Exception:
+            log.exception("could not reload tokens")
+        await trio.sleep(1.0)
 
 
 async def _flush_failures(actor: ConfigActor, authenticator: Authenticator) -> None:

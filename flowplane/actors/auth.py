@@ -301,3 +301,19 @@ class RecordAudit(Txn):
 
     def plan(self, actor: ConfigActor) -> TxnPlan:
         return TxnPlan(list(self.rows), lambda: None)
+
+
+class ReloadTokens(Txn):
+    """Add tokens (and keys) that exist in the database but not in memory. Runs inside the
+    actor so it cannot interleave with a token change."""
+
+    def plan(self, actor: ConfigActor) -> TxnPlan:
+        raise NotImplementedError  # asynchronous: see `run`
+
+    async def run(self, actor: ConfigActor) -> None:
+        fresh = await load_auth(actor.repo)
+        auth: AuthState = actor.auth
+        for kid, key in fresh.keys.items():
+            auth.keys.setdefault(kid, key)
+        for tid, tok in fresh.tokens.items():
+            auth.tokens.setdefault(tid, tok)

@@ -241,6 +241,15 @@ class ConfigActor:
         return await cmd.wait()
 
     async def _handle(self, cmd: Txn) -> None:
+        run = getattr(cmd, "run", None)
+        if run is not None:  # a read-modify of memory that needs I/O (e.g. token reload)
+            try:
+                await run(self)
+            except FlowplaneError as err:
+                cmd.resolve(err)
+            else:
+                cmd.resolve(None)
+            return
         try:
             txn = cmd.plan(self)
             await self.repo.write(txn.writes)

@@ -91,6 +91,7 @@ class Authenticator:
         self._failures: list[AuditRow] = []
         self.failures_ready = trio.Event()
         self.last_used: dict[str, datetime] = {}
+        self.reload_requested = trio.Event()
 
     # -- authentication -------------------------------------------------------------------
     def verify(self, token: str) -> str:
@@ -139,6 +140,9 @@ class Authenticator:
             jti = self.verify(token.strip())
             tok = self.auth.tokens.get(jti)
             if tok is None:
+                # Signed by our key but not in memory: made by `flowplane token create` against
+                # the database while this server runs. Ask for a reload; a retry will pass.
+                self.reload_requested.set()
                 raise Unauthorized("unknown token")
             now = datetime.now(UTC)
             if tok.status != "active":

@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     dbsub = db.add_subparsers(dest="db_command", required=True)
     mig = dbsub.add_parser("migrate", help="apply pending migrations and exit")
     mig.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
+    tok = sub.add_parser("token", help="tokens, straight in the database")
+    toksub = tok.add_subparsers(dest="token_command", required=True)
+    create = toksub.add_parser("create", help="create a token and print it (once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=["admin", "platform-engineer", "api-developer",
+                                           "data-plane"])  # fmt: skip
+    create.add_argument("--scope", action="append", default=[], dest="scopes")
+    create.add_argument("--team", action="append", default=[], dest="teams")
+    create.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
     return p
 
 
@@ -59,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(run_server, settings)
         elif args.command == "db":
             trio.run(_migrate, settings)
+        elif args.command == "token":
+            from flowplane.cli.token import create_token
+
+            token = trio.run(create_token, settings, args.name, args.role, args.scopes, args.teams)
+            print(token)
     except FlowplaneError as err:
         print(f"flowplane: {err.message}", file=sys.stderr)
         return 2

@@ -103,7 +103,7 @@ class TokenCreate(ApiModel):
     scopes: list[str] | None = None
     role: Role | None = None
     teams: list[Name] | None = None
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, strict=False)  # RFC 3339 string
 
     _scopes = field_validator("scopes")(_check_scopes)
 
@@ -120,7 +120,7 @@ class TokenPatch(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     scopes: list[str] | None = None
     teams: list[Name] | None = None
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, strict=False)  # RFC 3339 string
 
     _scopes = field_validator("scopes")(_check_scopes)
 

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from flowplane.app import make_app, open_core
-from flowplane.testing.plane import admin_token
 from flowplane.domain.resources import Kind
 from flowplane.settings import load_settings
 from flowplane.testing.envoy import validate_bootstrap
+from flowplane.testing.plane import admin_token
 from flowplane.xds.types import LISTENER_TYPE, ROUTE_TYPE
 
 

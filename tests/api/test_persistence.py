@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from flowplane.app import make_app, open_core
-from flowplane.testing.plane import admin_token
 from flowplane.settings import Settings
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
+from flowplane.testing.plane import admin_token
 
 N = "/api/v1/native"
 

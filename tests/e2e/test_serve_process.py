@@ -101,3 +101,29 @@ async def test_bad_settings_refuse_to_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"FLOWPLANE_API_ADDRESS" in result.stderr
+
+
+async def test_cli_token_create_recovers_a_running_server(tmp_path: Path) -> None:
+    db, log, port = tmp_path / "fp.db", tmp_path / "server.log", free_port()
+    proc = await start(db, port, log)
+    try:
+        env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{db}"}
+        result = await trio.run_process(
+            [sys.executable, "-m", "flowplane.cli.main", "token", "create", "--role", "admin",
+             "--name", "recovery"],
+            env=env, capture_stdout=True, capture_stderr=True,
+        )  # fmt: skip
+        token = result.stdout.decode().strip()
+        assert token.count(".") == 2
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
+            with trio.fail_after(10):  # the server picks the new token up on first use
+                while (await c.get("/api/v1/tokens")).status_code != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            names = [t["name"] for t in (await c.get("/api/v1/tokens")).json()["items"]]
+            assert names == ["initial-admin", "recovery"]
+        assert await stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()

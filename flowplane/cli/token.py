@@ -1,0 +1,37 @@
+"""`flowplane token create`: make a token straight in the database (recovers a locked-out
+installation). A running server picks the new token up on its first use."""
+
+from __future__ import annotations
+
+import trio
+
+from flowplane.actors.auth import CreateToken, EnsureSigningKey, load_auth
+from flowplane.actors.config import ConfigActor, load_state
+from flowplane.domain.auth import SYSTEM
+from flowplane.settings import Settings
+from flowplane.storage import open_repository
+
+
+async def create_token(
+    settings: Settings, name: str, role: str | None, scopes: list[str], teams: list[str]
+) -> str:
+    repo = await open_repository(settings.database_url)
+    try:
+        await repo.migrate()
+        actor = ConfigActor(repo, await load_state(repo))
+        actor.auth = await load_auth(repo)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            await actor.submit(EnsureSigningKey())
+            body: dict[str, object] = {"name": name}
+            if role:
+                body["role"] = role
+            if scopes:
+                body["scopes"] = scopes
+            if teams:
+                body["teams"] = teams
+            _, token = await actor.submit(CreateToken(body, SYSTEM))
+            nursery.cancel_scope.cancel()
+    finally:
+        await repo.aclose()
+    return str(token)
