@@ -27,6 +27,7 @@ from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
+from flowplane.tls import check_api_tls, xds_server_context
 from flowplane.xds.builder import SnapshotBuilder
 from flowplane.xds.translate import translate_resource
 
@@ -109,6 +110,9 @@ async def serve_api(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = core.settings.shutdown_grace_seconds
     config.h11_max_incomplete_size = 64 * 1024  # oversized request heads -> 4xx, not memory
+    if core.settings.api_tls_cert and core.settings.api_tls_key:
+        config.certfile = core.settings.api_tls_cert
+        config.keyfile = core.settings.api_tls_key
     await hypercorn_serve(
         make_app(core),  # type: ignore[arg-type]
         config,
@@ -123,6 +127,8 @@ async def run_server(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`flowplane serve`: run until SIGTERM/SIGINT, then shut down within the grace period."""
+    check_api_tls(settings)
+    xds_tls = xds_server_context(settings)
     shutdown = trio.Event()
     async with (
         trio_asyncio.open_loop() as loop,
@@ -130,7 +136,9 @@ async def run_server(
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_signals, shutdown)
-        xds = XdsServer(core.hub, loop)
+        xds = XdsServer(
+            core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator
+        )
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowplane.errors import ConfigurationError
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     mailbox_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     snapshot_debounce_seconds: Annotated[float, Field(ge=0, le=10)] = 0.005
+    api_tls_cert: str | None = None
+    api_tls_key: str | None = None
+    xds_tls_cert: str | None = None
+    xds_tls_key: str | None = None
+    xds_tls_client_ca: str | None = None
+    xds_auth: Literal["none", "token", "mtls"] = "none"
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"
@@ -48,6 +54,22 @@ class Settings(BaseSettings):
     def _address(cls, v: str) -> str:
         split_address(v, "the address")
         return v
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        for what, cert, key in (
+            ("API", self.api_tls_cert, self.api_tls_key),
+            ("XDS", self.xds_tls_cert, self.xds_tls_key),
+        ):
+            if (cert is None) != (key is None):
+                raise ValueError(
+                    f"FLOWPLANE_{what}_TLS_CERT and FLOWPLANE_{what}_TLS_KEY go together"
+                )
+        if self.xds_tls_client_ca and not self.xds_tls_cert:
+            raise ValueError("FLOWPLANE_XDS_TLS_CLIENT_CA needs FLOWPLANE_XDS_TLS_CERT/_KEY")
+        if self.xds_auth == "mtls" and not self.xds_tls_client_ca:
+            raise ValueError("FLOWPLANE_XDS_AUTH=mtls needs FLOWPLANE_XDS_TLS_CLIENT_CA")
+        return self
 
     @property
     def api_host_port(self) -> tuple[str, int]:

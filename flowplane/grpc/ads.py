@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import re
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
@@ -26,10 +29,16 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
-from flowplane.errors import FlowplaneError
+from flowplane.api.auth import Authenticator
+from flowplane.errors import FlowplaneError, Forbidden
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.observability import metrics
-from flowplane.xds.sotw import Request, SotwStream
+from flowplane.xds.delta import DeltaRequest, DeltaStream
+from flowplane.xds.scope import scope_from_node, scoped
+from flowplane.xds.snapshot import Snapshot
+from flowplane.xds.sotw import Outbound, Request, SotwStream, TypeStatus
+
+_SPIFFE_TEAM = re.compile(r"^spiffe://[^/]+/team/([a-z0-9]([a-z0-9.-]*[a-z0-9])?)$")
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +63,59 @@ def _peer(stream: Stream[Any, Any]) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else "unknown"
 
 
+class _Machine(Protocol):
+    node_id: str | None
+
+    def on_request(self, req: Any) -> None: ...
+    def outbound(self, snap: Snapshot) -> list[Outbound]: ...
+    def status(self) -> dict[str, TypeStatus]: ...
+
+
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""Largest request accepted (xds rule 19: set limits deliberately). 4 MiB is grpc-go's and
+grpcio's default receive limit; Envoy's requests are far smaller (names and versions)."""
+
+
+async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
+    """grpclib's `Stream.recv_message`, refusing a message whose length prefix exceeds `limit`
+    before reading it (grpclib itself reads any size). Uses grpclib internals (pinned 0.4.9)."""
+    raw = stream._stream
+    meta = await raw.recv_data(5)
+    if not meta:
+        return None
+    if meta[0]:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
+    (length,) = struct.unpack(">I", meta[1:])
+    if length > limit:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the {limit}-byte limit"
+        )
+    data = await raw.recv_data(length)
+    return stream._recv_type.FromString(data)
+
+
+def _san_team(cert: dict[str, Any] | None) -> str | None:
+    """The team named by a client certificate's SPIFFE-style URI SAN
+    (`spiffe://<trust domain>/team/<team>`), if any."""
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        if kind == "URI":
+            m = _SPIFFE_TEAM.match(value)
+            if m:
+                return m.group(1)
+    return None
+
+
 class AdsService:
-    def __init__(self, hub: Hub) -> None:
+    """ADS over grpclib. `auth` is FLOWPLANE_XDS_AUTH: "none" trusts node metadata, "mtls"
+    takes the team from the client certificate, "token" from a data-plane token (scope
+    `xds:connect`) sent as `authorization: Bearer <jwt>` metadata."""
+
+    def __init__(
+        self, hub: Hub, *, auth: str = "none", authenticator: Authenticator | None = None
+    ) -> None:
         self.hub = hub
+        self.auth = auth
+        self.authenticator = authenticator
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -71,21 +130,56 @@ class AdsService:
             ),
         }
 
-    async def stream_delta(self, stream: Stream[Any, Any]) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "delta xDS is not served yet; use GRPC (SotW)")
+    async def stream_sotw(self, stream: Stream[Any, Any]) -> None:
+        await self._serve(stream, "sotw", SotwStream(), Request.from_proto)
 
-    async def stream_sotw(self, stream: Stream[DiscoveryRequest, Any]) -> None:
-        state = SotwStream()
+    async def stream_delta(self, stream: Stream[Any, Any]) -> None:
+        await self._serve(stream, "delta", DeltaStream(), DeltaRequest.from_proto)
+
+    def _identity(self, stream: Stream[Any, Any]) -> tuple[str | None, bool]:
+        """(team granted by the stream's credentials, whether a team is required)."""
+        if self.auth == "mtls":
+            team = _san_team(stream.peer.cert())
+            if team is None:
+                raise Forbidden("the client certificate names no team (URI SAN .../team/<team>)")
+            return team, True
+        if self.auth == "token":
+            assert self.authenticator is not None
+            header = stream.metadata.get("authorization") if stream.metadata else None
+            principal = self.authenticator.authenticate(
+                header if isinstance(header, str) else None, _peer(stream)
+            )
+            if not principal.has("xds:connect"):
+                raise Forbidden("the token lacks the scope xds:connect")
+            if principal.admin and not principal.teams:
+                return None, False  # an admin token may connect any node, as its metadata says
+            if len(principal.teams) != 1:
+                raise Forbidden("a data-plane token must be bound to exactly one team")
+            return next(iter(principal.teams)), True
+        return None, False
+
+    async def _serve(
+        self,
+        stream: Stream[Any, Any],
+        protocol: str,
+        state: _Machine,
+        convert: Callable[[Any], Any],
+    ) -> None:
         wake = asyncio.Event()
-        info = self.hub.register("sotw", _peer(stream), state, wake)
-        metrics.XDS_STREAMS.labels("sotw").inc()
-        reader = asyncio.ensure_future(self._read_sotw(stream, state, info, wake))
+        info = self.hub.register(protocol, _peer(stream), state, wake)
+        metrics.XDS_STREAMS.labels(protocol).inc()
+        reader: asyncio.Future[None] | None = None
         try:
+            identity, required = self._identity(stream)
+            reader = asyncio.ensure_future(
+                self._read(stream, state, info, wake, convert, identity, required)
+            )
             while True:
                 wake.clear()
-                for out in state.outbound(self.hub.snapshot):
-                    await stream.send_message(out.body)
-                    metrics.XDS_RESPONSES.labels("sotw", _short(out.type_url)).inc()
+                if info.scope is not None:  # known once the first request (with node) arrived
+                    for out in state.outbound(scoped(self.hub.snapshot, info.scope)):
+                        await stream.send_message(out.body)
+                        metrics.XDS_RESPONSES.labels(protocol, _short(out.type_url)).inc()
                 if reader.done():
                     break
                 await wake.wait()
@@ -93,7 +187,9 @@ class AdsService:
         except (StreamTerminatedError, ConnectionError, asyncio.CancelledError):
             raise
         except FlowplaneError as err:
-            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err)
+            log.warning(
+                "xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err
+            )
             raise GRPCError(Status(err.grpc_status), err.message) from None
         except GRPCError:
             raise
@@ -103,26 +199,40 @@ class AdsService:
             metrics.XDS_STREAM_CRASHES.inc()
             raise GRPCError(Status.INTERNAL, "internal error in the control plane") from None
         finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
             self.hub.unregister(info)
-            metrics.XDS_STREAMS.labels("sotw").dec()
+            metrics.XDS_STREAMS.labels(protocol).dec()
 
-    async def _read_sotw(
-        self, stream: Stream[DiscoveryRequest, Any], state: SotwStream, info: StreamInfo,
+    async def _read(
+        self,
+        stream: Stream[Any, Any],
+        state: _Machine,
+        info: StreamInfo,
         wake: asyncio.Event,
-    ) -> None:  # fmt: skip
+        convert: Callable[[Any], Any],
+        identity: str | None,
+        required: bool,
+    ) -> None:
         try:
             while True:
-                msg = await stream.recv_message()
+                msg = await _recv_limited(stream, MAX_REQUEST_BYTES)
                 if msg is None:
                     return
-                if msg.HasField("node") and not info.node_metadata:
+                if info.scope is None:
+                    # xds rule 2: the node is on the first request; scope is fixed from it.
+                    node = msg.node if msg.HasField("node") else None
                     info.node_metadata = (
-                        MessageToDict(msg.node.metadata) if msg.node.HasField("metadata") else {}
-                    )
-                state.on_request(Request.from_proto(msg))
+                        MessageToDict(node.metadata)
+                        if node is not None and node.HasField("metadata") else {}
+                    )  # fmt: skip
+                    info.scope = scope_from_node(
+                        node.id if node is not None else None, info.node_metadata,
+                        identity_team=identity, auth_required=required,
+                    )  # fmt: skip
+                state.on_request(convert(msg))
                 self._note_rejections(info)
                 wake.set()
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from flowplane.xds.scope import Scope
 from flowplane.xds.snapshot import Snapshot
 from flowplane.xds.sotw import Rejection, TypeStatus
 
@@ -33,6 +34,7 @@ class StreamInfo:
     connected_since: datetime
     state: StreamState
     node_metadata: dict[str, Any] = field(default_factory=dict)
+    scope: Scope | None = None  # fixed from the first request for the life of the stream
     rejected_at: dict[int, datetime] = field(default_factory=dict)  # id(Rejection) -> first seen
 
     @property

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from ssl import SSLContext
 from typing import Any
 
 import trio_asyncio
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
+from flowplane.api.auth import Authenticator
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
 from flowplane.grpc.hub import Hub
 
@@ -40,9 +42,20 @@ class _Server(Server):
 
 
 class XdsServer:
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        ssl: SSLContext | None = None,
+        auth: str = "none",
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.hub = hub
+        self.auth = auth
+        self.authenticator = authenticator
         self.loop = loop
+        self.ssl = ssl
         self._server: _Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -51,8 +64,9 @@ class XdsServer:
 
         async def _start() -> int:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
-            server = _Server([AdsService(self.hub)], codec=BytesPassthroughCodec())
-            await server.start(host, port, reuse_address=True)
+            service = AdsService(self.hub, auth=self.auth, authenticator=self.authenticator)
+            server = _Server([service], codec=BytesPassthroughCodec())
+            await server.start(host, port, reuse_address=True, ssl=self.ssl)
             self._server = server
             sockets: Any = getattr(server._server, "sockets", None) or ()
             return int(sockets[0].getsockname()[1]) if sockets else port

@@ -13,6 +13,7 @@ import trio_asyncio
 from flowplane.app import Core, make_app, open_core
 from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
+from flowplane.tls import xds_server_context
 
 
 @dataclass
@@ -47,7 +48,10 @@ async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
     """Storage, actors, the ADS server on 127.0.0.1 (port from settings, 0 = any) and an API
     client authenticated as the admin; everything is stopped on exit."""
     async with trio_asyncio.open_loop() as loop, open_core(settings) as core:
-        xds = XdsServer(core.hub, loop)
+        xds = XdsServer(
+            core.hub, loop, ssl=xds_server_context(settings), auth=settings.xds_auth,
+            authenticator=core.authenticator,
+        )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:

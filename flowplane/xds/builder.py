@@ -6,6 +6,9 @@
 it. Published snapshots are never mutated: each type's map is copied on write, and types that did
 not change are shared with the previous snapshot.
 
+Each published snapshot carries a `ScopeIndex` (team, references and produced xDS resources per
+domain resource) for per-node scoping (`flowplane.xds.scope`), updated incrementally alongside.
+
 No I/O: the actor in `flowplane/actors/` feeds it changes and publishes what it returns.
 """
 
@@ -20,6 +23,7 @@ from pydantic import BaseModel
 from flowplane.domain.resources import Kind, Ref
 from flowplane.domain.resources import references as domain_references
 from flowplane.errors import Conflict, FieldProblem
+from flowplane.xds.scope import IndexUpdate
 from flowplane.xds.snapshot import Resource, Snapshot, TypeSnapshot
 
 __all__ = ["Change", "References", "SnapshotBuilder", "Translate"]
@@ -65,7 +69,9 @@ class SnapshotBuilder:
 
         Later changes to the same (kind, name) win; deleting an unknown resource is a no-op. Only
         the changed resources are translated and encoded. If the content comes out equal to the
-        current snapshot's, the current snapshot itself is returned (same serial, nothing to push).
+        current snapshot's, the current snapshot itself is returned (same serial, nothing to push)
+        — unless the scoping index changed (e.g. a resource moved to another team), which
+        publishes a snapshot with the same `TypeSnapshot`s and the new index.
 
         Raises `Conflict` (listing every dangling reference) if the result would name a route
         configuration or cluster that does not exist, or if two resources would produce the same
@@ -192,6 +198,17 @@ class SnapshotBuilder:
             else:
                 types.pop(url, None)
 
+        # Computed before the bookkeeping, from the previous reverse index (see `updated`).
+        updates: dict[Ref, IndexUpdate | None] = {}
+        for key, outputs in new_outputs.items():
+            model = pending[key]
+            updates[Ref(*key)] = (
+                None
+                if model is None
+                else (_team_of(model), new_refs[key], tuple((u, r.name) for u, r in outputs))
+            )
+        index = self._snapshot.index.updated(updates, self._referrers_of)
+
         # Bookkeeping: nothing below can fail.
         for key, outputs in new_outputs.items():
             for url, res in self._outputs.pop(key, ()):
@@ -213,10 +230,22 @@ class SnapshotBuilder:
             for ref in refs:
                 self._referrers.setdefault(ref, set()).add(key)
 
-        if types.keys() == old_types.keys() and all(types[u] is old_types[u] for u in types):
+        if (
+            index is self._snapshot.index
+            and types.keys() == old_types.keys()
+            and all(types[u] is old_types[u] for u in types)
+        ):
             return self._snapshot  # equal content: nothing new to publish
-        self._snapshot = Snapshot(types, self._snapshot.serial + 1)
+        self._snapshot = Snapshot(types, self._snapshot.serial + 1, index=index)
         return self._snapshot
+
+    def _referrers_of(self, ref: Ref) -> list[Ref]:
+        return [Ref(*key) for key in self._referrers.get(ref, ())]
+
+
+def _team_of(model: BaseModel) -> str | None:
+    team = getattr(model, "team", None)
+    return team if isinstance(team, str) else None
 
 
 def _key_str(key: _Key) -> str:

@@ -16,12 +16,15 @@ import hashlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from google.protobuf.message import Message
 
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from flowplane.xds.wire import encode_any
+
+if TYPE_CHECKING:
+    from flowplane.xds.scope import ScopeIndex
 
 __all__ = [
     "FULL_STATE_TYPES",
@@ -44,6 +47,7 @@ FULL_STATE_TYPES: Final[frozenset[str]] = frozenset({CLUSTER_TYPE, LISTENER_TYPE
 _RANK: Final[dict[str, int]] = {t: i for i, t in enumerate(ORDER)}
 _VERSION_HEX: Final = 16
 _MEMO_LIMIT: Final = 1024
+_SNAPSHOT_MEMO_LIMIT: Final = 4096
 
 T = TypeVar("T")
 
@@ -185,17 +189,52 @@ class Snapshot:
     """Everything Flowplane serves at one moment: type URL -> `TypeSnapshot`, plus a serial.
 
     `serial` counts publications by one builder (diagnostics only: replicas compare versions,
-    never serials). Types absent from `types` read as empty.
+    never serials). Types absent from `types` read as empty. `index` describes the domain
+    resources behind the xDS resources (teams, references), for per-node scoping
+    (`flowplane.xds.scope`); a snapshot built without one has an empty index.
     """
 
-    __slots__ = ("_types", "serial")
+    __slots__ = ("_index", "_memo", "_types", "serial")
 
-    def __init__(self, types: Mapping[str, TypeSnapshot], serial: int) -> None:
+    def __init__(
+        self,
+        types: Mapping[str, TypeSnapshot],
+        serial: int,
+        *,
+        index: ScopeIndex | None = None,
+    ) -> None:
         for url, ts in types.items():
             if url != ts.type_url:
                 raise ValueError(f"type snapshot for {ts.type_url!r} is filed under {url!r}")
         self._types: Final = MappingProxyType(dict(types))
         self.serial: Final = serial
+        self._index: Final = index
+        self._memo: dict[Hashable, object] = {}
+
+    @property
+    def index(self) -> ScopeIndex:
+        """The scoping index the builder attached (an empty one if none was)."""
+        if self._index is None:
+            from flowplane.xds.scope import EMPTY_INDEX  # here: scope.py imports this module
+
+            return EMPTY_INDEX
+        return self._index
+
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()` computed once per `key` for this (immutable) snapshot, then reused.
+
+        Derived data only (e.g. the scoped view every stream of one scope shares). Bounded: past
+        `_SNAPSHOT_MEMO_LIMIT` entries the oldest entry is dropped.
+        """
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        value = make()
+        if len(self._memo) >= _SNAPSHOT_MEMO_LIMIT:
+            del self._memo[next(iter(self._memo))]
+        self._memo[key] = value
+        return value
 
     @classmethod
     def empty(cls) -> Snapshot:

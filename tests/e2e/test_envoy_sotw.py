@@ -52,7 +52,7 @@ async def test_traffic_flows_and_changes_arrive(xds_settings: Settings, tmp_path
             await ok(
                 await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port))
             )
-            boot = ads_bootstrap("team=demo/dp-1", "127.0.0.1", plane.xds_port)
+            boot = ads_bootstrap("envoy-1", "127.0.0.1", plane.xds_port)
             async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
 
                 async def body_of(path: str = "/") -> bytes | None:
@@ -116,7 +116,7 @@ async def test_routing_features_reach_envoy(xds_settings: Settings, tmp_path: Pa
             await ok(
                 await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port))
             )
-            boot = ads_bootstrap("team=demo/dp-routes", "127.0.0.1", plane.xds_port)
+            boot = ads_bootstrap("envoy-routes", "127.0.0.1", plane.xds_port)
             async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
 
                 async def get(path: str, **kw: Any) -> tuple[int, dict[str, str], bytes] | None:
@@ -183,7 +183,7 @@ async def test_nack_recorded_old_config_serves_no_resend(
     NACKs it. The rejection shows in /api/v1/nodes, the old listener keeps serving, and nothing
     more is sent for LDS until the content changes (xds rules 4-5)."""
     port, bad_port = free_port(), free_port()
-    node = "team=demo/dp-nack"
+    node = "envoy-nack"
     with trio.fail_after(60):
         async with run_plane(xds_settings) as plane, run_upstream("one") as up:
             api = plane.api
@@ -212,7 +212,7 @@ async def test_nack_recorded_old_config_serves_no_resend(
                 assert "unbindable" in rej["resourceNames"]
                 nodes = (await api.get("/api/v1/nodes")).json()
                 assert [n["id"] for n in nodes["items"]] == [node]
-                assert nodes["items"][0]["team"] == "demo"
+                assert nodes["items"][0]["team"] is None  # legacy node: no team, sees all
                 assert await serving()  # the old config keeps serving
                 attempts = await envoy.stat("listener_manager.lds.update_attempt")
                 rejected_count = await envoy.stat("listener_manager.lds.update_rejected")
@@ -250,7 +250,7 @@ async def test_control_plane_restart_envoy_keeps_serving_same_versions(
     settings = load_settings(
         database_url=db_url, xds_address=f"127.0.0.1:{xds_port}", default_gateway=False
     )
-    node = "team=demo/dp-restart"
+    node = "envoy-restart"
     with trio.fail_after(90):
         async with run_upstream("one") as up, AsyncExitStack() as first:
             plane = await first.enter_async_context(run_plane(settings))
@@ -302,8 +302,8 @@ async def test_two_envoys_converge(xds_settings: Settings, tmp_path: Path) -> No
             await ok(await api.post(f"{N}/route-configs", json=route_config_body()))
             await ok(await api.post(f"{N}/listeners", json=listener_body("a", address="127.0.0.1", port=port_a)))
             await ok(await api.post(f"{N}/listeners", json=listener_body("b", address="127.0.0.2", port=port_b)))
-            boot1 = ads_bootstrap("team=demo/dp-a", "127.0.0.1", plane.xds_port)
-            boot2 = ads_bootstrap("team=demo/dp-b", "127.0.0.1", plane.xds_port)
+            boot1 = ads_bootstrap("envoy-a", "127.0.0.1", plane.xds_port)
+            boot2 = ads_bootstrap("envoy-b", "127.0.0.1", plane.xds_port)
             async with (
                 run_envoy(boot1, tmp_dir=tmp_path / "1") as e1,
                 run_envoy(boot2, tmp_dir=tmp_path / "2") as e2,
@@ -313,7 +313,7 @@ async def test_two_envoys_converge(xds_settings: Settings, tmp_path: Path) -> No
                 await plane.settled()
                 assert await e1.resource_versions() == await e2.resource_versions()
                 nodes = (await api.get("/api/v1/nodes")).json()["items"]
-                assert sorted(n["id"] for n in nodes) == ["team=demo/dp-a", "team=demo/dp-b"]
+                assert sorted(n["id"] for n in nodes) == ["envoy-a", "envoy-b"]
 
 
 async def test_grpc_proxyless_client_resolves_through_api_listener(
