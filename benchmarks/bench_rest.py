@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -38,14 +39,18 @@ class Conn:
     """Keep-alive HTTP/1.1; reconnects when the server closes the connection (hypercorn closes
     after keep_alive_max_requests, 1000 by default)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str) -> None:
         self.port = port
+        self.auth = f"Authorization: Bearer {token}\r\n"
         self.w: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"") -> int:
         if self.w is None:
             self.r, self.w = await asyncio.open_connection("127.0.0.1", self.port)
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self.auth}"
+            f"Content-Length: {len(body)}\r\n"
+        )
         if body:
             head += "Content-Type: application/json\r\n"
         self.w.write(head.encode() + b"\r\n" + body)
@@ -75,7 +80,7 @@ class Conn:
 
 
 async def run_phase(
-    port: int, seconds: float, concurrency: int, kind: str
+    port: int, seconds: float, concurrency: int, kind: str, token: str
 ) -> tuple[int, list[float]]:
     latencies: list[float] = []
     errors = 0
@@ -83,7 +88,7 @@ async def run_phase(
 
     async def worker(i: int) -> None:
         nonlocal errors
-        conn = Conn(port)
+        conn = Conn(port, token)
         n = 0
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
@@ -121,9 +126,19 @@ def main() -> None:
         env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
                "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{port}", "FLOWPLANE_LOG_LEVEL": "WARNING",
                "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}"}  # fmt: skip
-        server = subprocess.Popen([sys.executable, "-m", "flowplane.cli.main", "serve"], env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "flowplane.cli.main", "serve"], env=env,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
+            token = ""
+            assert server.stderr is not None
+            for line in server.stderr:  # the first start prints the admin token in a banner
+                if line.startswith(" ey"):
+                    token = line.strip()
+                    break
+            threading.Thread(target=server.stderr.read, daemon=True).start()  # keep draining
             for _ in range(300):
                 try:
                     urllib.request.urlopen(base + "/readyz", timeout=1)
@@ -132,7 +147,7 @@ def main() -> None:
                     time.sleep(0.05)
             req = urllib.request.Request(
                 base + "/api/v1/native/clusters", json.dumps(cluster_body("bench")).encode(),
-                {"Content-Type": "application/json"},
+                {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             )  # fmt: skip
             urllib.request.urlopen(req)
             print(f"# {time.strftime('%Y-%m-%d')} {platform.node()} {platform.machine()} "
@@ -141,7 +156,9 @@ def main() -> None:
             for kind, label in (("get", "GET one cluster"), ("write", "POST+DELETE (writes)")):
                 s0, c0 = proc_cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
-                errors, lat = asyncio.run(run_phase(port, args.seconds, args.concurrency, kind))
+                errors, lat = asyncio.run(
+                    run_phase(port, args.seconds, args.concurrency, kind, token)
+                )
                 wall = time.perf_counter() - t0
                 s1, c1 = proc_cpu(server.pid), resource.getrusage(resource.RUSAGE_SELF)
                 client_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)

@@ -12,13 +12,14 @@ from pydantic import Field
 from quart import Blueprint, Response, g
 from quart_schema import document_querystring, tag
 
+from flowplane.actors.auth import CreateToken
 from flowplane.api.http import json_response, query
 from flowplane.api.schemas import _Out
 from flowplane.domain.auth import Principal
 from flowplane.domain.common import NAME_RE
-from flowplane.errors import BadRequest, NotFound
+from flowplane.errors import BadRequest, Forbidden, NotFound
 from flowplane.grpc.hub import StreamInfo
-from flowplane.xds.bootstrap import ads_bootstrap
+from flowplane.xds.bootstrap import XdsTls, ads_bootstrap
 
 if TYPE_CHECKING:
     from flowplane.app import Core
@@ -32,6 +33,9 @@ class BootstrapQuery(_Out):
     scope: Literal["team", "allowlist", "all"] = "team"
     allowlist: str | None = None
     include_default: bool = Field(False, alias="includeDefault")
+    ca_file: str = Field("/etc/flowplane/xds-ca.pem", alias="caFile")
+    cert_file: str = Field("/etc/flowplane/dataplane.pem", alias="certFile")
+    key_file: str = Field("/etc/flowplane/dataplane-key.pem", alias="keyFile")
 
 
 def _ts(t: datetime) -> str:
@@ -116,14 +120,39 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
         host, port = core.settings.advertised_xds(core.xds_port)
         metadata: dict[str, Any] = {"team": team, "scope": q.scope,
                                     "include_default": q.include_default}  # fmt: skip
+        node_id = f"team={team}/dp-{uuid.uuid4()}"
+        if q.scope == "all":
+            # Everything, for every team: an admin's choice, and a node without a team.
+            if not g.principal.admin:
+                raise Forbidden("scope=all (every team's resources) needs admin:all")
+            if core.settings.xds_auth != "none":
+                raise BadRequest("scope=all needs FLOWPLANE_XDS_AUTH=none (nodes have a team)")
+            metadata = {"scope": "all"}
+            node_id = f"dp-{uuid.uuid4()}"
         if q.scope == "allowlist":
             names = [n for n in (q.allowlist or "").split(",") if n]
             if not names:
                 raise BadRequest("scope=allowlist needs allowlist=name1,name2")
             metadata["listener_allowlist"] = names
+        settings = core.settings
+        tls = None
+        if settings.xds_tls_cert:
+            mtls = bool(settings.xds_tls_client_ca)
+            tls = XdsTls(
+                q.ca_file, q.cert_file if mtls else None, q.key_file if mtls else None, sni=host
+            )
+        token = None
+        if settings.xds_auth == "token":
+            # A data-plane token for this team (scope xds:connect), minted for this bootstrap.
+            if not g.principal.has("tokens:write"):
+                raise Forbidden(
+                    "xDS token auth is on: minting a data-plane token needs tokens:write"
+                )
+            body = {"name": f"dataplane-{team}", "role": "data-plane", "teams": [team]}
+            _, token = await core.actor.submit(CreateToken(body, g.principal))
         doc = ads_bootstrap(
-            f"team={team}/dp-{uuid.uuid4()}", host, port, delta=q.mode == "delta",
-            cluster=team, metadata=metadata, admin_port=9901,
+            node_id, host, port, delta=q.mode == "delta",
+            cluster=team, metadata=metadata, admin_port=9901, tls=tls, token=token,
         )  # fmt: skip
         if q.format == "json":
             return json_response(doc)

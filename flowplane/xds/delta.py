@@ -397,7 +397,7 @@ class DeltaStream:
         nonce = f"{self._nonces:x}"  # rule 3: unique within the stream
         changes: dict[str, str | None] = {}
         for res in adds:
-            st.held[res.name] = changes[res.name] = res.version
+            changes[res.name] = res.version
             st.forced.discard(res.name)
             st.rejected.pop(res.name, None)
         for name in removes:
