@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowplane.actors.auth import AuthState, SigningKey  # noqa: E402
-from flowplane.api.auth import Authenticator  # noqa: E402
-from flowplane.domain.auth import TokenRecord, token_scopes  # noqa: E402
+from flowplane.actors.auth import AuthState, SigningKey
+from flowplane.api.auth import Authenticator
+from flowplane.domain.auth import TokenRecord, token_scopes
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import resource
 import sys
@@ -473,10 +474,8 @@ class Generator:
                 tcp_done.append(time.monotonic())
                 # Hold the slot until the initial config arrived: bounds streams in set-up.
                 remaining = max(0.1, deadline - time.monotonic())
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(node.first), remaining)
-                except TimeoutError:
-                    pass
 
         await asyncio.gather(*(one(i) for i in range(self.count)))
         got = [v[0] for v in self.versions if v]
@@ -491,7 +490,7 @@ class Generator:
             **self.stats(),
         }
 
-    async def wait(self, t_write: float, timeout: float) -> dict[str, object]:
+    async def wait(self, t_write: float, within: float) -> dict[str, object]:
         baseline: dict[int, str] = {}
         lat: list[float | None] = [None] * self.count
         for i in range(self.count):
@@ -514,7 +513,9 @@ class Generator:
             self._wait_done = self.loop.create_future()
             self._waiting = baseline
             try:
-                await asyncio.wait_for(self._wait_done, max(0.0, t_write + timeout - time.monotonic()))
+                await asyncio.wait_for(
+                    self._wait_done, max(0.0, t_write + within - time.monotonic())
+                )
             except TimeoutError:
                 pass
             finally:
@@ -626,7 +627,8 @@ def self_check() -> None:
         assert (ack.version_info, ack.response_nonce, ack.type_url, ack.node.id) == (
             "v1", "n9", CDS, "load-7",
         ), ack  # fmt: skip
-        assert not ack.resource_names and not ack.HasField("error_detail")
+        assert not ack.resource_names
+        assert not ack.HasField("error_detail")
         first_only = SotwCodec(node, CDS, False, parser).ack("v", b"n")
         assert not d.DiscoveryRequest.FromString(first_only).HasField("node")
 
@@ -667,20 +669,36 @@ def main() -> None:
     ap.add_argument("--port", type=int)
     ap.add_argument("--first", type=int, default=0, help="index of the first node (load-<i>)")
     ap.add_argument("--count", type=int, default=1, help="nodes (connections) in this process")
-    ap.add_argument("--concurrency", type=int, default=200,
-                    help="connections being set up at once (until their initial config)")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=200,
+        help="connections being set up at once (until their initial config)",
+    )
     ap.add_argument("--connect-timeout", type=float, default=300)
     ap.add_argument("--type-url", default=CDS)
     ap.add_argument("--delta", action="store_true", help="DeltaAggregatedResources")
-    ap.add_argument("--node-first-only", action="store_true",
-                    help="send the node only on the first request of a stream")
-    ap.add_argument("--window", type=int, default=256 * 1024 * 1024,
-                    help="HTTP/2 stream and connection receive window (Envoy's default)")
-    ap.add_argument("--max-seconds", type=float, default=3600,
-                    help="exit by itself after this long")
-    ap.add_argument("--parser", choices=("upb", "scan"), default="upb",
-                    help="read responses with the upb protobuf parse (measured ~5x cheaper "
-                    "than the pure-Python field scanner) or the scanner")
+    ap.add_argument(
+        "--node-first-only",
+        action="store_true",
+        help="send the node only on the first request of a stream",
+    )
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="HTTP/2 stream and connection receive window (Envoy's default)",
+    )
+    ap.add_argument(
+        "--max-seconds", type=float, default=3600, help="exit by itself after this long"
+    )
+    ap.add_argument(
+        "--parser",
+        choices=("upb", "scan"),
+        default="upb",
+        help="read responses with the upb protobuf parse (measured ~5x cheaper "
+        "than the pure-Python field scanner) or the scanner",
+    )
     ap.add_argument("--self-check", action="store_true")
     args = ap.parse_args()  # fmt: skip
     if args.self_check:

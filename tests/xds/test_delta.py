@@ -526,6 +526,10 @@ def test_rule5_answering_only_the_latest_response_accepts_the_earlier_ones() -> 
     nack(s, second)
     assert s.held(CDS) == {"a": v(CDS, "a", 1), "b": v(CDS, "b")}
     assert s.stale_answers == 0
+    # "a"@1 counts as accepted: a later rejected change to "a" reverts to it, not to "a"@0.
+    third = one(s.outbound(snapshot(changed(BASE, CDS, a=2))))
+    nack(s, third)
+    assert s.held(CDS) == {"a": v(CDS, "a", 1), "b": v(CDS, "b")}
 
 
 def test_rule5_a_nack_of_an_unknown_nonce_is_recorded_and_changes_nothing() -> None:
