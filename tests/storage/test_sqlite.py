@@ -80,3 +80,17 @@ async def test_bad_urls_refused_clearly(url: str) -> None:
 def test_sqlite_path() -> None:
     assert sqlite_path("sqlite:///./flowplane.db") == "./flowplane.db"
     assert sqlite_path("sqlite:////var/lib/f.db") == "/var/lib/f.db"
+
+
+async def test_cli_db_migrate(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    import trio
+
+    env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp_path}/m.db"}
+    cmd = [sys.executable, "-m", "flowplane.cli.main", "db", "migrate"]
+    first = await trio.run_process(cmd, env=env, capture_stdout=True)
+    assert first.stdout.decode().startswith("applied: 0001_resources, 0002_auth")
+    again = await trio.run_process(cmd, env=env, capture_stdout=True)
+    assert again.stdout.decode().strip() == "the database is up to date"
