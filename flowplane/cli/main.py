@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import trio
+import trio_asyncio
 
 from flowplane.errors import FlowplaneError
 from flowplane.observability.logging import configure_logging
@@ -49,11 +50,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 async def _migrate(settings: Settings) -> None:
     from flowplane.storage import open_repository
 
-    repo = await open_repository(settings.database_url)
-    try:
-        applied = await repo.migrate()
-    finally:
-        await repo.aclose()
+    async with trio_asyncio.open_loop():  # the PostgreSQL driver runs on asyncio
+        repo = await open_repository(settings.database_url)
+        try:
+            applied = await repo.migrate()
+        finally:
+            await repo.aclose()
     print("applied: " + ", ".join(applied) if applied else "the database is up to date")
 
 

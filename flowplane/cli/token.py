@@ -4,6 +4,7 @@ installation). A running server picks the new token up on its first use."""
 from __future__ import annotations
 
 import trio
+import trio_asyncio
 
 from flowplane.actors.auth import CreateToken, EnsureSigningKey, load_auth
 from flowplane.actors.config import ConfigActor, load_state
@@ -13,6 +14,13 @@ from flowplane.storage import open_repository
 
 
 async def create_token(
+    settings: Settings, name: str, role: str | None, scopes: list[str], teams: list[str]
+) -> str:
+    async with trio_asyncio.open_loop():  # the PostgreSQL driver runs on asyncio
+        return await _create(settings, name, role, scopes, teams)
+
+
+async def _create(
     settings: Settings, name: str, role: str | None, scopes: list[str], teams: list[str]
 ) -> str:
     repo = await open_repository(settings.database_url)

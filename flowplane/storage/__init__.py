@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from asyncio import AbstractEventLoop
+
 from flowplane.errors import ConfigurationError
 from flowplane.storage.base import Repository
 
 
-async def open_repository(url: str) -> Repository:
-    """Open the backend named by the database URL's scheme."""
+async def open_repository(url: str, loop: AbstractEventLoop | None = None) -> Repository:
+    """Open the backend named by the database URL's scheme. PostgreSQL runs on the trio-asyncio
+    `loop` (default: the current one)."""
     if url.startswith("sqlite:"):
         from flowplane.storage.sqlite import SqliteRepository
 
         return await SqliteRepository.open(url)
     if url.startswith(("postgresql:", "postgres:")):
-        raise ConfigurationError(
-            "the PostgreSQL backend is not available yet; use a sqlite:/// URL"
-        )
-    raise ConfigurationError(f"unsupported database URL {url!r}: use sqlite:///path.db")
+        from flowplane.storage.postgres import PostgresRepository
+
+        return await PostgresRepository.open(url, loop)
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://..."
+    )

@@ -1,0 +1,183 @@
+"""SQL shared by the backends: the statements for each write, the audit query, and decoding of
+result rows. Only the placeholder style differs (`?` for SQLite, `$n` for PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from flowplane.errors import StorageError
+from flowplane.storage.base import (
+    TABLES,
+    AuditQuery,
+    AuditRow,
+    Delete,
+    DeleteRow,
+    ResourceRow,
+    Row,
+    Upsert,
+    Write,
+)
+
+Placeholder = Callable[[int], str]  # 1-based parameter index -> placeholder text
+Statement = tuple[str, tuple[Any, ...]]
+
+JSON_COLUMNS = frozenset({"quotas", "scopes", "teams"})
+RESOURCE_SELECT = (
+    "SELECT kind, name, team, version, source, spec, created_at, updated_at"
+    " FROM resources ORDER BY kind, name"
+)
+AUDIT_COLUMNS = (
+    "time, actor_id, actor_name, action, resource_type, resource_name, team, before, after,"
+    " client_address"
+)
+
+
+def qmark(_: int) -> str:
+    return "?"
+
+
+def dollar(i: int) -> str:
+    return f"${i}"
+
+
+def _marks(p: Placeholder, n: int, start: int = 1) -> str:
+    return ", ".join(p(i) for i in range(start, start + n))
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in JSON_COLUMNS or isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]:
+    """One statement per write, to run in order inside one transaction."""
+    out: list[Statement] = []
+    for w in writes:
+        if isinstance(w, Upsert):
+            r = w.row
+            out.append(
+                (
+                    "INSERT INTO resources (kind, name, team, version, source, spec, created_at,"
+                    f" updated_at) VALUES ({_marks(p, 8)}) ON CONFLICT (kind, name) DO UPDATE"
+                    " SET team = excluded.team, version = excluded.version,"
+                    " source = excluded.source, spec = excluded.spec,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        r.kind,
+                        r.name,
+                        r.team,
+                        r.version,
+                        r.source,
+                        json.dumps(r.spec, separators=(",", ":")),
+                        r.created_at.isoformat(),
+                        r.updated_at.isoformat(),
+                    ),
+                )
+            )
+        elif isinstance(w, Delete):
+            out.append(
+                (f"DELETE FROM resources WHERE kind = {p(1)} AND name = {p(2)}", (w.kind, w.name))
+            )
+        elif isinstance(w, Row):
+            if w.table not in TABLES:
+                raise StorageError(f"unknown table {w.table!r}")
+            key = TABLES[w.table]
+            cols = [key, *w.values]
+            updates = ", ".join(f"{c} = excluded.{c}" for c in w.values)
+            out.append(
+                (
+                    f"INSERT INTO {w.table} ({', '.join(cols)}) VALUES ({_marks(p, len(cols))})"
+                    f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
+                    (w.key, *(_encode(c, v) for c, v in w.values.items())),
+                )
+            )
+        elif isinstance(w, DeleteRow):
+            out.append((f"DELETE FROM {w.table} WHERE {TABLES[w.table]} = {p(1)}", (w.key,)))
+        elif isinstance(w, AuditRow):
+            out.append(
+                (
+                    f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({_marks(p, 10)})",
+                    (
+                        w.time.isoformat(),
+                        w.actor_id,
+                        w.actor_name,
+                        w.action,
+                        w.resource_type,
+                        w.resource_name,
+                        w.team,
+                        None if w.before is None else json.dumps(w.before),
+                        None if w.after is None else json.dumps(w.after),
+                        w.client_address,
+                    ),
+                )
+            )
+    return out
+
+
+def audit_queries(q: AuditQuery, p: Placeholder) -> tuple[str, str, list[Any], list[Any]]:
+    """(count SQL, select SQL, filter params, filter params + limit + offset)."""
+    where: list[str] = []
+    params: list[Any] = []
+
+    def add(cond: Callable[[], str], *values: Any) -> None:
+        params.extend(values)
+        where.append(cond())
+
+    if q.resource_type:
+        add(lambda: f"resource_type = {p(len(params))}", q.resource_type)
+    if q.team:
+        add(lambda: f"team = {p(len(params))}", q.team)
+    if q.actor:
+        add(lambda: f"(actor_id = {p(len(params) - 1)} OR actor_name = {p(len(params))})",
+            q.actor, q.actor)  # fmt: skip
+    if q.since:
+        add(lambda: f"time >= {p(len(params))}", q.since.isoformat())
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    n = len(params)
+    select = (
+        f"SELECT id, {AUDIT_COLUMNS} FROM audit{clause}"
+        f" ORDER BY id DESC LIMIT {p(n + 1)} OFFSET {p(n + 2)}"
+    )
+    return f"SELECT count(*) FROM audit{clause}", select, params, [*params, q.limit, q.offset]
+
+
+def resource_from(r: Sequence[Any]) -> ResourceRow:
+    return ResourceRow(
+        kind=r[0], name=r[1], team=r[2], version=r[3], source=r[4], spec=json.loads(r[5]),
+        created_at=datetime.fromisoformat(r[6]), updated_at=datetime.fromisoformat(r[7]),
+    )  # fmt: skip
+
+
+def audit_from(r: Sequence[Any]) -> AuditRow:
+    return AuditRow(
+        id=r[0], time=datetime.fromisoformat(r[1]), actor_id=r[2], actor_name=r[3],
+        action=r[4], resource_type=r[5], resource_name=r[6], team=r[7],
+        before=None if r[8] is None else json.loads(r[8]),
+        after=None if r[9] is None else json.loads(r[9]),
+        client_address=r[10],
+    )  # fmt: skip
+
+
+def table_select(table: str) -> str:
+    if table not in TABLES:
+        raise StorageError(f"unknown table {table!r}")
+    return f"SELECT * FROM {table} ORDER BY {TABLES[table]}"
+
+
+def decode_record(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    return {
+        n: (json.loads(v) if n in JSON_COLUMNS and v is not None else v)
+        for n, v in zip(names, values, strict=True)
+    }
+
+
+def split_statements(sql: str) -> list[str]:
+    """A migration file's statements (`;`-separated, `--` comment lines dropped)."""
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
