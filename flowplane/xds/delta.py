@@ -44,7 +44,7 @@ from flowplane.errors import BadRequest
 from flowplane.xds.snapshot import Resource, Snapshot, TypeSnapshot, content_version, order_key
 from flowplane.xds.sotw import MAX_TYPES, WILDCARD, Outbound, Rejection, TypeStatus
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-from flowplane.xds.wire import delta_response
+from flowplane.xds.wire import delta_response, with_nonce
 
 if TYPE_CHECKING:
     from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
@@ -358,6 +358,18 @@ class DeltaStream:
     def _diff(self, st: _TypeState, ts: TypeSnapshot) -> tuple[list[Resource], list[str]]:
         """What `st` owes for `ts`: resources to send and names to remove, both name-sorted."""
         resources = ts.resources
+        if st.wildcard and not (st.held or st.forced or st.rejected):
+            return list(resources.values()), []  # a fresh wildcard client is owed everything
+        if (st.rescan or st.seen is None) and not (st.forced or st.rejected):
+            # A full comparison with nothing forced or withheld (e.g. a reconnect, rule 12):
+            # one pass in name order over what the subscription covers.
+            have = st.held
+            if st.wildcard:
+                owed = [r for n, r in resources.items() if have.get(n) != r.version]
+            else:
+                covered = (resources.get(n) for n in sorted(st.names))
+                owed = [r for r in covered if r is not None and have.get(r.name) != r.version]
+            return owed, sorted(n for n in have if n not in resources)
         candidates: set[str]
         if st.rescan or st.seen is None:
             candidates = set(resources) if st.wildcard else set(st.names)
@@ -397,7 +409,7 @@ class DeltaStream:
         nonce = f"{self._nonces:x}"  # rule 3: unique within the stream
         changes: dict[str, str | None] = {}
         for res in adds:
-            changes[res.name] = res.version
+            st.held[res.name] = changes[res.name] = res.version
             st.forced.discard(res.name)
             st.rejected.pop(res.name, None)
         for name in removes:
@@ -410,7 +422,18 @@ class DeltaStream:
             _accept(st, st.pending.pop(0))
         st.owe = False
         st.version_sent, st.nonce_sent = version, nonce
-        body = delta_response(version, plan.url, adds, removes, nonce)
+        if not removes and len(adds) == len(plan.ts) > 1:
+            # Everything of the type (a fresh wildcard client: the reconnect storm of rule 18):
+            # one body per content, shared by all such streams; the nonce (field 5) is appended,
+            # which protobuf parsers accept in any position.
+            url, ts = plan.url, plan.ts
+            shared = ts.memo(
+                ("delta-all", version),
+                lambda: delta_response(version, url, list(ts.resources.values()), (), ""),
+            )
+            body = with_nonce(shared, nonce)
+        else:
+            body = delta_response(version, plan.url, adds, removes, nonce)
         return Outbound(plan.url, version, nonce, body)
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,7 +25,9 @@ from google.rpc import status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import flowplane.xds.delta as delta_module
 from flowplane.errors import BadRequest
+from flowplane.xds import wire
 from flowplane.xds.delta import BREAK_ORDER, MAX_PENDING, DeltaRequest, DeltaStream
 from flowplane.xds.snapshot import ORDER, Resource, Snapshot, TypeSnapshot, content_version
 from flowplane.xds.sotw import MAX_TYPES, Outbound, Rejection, TypeStatus
@@ -650,6 +653,31 @@ def test_rule17_a_slow_stream_gets_only_the_latest_content() -> None:
     assert s.state_size() <= size
 
 
+def test_a_full_wildcard_response_is_built_once_and_shared_across_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+    real = wire.delta_response
+
+    def counting(*args: Any) -> bytes:
+        built.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(delta_module, "delta_response", counting)
+    snap = snapshot(BASE)
+    bodies = []
+    for _ in range(5):  # a reconnect storm of fresh Envoys (rule 18)
+        s = DeltaStream()
+        s.on_request(req(CDS))
+        out = one(s.outbound(snap))
+        assert list(sent(out)) == ["a", "b"]
+        resp = decode(out).resp
+        resp.nonce = ""
+        bodies.append(resp)
+    assert built == [CDS]
+    assert all(b == bodies[0] for b in bodies)
+
+
 def test_status_lists_requested_types_in_order_and_versions_cover_the_subscription() -> None:
     s = DeltaStream()
     s.on_request(req(RDS, ["r", "missing"]))
@@ -916,7 +944,7 @@ def test_random_request_sequences_keep_the_invariants(
     _drive(stream, client, snap, nonces)
     for step in steps:
         if step[0] in ("snap", "push"):
-            t, name, rev = step[1]  # type: ignore[misc]
+            t, name, rev = cast("tuple[str, str, int | None]", step[1])
             if rev is None:
                 content[t].pop(name, None)
             else:
@@ -925,8 +953,8 @@ def test_random_request_sequences_keep_the_invariants(
             if step[0] == "push":
                 _drive(stream, client, snap, nonces)
         elif step[0] == "req":
-            _, t, kind, sub, unsub = step
-            _request(stream, client, t, kind, sub, unsub)  # type: ignore[arg-type]
+            _, t, kind, sub, unsub = cast("tuple[str, str, str, list[str], list[str]]", step)
+            _request(stream, client, t, kind, sub, unsub)
         elif step[0] == "reconnect":
             stream, nonces = _reconnect(client, bool(step[1])), set()
         else:
