@@ -24,9 +24,15 @@ Decisions (documented here because a test pins each one):
   differs, *no response at all* is sent for that type (Envoy is already warm and needs none).
   A first request *without* initial versions is always answered, even with an empty response,
   so that a fresh client's initial fetch completes (like SotW's first full-state response).
-- Removed-and-rejected content: after a NACK the client's versions revert to what it held before
-  the rejected response and the rejected (name, version) pairs are not offered again until the
-  resource's content changes, the client subscribes to the name again, or the stream reconnects.
+- NACK (rule 5): the client's versions revert to what it held before the rejected response and
+  the rejected (name, version) pairs -- a rejected removal included -- are not offered again
+  until the resource's content changes, the client subscribes to the name again, or the stream
+  reconnects. A NACK of an older, superseded nonce rolls back only the names no newer response
+  carried (see `_answer`). A NACK of a nonce that is no longer outstanding is recorded (version
+  None, no names) and changes nothing.
+- Wildcard plus an explicit name, then unsubscribing the name (rule 11): the client keeps it, and
+  it is sent once more, because Envoy holds such a resource as "ambiguous" until the server
+  confirms it (go-control-plane does the same).
 - Ordering (rule 14): additions and changes first, one response per type in `ORDER` (CDS, EDS,
   LDS, RDS); then removals, referrers before what they refer to (LDS, RDS, CDS, EDS), so a
   route never loses a cluster it still names. A type's removals ride in its own additions
