@@ -86,6 +86,8 @@ def create_app(core: Core) -> QuartTrio:
         scalar_ui_path=None,
         info={"title": "Flowplane", "version": "0.1.0",
               "description": "Envoy control plane: Native and Platform REST APIs."},
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
+        security=[{"bearer": []}],
     )  # fmt: skip
 
     authenticator = core.authenticator

@@ -36,6 +36,11 @@ async def test_openapi_lists_every_path_and_schema(client: httpx.AsyncClient) ->
         "limit",
         "offset",
     }
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["security"] == [{"bearer": []}]
+    for p in ("/api/v1/tokens", "/api/v1/teams", "/api/v1/audit", "/api/v1/nodes",
+              "/api/v1/teams/{team}/bootstrap"):  # fmt: skip
+        assert p in paths, p
     params = {p["name"] for p in paths["/api/v1/native/listeners"]["get"]["parameters"]}
     assert params == {"limit", "offset", "team"}
     # every $ref resolves
