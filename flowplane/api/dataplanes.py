@@ -49,7 +49,6 @@ def node_json(info: StreamInfo) -> dict[str, Any]:
         m = _TEAM_IN_ID.match(node_id)
         team = m.group(1) if m else None
     resources = {}
-    rejected_at = next(iter(info.rejected_at.values()), None)
     for type_url, st in info.state.status().items():
         rej = st.last_rejection
         resources[type_url.rpartition(".")[2]] = {
@@ -62,7 +61,7 @@ def node_json(info: StreamInfo) -> dict[str, Any]:
                 "version": rej.version,
                 "errorDetail": rej.message,
                 "resourceNames": list(rej.resource_names),
-                "time": _ts(rejected_at) if rejected_at else None,
+                "time": _ts(t) if (t := info.rejection_time(type_url)) else None,
             },
         }
     return {

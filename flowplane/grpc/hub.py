@@ -35,19 +35,25 @@ class StreamInfo:
     state: StreamState
     node_metadata: dict[str, Any] = field(default_factory=dict)
     scope: Scope | None = None  # fixed from the first request for the life of the stream
-    rejected_at: dict[int, datetime] = field(default_factory=dict)  # id(Rejection) -> first seen
+    # type URL -> (the rejection object, when it was first seen): one record per type, since
+    # the state machines keep the last rejection per type (xds rule 5: record the time).
+    rejected_at: dict[str, tuple[Rejection, datetime]] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str | None:
         return self.state.node_id
 
     def note_rejection(self, rejection: Rejection) -> bool:
-        """Record when a rejection was first seen; True if it is new."""
-        key = id(rejection)
-        if key in self.rejected_at:
+        """Record when `rejection` (the last of its type) was first seen; True if it is new."""
+        seen = self.rejected_at.get(rejection.type_url)
+        if seen is not None and seen[0] is rejection:
             return False
-        self.rejected_at = {key: datetime.now(UTC)}  # only the latest per stream matters here
+        self.rejected_at[rejection.type_url] = (rejection, datetime.now(UTC))
         return True
+
+    def rejection_time(self, type_url: str) -> datetime | None:
+        seen = self.rejected_at.get(type_url)
+        return None if seen is None else seen[1]
 
 
 class Hub:
