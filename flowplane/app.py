@@ -70,6 +70,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         readiness.set("storage", True)
         readiness.set("snapshot", False)
         hub = Hub()
+        auth.token_listeners.append(hub.wake_all)
         snapshots = SnapshotActor(
             SnapshotBuilder(translate_resource), hub, settings.snapshot_debounce_seconds
         )

@@ -11,7 +11,7 @@ from flowplane.actors.auth import CreateToken, EnsureSigningKey, RecordAudit, Re
 from flowplane.actors.config import ConfigActor
 from flowplane.api.auth import Authenticator
 from flowplane.domain.auth import SYSTEM
-from flowplane.storage.base import Row
+from flowplane.storage.base import UpdateRow, Write
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,14 @@ async def _flush_failures(actor: ConfigActor, authenticator: Authenticator) -> N
 
 async def _flush_last_used(actor: ConfigActor, authenticator: Authenticator) -> None:
     used, authenticator.last_used = authenticator.last_used, {}
-    rows = []
+    rows: list[Write] = []
     for jti, when in used.items():
         tok = actor.auth.tokens.get(jti)
         if tok is not None:
-            rows.append(Row("tokens", jti, {"last_used_at": when}))
+            rows.append(UpdateRow("tokens", jti, {"last_used_at": when}))
     if rows:
         try:
-            await actor.submit(RecordAudit(rows))  # type: ignore[arg-type]
+            await actor.submit(RecordAudit(rows))
         except Exception:
             log.exception("could not record token last use")
         for jti, when in used.items():  # keep showing them until the next flush

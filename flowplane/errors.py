@@ -84,6 +84,10 @@ class PayloadTooLarge(FlowplaneError):
     status, kind, grpc_status = 413, "payload_too_large", 8
 
 
+class HeaderTooLarge(FlowplaneError):
+    status, kind, grpc_status = 431, "bad_request", 8
+
+
 class UnsupportedMediaType(FlowplaneError):
     status, kind, grpc_status = 415, "unsupported_media_type", 3
 

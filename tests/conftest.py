@@ -12,6 +12,7 @@ import pytest
 from flowplane.app import Core, make_app, open_core
 from flowplane.settings import Settings, load_settings
 from flowplane.testing.plane import admin_token
+from tests.helpers import plane_settings
 
 
 @pytest.fixture
@@ -22,6 +23,13 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return load_settings(database_url=db_url, api_address="127.0.0.1:0", default_gateway=False)
+
+
+@pytest.fixture
+def xds_settings(db_url: str) -> Settings:
+    """Settings for `run_plane`: any free xDS port, no default gateway, a 1 ms debounce (every
+    REST write is published on its own unless a test asks for a longer window)."""
+    return plane_settings(db_url, snapshot_debounce_seconds=0.001)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,7 @@ class AuthState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     teams: dict[str, TeamRecord] = field(default_factory=dict)
     keys: dict[str, SigningKey] = field(default_factory=dict)
+    token_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def active_key(self) -> SigningKey:
@@ -188,6 +190,8 @@ class CreateToken(Txn):
             auth.tokens[record.id] = record
             if revoked is not None:
                 auth.tokens[revoked.id] = revoked
+                for listener in auth.token_listeners:
+                    listener()
 
         return TxnPlan(writes, apply, (record, token))
 
@@ -224,7 +228,13 @@ class ChangeToken(Txn):
             Row("tokens", new.id, new.row()),
             audit_row(self.principal, action, "token", new.id, None, old.to_json(), new.to_json()),
         ]
-        return TxnPlan(writes, lambda: auth.tokens.__setitem__(new.id, new), new)
+
+        def apply() -> None:
+            auth.tokens[new.id] = new
+            for listener in auth.token_listeners:
+                listener()  # e.g. wake xDS streams so one on a revoked token ends
+
+        return TxnPlan(writes, apply, new)
 
 
 class ChangeTeam(Txn):

@@ -75,6 +75,11 @@ def node_json(info: StreamInfo) -> dict[str, Any]:
     }
 
 
+def _nodes(core: Core) -> list[StreamInfo]:
+    """Streams that are nodes: accepted, with the scope of their first request fixed."""
+    return [i for i in core.hub.streams.values() if i.scope is not None]
+
+
 def _sees(principal: Principal, node: dict[str, Any]) -> bool:
     """Team-bound tokens see their teams' nodes only (a node without a team: admins only)."""
     return not principal.team_bound or node["team"] in principal.teams
@@ -88,7 +93,7 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
     async def list_nodes() -> Response:
         """Connected Envoys: per resource type, version sent and acknowledged, last rejection."""
         p = g.principal
-        items = [n for n in map(node_json, core.hub.streams.values()) if _sees(p, n)]
+        items = [n for n in map(node_json, _nodes(core)) if _sees(p, n)]
         items.sort(key=lambda n: (n["id"] or "", n["streamId"]))
         return json_response({"items": items, "total": len(items), "limit": len(items),
                               "offset": 0})  # fmt: skip
@@ -98,7 +103,7 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
     async def get_node(node_id: str) -> Response:
         """One connected node (its most recent stream; `streams` lists all of them)."""
         streams = [
-            n for n in map(node_json, core.hub.streams.values())
+            n for n in map(node_json, _nodes(core))
             if n["id"] == node_id and _sees(g.principal, n)
         ]  # fmt: skip
         if not streams:

@@ -11,15 +11,18 @@ headers; tests/api/test_fastpath.py compares them), and `If-None-Match` gets a 3
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import trio
 
 from flowplane.api.auth import Authenticator
 from flowplane.api.native import PATHS
 from flowplane.domain.auth import Principal
 from flowplane.domain.state import ConfigState
-from flowplane.errors import FlowplaneError
+from flowplane.errors import FlowplaneError, HeaderTooLarge
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -31,7 +34,20 @@ _SCOPES = {"clusters": "clusters", "route-configs": "routes", "listeners": "list
 _PATH_RE = re.compile(r"^/api/v1/native/(" + "|".join(_KINDS) + r")/([^/]+)$")
 
 
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and headers) served; larger ones get 431. hypercorn's
+h11 limit alone lets heads up to ~128 KiB through (it reads 64 KiB at a time)."""
+
+
 class FastReads:
+    """The outermost ASGI layer: request-head limit, the read fast path, then Quart.
+
+    It also shields every `send` of the inner app from cancellation: quart-trio runs a request
+    in a nursery that is already cancelled when the last body chunk is sent, and hypercorn closes
+    the connection (Connection: close, keep-alive expiry) inside that send — unshielded, the
+    close was cancelled at its first checkpoint and the socket leaked.
+    """
+
     def __init__(self, app: ASGIApp, state: ConfigState, authenticator: Authenticator) -> None:
         self.app = app
         self.state = state
@@ -58,6 +74,18 @@ class FastReads:
         return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + sum(
+                len(k) + len(v) + 4 for k, v in scope["headers"]
+            )
+            if size > MAX_HEAD_BYTES:
+                err = HeaderTooLarge(f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+                body = json.dumps(err.to_json()).encode()
+                headers = [(b"content-type", b"application/json"),
+                           (b"content-length", str(len(body)).encode()),
+                           (b"connection", b"close")]  # fmt: skip
+                await _send(send, err.status, headers, body)
+                return
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             m = _PATH_RE.match(scope["path"])
             principal = None
@@ -80,7 +108,15 @@ class FastReads:
                     ]
                     await _send(send, 200, headers, body)
                     return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _shielded(send))
+
+
+def _shielded(send: Send) -> Send:
+    async def shielded_send(message: MutableMapping[str, Any]) -> None:
+        with trio.CancelScope(shield=True):
+            await send(message)
+
+    return shielded_send
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -15,6 +15,7 @@ import logging
 import re
 import struct
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from envoy.service.discovery.v3.discovery_pb2 import (
@@ -30,7 +31,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
 from flowplane.api.auth import Authenticator
-from flowplane.errors import FlowplaneError, Forbidden
+from flowplane.errors import FlowplaneError, Forbidden, Unauthorized
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
@@ -66,7 +67,7 @@ def _peer(stream: Stream[Any, Any]) -> str:
 class _Machine(Protocol):
     node_id: str | None
 
-    def on_request(self, req: Any) -> None: ...
+    def on_request(self, req: Any) -> bool: ...
     def outbound(self, snap: Snapshot) -> list[Outbound]: ...
     def status(self) -> dict[str, TypeStatus]: ...
 
@@ -136,13 +137,19 @@ class AdsService:
     async def stream_delta(self, stream: Stream[Any, Any]) -> None:
         await self._serve(stream, "delta", DeltaStream(), DeltaRequest.from_proto)
 
-    def _identity(self, stream: Stream[Any, Any]) -> tuple[str | None, bool]:
-        """(team granted by the stream's credentials, whether a team is required)."""
+    def _still_valid(self, token_id: str) -> None:
+        assert self.authenticator is not None
+        tok = self.authenticator.auth.tokens.get(token_id)
+        if tok is None or not tok.active_at(datetime.now(UTC)):
+            raise Unauthorized("the data-plane token was revoked or has expired")
+
+    def _identity(self, stream: Stream[Any, Any]) -> tuple[str | None, bool, str | None]:
+        """(team granted by the stream's credentials, whether a team is required, token id)."""
         if self.auth == "mtls":
             team = _san_team(stream.peer.cert())
             if team is None:
                 raise Forbidden("the client certificate names no team (URI SAN .../team/<team>)")
-            return team, True
+            return team, True, None
         if self.auth == "token":
             assert self.authenticator is not None
             header = stream.metadata.get("authorization") if stream.metadata else None
@@ -152,11 +159,12 @@ class AdsService:
             if not principal.has("xds:connect"):
                 raise Forbidden("the token lacks the scope xds:connect")
             if principal.admin and not principal.teams:
-                return None, False  # an admin token may connect any node, as its metadata says
+                # an admin token may connect any node, as its metadata says
+                return None, False, principal.token_id
             if len(principal.teams) != 1:
                 raise Forbidden("a data-plane token must be bound to exactly one team")
-            return next(iter(principal.teams)), True
-        return None, False
+            return next(iter(principal.teams)), True, principal.token_id
+        return None, False, None
 
     async def _serve(
         self,
@@ -165,17 +173,23 @@ class AdsService:
         state: _Machine,
         convert: Callable[[Any], Any],
     ) -> None:
+        try:
+            identity, required, token_id = self._identity(stream)
+        except FlowplaneError as err:  # refused before it is a node: never listed
+            log.warning("xDS stream from %s refused: %s", _peer(stream), err)
+            raise GRPCError(Status(err.grpc_status), err.message) from None
         wake = asyncio.Event()
         info = self.hub.register(protocol, _peer(stream), state, wake)
         metrics.XDS_STREAMS.labels(protocol).inc()
         reader: asyncio.Future[None] | None = None
         try:
-            identity, required = self._identity(stream)
             reader = asyncio.ensure_future(
                 self._read(stream, state, info, wake, convert, identity, required)
             )
             while True:
                 wake.clear()
+                if token_id is not None:
+                    self._still_valid(token_id)  # a revoked or expired token ends the stream
                 if info.scope is not None:  # known once the first request (with node) arrived
                     for out in state.outbound(scoped(self.hub.snapshot, info.scope)):
                         await stream.send_message(out.body)
@@ -232,9 +246,10 @@ class AdsService:
                         node.id if node is not None else None, info.node_metadata,
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
-                state.on_request(convert(msg))
+                owes = state.on_request(convert(msg))
                 self._note_rejections(info)
-                wake.set()
+                if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
+                    wake.set()
         finally:
             wake.set()  # let the writer see that the reader is done
 

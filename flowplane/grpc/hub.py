@@ -75,6 +75,11 @@ class Hub:
         if self._loop is not None and self._wakers:
             self._loop.call_soon(self._wake_all)
 
+    def wake_all(self) -> None:
+        """Wake every stream actor (e.g. after a token change, so revoked streams end)."""
+        if self._loop is not None and self._wakers:
+            self._loop.call_soon(self._wake_all)
+
     def _wake_all(self) -> None:
         for ev in self._wakers.values():
             ev.set()

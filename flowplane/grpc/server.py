@@ -66,7 +66,9 @@ class XdsServer:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
             service = AdsService(self.hub, auth=self.auth, authenticator=self.authenticator)
             server = _Server([service], codec=BytesPassthroughCodec())
-            await server.start(host, port, reuse_address=True, ssl=self.ssl)
+            # A deep accept queue: after a control-plane restart every Envoy reconnects at once
+            # (xds rule 18); the kernel caps it at net.core.somaxconn.
+            await server.start(host, port, reuse_address=True, ssl=self.ssl, backlog=4096)
             self._server = server
             sockets: Any = getattr(server._server, "sockets", None) or ()
             return int(sockets[0].getsockname()[1]) if sockets else port

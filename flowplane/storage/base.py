@@ -47,6 +47,15 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateRow:
+    """Set some columns of an existing row of one of the small tables (no-op if it is gone)."""
+
+    table: str
+    key: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteRow:
     table: str
     key: str
@@ -77,7 +86,7 @@ class AuditQuery:
     offset: int = 0
 
 
-Write = Upsert | Delete | Row | DeleteRow | AuditRow
+Write = Upsert | Delete | Row | UpdateRow | DeleteRow | AuditRow
 
 TABLES = {"teams": "name", "tokens": "id", "signing_keys": "kid"}
 """ The small tables and their primary keys. """

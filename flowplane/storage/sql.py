@@ -17,6 +17,7 @@ from flowplane.storage.base import (
     DeleteRow,
     ResourceRow,
     Row,
+    UpdateRow,
     Upsert,
     Write,
 )
@@ -95,6 +96,16 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                     f"INSERT INTO {w.table} ({', '.join(cols)}) VALUES ({_marks(p, len(cols))})"
                     f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
                     (w.key, *(_encode(c, v) for c, v in w.values.items())),
+                )
+            )
+        elif isinstance(w, UpdateRow):
+            if w.table not in TABLES:
+                raise StorageError(f"unknown table {w.table!r}")
+            sets = ", ".join(f"{c} = {p(i)}" for i, c in enumerate(w.values, start=1))
+            out.append(
+                (
+                    f"UPDATE {w.table} SET {sets} WHERE {TABLES[w.table]} = {p(len(w.values) + 1)}",
+                    (*(_encode(c, v) for c, v in w.values.items()), w.key),
                 )
             )
         elif isinstance(w, DeleteRow):

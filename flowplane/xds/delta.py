@@ -194,11 +194,13 @@ class DeltaStream:
 
     # -- input ------------------------------------------------------------------------------
 
-    def on_request(self, req: DeltaRequest) -> None:
+    def on_request(self, req: DeltaRequest) -> bool:
         """Record a request: node, ACK or NACK of `response_nonce`, subscription changes.
 
         Raises `BadRequest` for a request without a type URL or past `MAX_TYPES` type URLs.
-        Never produces output itself: call `outbound` afterwards.
+        Never produces output itself: call `outbound` afterwards. Returns whether `outbound`
+        may now owe something for an unchanged snapshot (the same test `outbound` uses to skip
+        a type), so the edge need not wake its writer for a plain ACK.
         """
         if not req.type_url:
             raise BadRequest("every request on an aggregated stream must carry type_url")
@@ -221,6 +223,7 @@ class DeltaStream:
         self._subscribe(st, req.subscribe, req.unsubscribe, first)
         if first:
             self._initial(st, req.initial_resource_versions)
+        return st.seen is None or st.rescan or bool(st.dirty) or st.owe
 
     def _answer(self, url: str, st: _TypeState, req: DeltaRequest) -> None:
         """Rules 4 and 5: settle the response `req.response_nonce` names.

@@ -183,12 +183,14 @@ class SotwStream:
 
     # -- input ------------------------------------------------------------------------------
 
-    def on_request(self, req: Request) -> None:
+    def on_request(self, req: Request) -> bool:
         """Record a request: node, ACK or NACK, and the subscription it states.
 
         Raises `BadRequest` for a request without a type URL (ADS needs it on every request) or
         for more than `MAX_TYPES` distinct type URLs on one stream.
-        Never produces output itself: call `outbound` afterwards.
+        Never produces output itself: call `outbound` afterwards. Returns whether `outbound`
+        may now owe something for an unchanged snapshot (False for plain ACKs, NACKs and stale
+        requests, so the edge need not wake its writer for them).
         """
         if not req.type_url:
             raise BadRequest("every request on an aggregated stream must carry type_url")
@@ -214,7 +216,7 @@ class SotwStream:
             # Rule 6: a reply to a response that has been superseded. Its subscription and
             # ACK/NACK are out of date; the client will answer the latest response too.
             self.stale_requests += 1
-            return
+            return False
         elif nonce:
             if req.error_detail is not None:
                 # Rules 4 and 5: a NACK. Record it; the acked version stays the last good one and
@@ -231,6 +233,7 @@ class SotwStream:
                 st.version_acked = st.version_sent  # rule 4: an ACK of the latest response
 
         self._subscribe(st, req.resource_names)
+        return st.seen is None  # the subscription changed: `outbound` must re-plan this type
 
     def _subscribe(self, st: _TypeState, requested: tuple[str, ...]) -> None:
         """Rule 9: `requested` is the complete desired set for this type."""

@@ -266,3 +266,15 @@ async def test_audit_records_changes_token_events_and_failures(client: httpx.Asy
     assert (await client.get("/api/v1/audit", params={"team": "a"})).json()["total"] == 3
     assert (await client.get("/api/v1/audit", params={"since": "2000-01-01T00:00:00Z", "limit": 1})).json()["limit"] == 1
     assert (await client.get("/api/v1/audit", params={"since": "yesterday"})).status_code == 400
+
+
+async def test_token_last_use_is_recorded(client: httpx.AsyncClient, core: Core) -> None:
+    from flowplane.bootstrap_admin import _flush_last_used
+
+    tok = await new_token(client, role="platform-engineer")
+    tid = jwt.decode(tok, options={"verify_signature": False})["jti"]
+    assert (await client.get(f"{N}/clusters", headers=as_(client, tok))).status_code == 200
+    await _flush_last_used(core.actor, core.authenticator)
+    rows = {r["id"]: r for r in await core.repo.load_rows("tokens")}
+    assert rows[tid]["last_used_at"] is not None and rows[tid]["name"] == "t"
+    assert (await client.get(f"/api/v1/tokens/{tid}")).json()["lastUsedAt"] is not None

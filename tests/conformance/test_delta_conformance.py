@@ -24,53 +24,41 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
-from prometheus_client import REGISTRY
 
-from flowplane.settings import Settings, load_settings
-from flowplane.testing.adsclient import AdsStreamEnded, DeltaClient, decode, delta_client
+from flowplane.settings import Settings
+from flowplane.testing.adsclient import DeltaClient, decode, delta_client
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.testing.plane import Plane, run_plane
 from flowplane.testing.ports import free_port
-from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from tests.conformance import helpers
+from tests.conformance.helpers import (
+    CDS,
+    EDS,
+    LDS,
+    MIB,
+    QUIET,
+    RDS,
+    big_settings,
+    cluster_ports,
+    debounced,
+    delete,
+    long_host_cluster,
+    nacks,
+    post,
+    put,
+    reconnect_storm,
+    seed,
+)
+from tests.helpers import ok, plane_settings
 
-CDS, EDS, LDS, RDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-N = "/api/v1/native"
-QUIET = 0.3  # seconds a stream must stay silent to show that nothing is sent
-MIB = 1024 * 1024
 NODE = "delta-1"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def ok(resp: httpx.Response, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
-async def post(plane: Plane, kind: str, body: dict[str, Any]) -> None:
-    ok(await plane.api.post(f"{N}/{kind}", json=body))
-
-
-async def put(plane: Plane, kind: str, body: dict[str, Any]) -> None:
-    ok(await plane.api.put(f"{N}/{kind}/{body['name']}", json=body), 200)
-
-
-async def delete(plane: Plane, kind: str, name: str) -> None:
-    ok(await plane.api.delete(f"{N}/{kind}/{name}"), 204)
-
-
-async def seed(plane: Plane) -> None:
-    """backend <- routes <- edge: one resource of each served type."""
-    await post(plane, "clusters", cluster_body("backend"))
-    await post(plane, "route-configs", route_config_body("routes", "backend"))
-    await post(plane, "listeners", listener_body("edge", "routes", port=10001))
-    await plane.settled()
 
 
 @asynccontextmanager
@@ -119,11 +107,7 @@ def ports_of(resp: DeltaDiscoveryResponse, cluster: str) -> list[int]:
         if r.name == cluster:
             msg = decode(r.resource)
             assert isinstance(msg, cluster_pb2.Cluster)
-            return [
-                lb.endpoint.address.socket_address.port_value
-                for loc in msg.load_assignment.endpoints
-                for lb in loc.lb_endpoints
-            ]
+            return cluster_ports(msg)
     raise AssertionError(f"cluster {cluster!r} not in the response")
 
 
@@ -133,8 +117,7 @@ def published(plane: Plane, type_url: str) -> dict[str, str]:
 
 
 async def node_status(plane: Plane, node_id: str = NODE) -> dict[str, Any]:
-    got: dict[str, Any] = ok(await plane.api.get(f"/api/v1/nodes/{node_id}"), 200)
-    return got
+    return await helpers.node_status(plane, node_id)
 
 
 async def drain(c: DeltaClient, seconds: float = QUIET) -> list[DeltaDiscoveryResponse]:
@@ -286,9 +269,6 @@ async def test_rule4_nack_by_error_detail_is_recorded_with_protocol_delta(
     `GET /api/v1/nodes/{id}` shows it on the delta stream; the acknowledged version stays the
     last good one."""
     caplog.set_level(logging.WARNING)
-
-    def nacks() -> float:
-        return REGISTRY.get_sample_value("flowplane_xds_nacks_total", {"type": "Cluster"}) or 0.0
 
     with trio.fail_after(15):
         async with run_plane(xds_settings) as plane:
@@ -721,9 +701,7 @@ async def test_rule13_resource_versions_are_content_hashes_equal_across_a_restar
     version is the hash of the resource's bytes; a restarted plane on the same database sends
     the same versions and bytes, and a client reconnecting with them receives nothing (rule 8)."""
     port = free_port()
-    settings = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{port}", default_gateway=False
-    )
+    settings = plane_settings(db_url, port)
     first: dict[str, DeltaDiscoveryResponse] = {}
     subs: tuple[tuple[str, tuple[str, ...]], ...] = ((CDS, ()), (LDS, ()), (RDS, ("routes",)))
     with trio.fail_after(30):
@@ -752,14 +730,6 @@ async def test_rule13_resource_versions_are_content_hashes_equal_across_a_restar
 
 
 # -- rule 14: make before break ------------------------------------------------------------------
-
-
-def debounced(db_url: str) -> Settings:
-    """A 0.2 s debounce: REST writes made in quick succession land in one snapshot."""
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.2,
-    )  # fmt: skip
 
 
 async def test_rule14_clusters_before_the_routes_that_name_them(db_url: str) -> None:
@@ -859,22 +829,6 @@ async def test_rule15_send_what_exists_do_not_hold(xds_settings: Settings) -> No
 # -- rule 17: slow clients are coalesced --------------------------------------------------------
 
 
-def long_host_cluster(name: str, count: int, port: int = 8080) -> dict[str, Any]:
-    """A cluster of `count` endpoints with 250-character host names (~265 bytes each encoded)."""
-    labels = ".".join(c * 60 for c in "wxyz")
-    return {
-        "name": name,
-        "endpoints": [{"host": f"h{i:05d}.{labels}", "port": port} for i in range(count)],
-    }
-
-
-def big_settings(db_url: str) -> Settings:
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.001, max_body_bytes=16 * MIB,
-    )  # fmt: skip
-
-
 async def test_rule17_slow_client_gets_the_latest_content_not_a_queue(db_url: str) -> None:
     """Rule 17: "Every stream has bounded outbound state: if an Envoy is slow, coalesce to the
     latest version per type instead of queueing versions."
@@ -934,32 +888,9 @@ async def test_rule18_two_hundred_delta_streams_at_once_are_all_served(
         async with run_plane(xds_settings) as plane:
             await seed(plane)
             expected = published(plane, CDS)
-            got: dict[int, dict[str, str]] = {}
-            ended: list[str] = []
-            all_in = trio.Event()
-            release = trio.Event()
-
-            async def envoy(i: int) -> None:
-                async with connect(plane, f"delta-storm-{i:03d}") as c:
-                    await c.send(CDS)
-                    try:
-                        resp = await c.recv(timeout=30)
-                    except AdsStreamEnded as err:
-                        ended.append(str(err))
-                        return
-                    got[i] = versions_of(resp)
-                    if len(got) == streams:
-                        all_in.set()
-                    await release.wait()
-
-            with trio.move_on_after(40) as deadline:
-                async with trio.open_nursery() as nursery:
-                    for i in range(streams):
-                        nursery.start_soon(envoy, i)
-                    with trio.move_on_after(35):
-                        await all_in.wait()
-                    nodes = ok(await plane.api.get("/api/v1/nodes"), 200)
-                    release.set()
+            got, ended, nodes, deadline = await reconnect_storm(
+                plane, connect, "delta-storm-", streams, versions_of
+            )
             assert not deadline.cancelled_caught
             assert not ended, ended[:3]
             assert len(got) == streams and all(v == expected for v in got.values())

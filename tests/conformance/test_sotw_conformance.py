@@ -24,14 +24,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 import trio
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
-from prometheus_client import REGISTRY
 
-from flowplane.settings import Settings, load_settings
+from flowplane.settings import Settings
 from flowplane.testing.adsclient import (
     AdsStreamEnded,
     SotwClient,
@@ -44,40 +42,28 @@ from flowplane.testing.factories import cluster_body, listener_body, route_confi
 from flowplane.testing.plane import Plane, run_plane
 from flowplane.testing.ports import free_port
 from flowplane.xds.sotw import SotwStream
-from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-
-CDS, EDS, LDS, RDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-N = "/api/v1/native"
-QUIET = 0.3  # seconds a stream must stay silent to show that nothing is sent
-MIB = 1024 * 1024
-
+from tests.conformance.helpers import (
+    CDS,
+    EDS,
+    LDS,
+    MIB,
+    QUIET,
+    RDS,
+    big_settings,
+    cluster_ports,
+    debounced,
+    delete,
+    long_host_cluster,
+    nacks,
+    node_status,
+    post,
+    put,
+    reconnect_storm,
+    seed,
+)
+from tests.helpers import N, ok, plane_settings
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def ok(resp: httpx.Response, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
-async def post(plane: Plane, kind: str, body: dict[str, Any]) -> None:
-    ok(await plane.api.post(f"{N}/{kind}", json=body))
-
-
-async def put(plane: Plane, kind: str, body: dict[str, Any]) -> None:
-    ok(await plane.api.put(f"{N}/{kind}/{body['name']}", json=body), 200)
-
-
-async def delete(plane: Plane, kind: str, name: str) -> None:
-    ok(await plane.api.delete(f"{N}/{kind}/{name}"), 204)
-
-
-async def seed(plane: Plane) -> None:
-    """backend <- routes <- edge: one resource of each served type."""
-    await post(plane, "clusters", cluster_body("backend"))
-    await post(plane, "route-configs", route_config_body("routes", "backend"))
-    await post(plane, "listeners", listener_body("edge", "routes", port=10001))
-    await plane.settled()
 
 
 @asynccontextmanager
@@ -98,21 +84,12 @@ async def subscribe(
     return resp
 
 
-async def node_status(plane: Plane, node_id: str) -> dict[str, Any]:
-    got: dict[str, Any] = ok(await plane.api.get(f"/api/v1/nodes/{node_id}"), 200)
-    return got
-
-
 def endpoints_of(resp: DiscoveryResponse, cluster: str) -> list[int]:
     for a in resp.resources:
         msg = decode(a)
         assert isinstance(msg, cluster_pb2.Cluster)
         if msg.name == cluster:
-            return [
-                lb.endpoint.address.socket_address.port_value
-                for loc in msg.load_assignment.endpoints
-                for lb in loc.lb_endpoints
-            ]
+            return cluster_ports(msg)
     raise AssertionError(f"cluster {cluster!r} not in the response")
 
 
@@ -341,9 +318,6 @@ async def test_rule5_no_resend_after_nack_until_the_content_changes(
     rejected resource must not hold back other teams." """
     node = "nacker"
 
-    def nacks() -> float:
-        return REGISTRY.get_sample_value("flowplane_xds_nacks_total", {"type": "Cluster"}) or 0.0
-
     with trio.fail_after(20):
         async with run_plane(xds_settings) as plane:
             await seed(plane)
@@ -445,9 +419,7 @@ async def test_rule8_restart_gives_the_same_versions(db_url: str) -> None:
     """Rule 8: "Versions are content hashes, so a restart ... produces the same versions for the
     same content; a reconnecting client then receives ... the same version (SotW)." """
     port = free_port()
-    settings = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{port}", default_gateway=False
-    )
+    settings = plane_settings(db_url, port)
     held: dict[str, DiscoveryResponse] = {}
     with trio.fail_after(30):
         async with run_plane(settings) as plane:
@@ -598,14 +570,6 @@ async def test_rule10_rds_carries_only_the_requested_names(xds_settings: Setting
 # -- rule 14: make before break ------------------------------------------------------------------
 
 
-def debounced(db_url: str) -> Settings:
-    """A 0.2 s debounce: REST writes made in quick succession land in one snapshot."""
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.2,
-    )  # fmt: skip
-
-
 async def test_rule14_clusters_before_the_routes_that_name_them(db_url: str) -> None:
     """Rule 14: "Make before break: CDS → EDS → LDS → RDS ... A route must never name a cluster
     the Envoy has not received." A new cluster and a route switched to it, published in one
@@ -720,22 +684,6 @@ async def test_rule16_inconsistent_writes_are_refused_and_nothing_is_pushed(
 # -- rule 17: slow clients are coalesced --------------------------------------------------------
 
 
-def long_host_cluster(name: str, count: int) -> dict[str, Any]:
-    """A cluster of `count` endpoints with 250-character host names (~265 bytes each encoded)."""
-    labels = ".".join(c * 60 for c in "wxyz")
-    return {
-        "name": name,
-        "endpoints": [{"host": f"h{i:05d}.{labels}", "port": 8080} for i in range(count)],
-    }
-
-
-def big_settings(db_url: str) -> Settings:
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.001, max_body_bytes=16 * MIB,
-    )  # fmt: skip
-
-
 async def test_rule17_slow_client_gets_the_latest_version_not_a_queue(db_url: str) -> None:
     """Rule 17: "Every stream has bounded outbound state: if an Envoy is slow, coalesce to the
     latest version per type instead of queueing versions."
@@ -789,32 +737,9 @@ async def test_rule18_reconnect_storm_every_stream_is_served(xds_settings: Setti
         async with run_plane(xds_settings) as plane:
             await seed(plane)
             version = plane.core.hub.snapshot.version(CDS)
-            got: dict[int, str] = {}
-            ended: list[str] = []
-            all_in = trio.Event()
-            release = trio.Event()
-
-            async def envoy(i: int) -> None:
-                async with connect(plane, f"storm-{i:03d}") as c:
-                    await c.send(CDS)
-                    try:
-                        resp = await c.recv(timeout=30)
-                    except AdsStreamEnded as err:
-                        ended.append(str(err))
-                        return
-                    got[i] = resp.version_info
-                    if len(got) == streams:
-                        all_in.set()
-                    await release.wait()
-
-            with trio.move_on_after(40) as deadline:
-                async with trio.open_nursery() as nursery:
-                    for i in range(streams):
-                        nursery.start_soon(envoy, i)
-                    with trio.move_on_after(35):
-                        await all_in.wait()
-                    nodes = ok(await plane.api.get("/api/v1/nodes"), 200)
-                    release.set()
+            got, ended, nodes, deadline = await reconnect_storm(
+                plane, connect, "storm-", streams, lambda resp: resp.version_info
+            )
             assert not deadline.cancelled_caught
             assert not ended, ended[:3]
             assert len(got) == streams and set(got.values()) == {version}

@@ -17,16 +17,27 @@ import pytest
 import trio
 from prometheus_client import REGISTRY
 
-from flowplane.settings import Settings, load_settings
+from flowplane.settings import Settings
 from flowplane.testing.envoy import EnvoyProcess, ads_bootstrap, run_envoy
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
-from flowplane.testing.plane import Plane, run_plane
+from flowplane.testing.plane import run_plane
 from flowplane.testing.ports import free_port
 from flowplane.testing.upstream import run_upstream
 from flowplane.xds.types import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from tests.e2e.helpers import (
+    all_acked,
+    fwd,
+    has_cluster,
+    move_backend,
+    node,
+    plane_and_upstreams,
+    reaches,
+    routes_with,
+    setup,
+)
+from tests.helpers import N, ok, plane_settings
 
 pytestmark = pytest.mark.e2e
-N = "/api/v1/native"
 TYPES = (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 DUMP_KINDS = (
     ("clusters", CLUSTER_TYPE),
@@ -35,59 +46,10 @@ DUMP_KINDS = (
 )
 
 
-@pytest.fixture
-def xds_settings(db_url: str) -> Settings:
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.001,
-    )  # fmt: skip
-
-
-def ok(resp: httpx.Response, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
-
-
 def delta_boot(node: str, port: int) -> dict[str, Any]:
     boot = ads_bootstrap(node, "127.0.0.1", port, delta=True)
     assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
     return boot
-
-
-async def setup(plane: Plane, upstream_port: int, listener_port: int) -> None:
-    """backend (-> the upstream) <- routes <- edge (127.0.0.1:`listener_port`)."""
-    api = plane.api
-    ok(await api.post(f"{N}/clusters", json=cluster_body("backend", upstream_port)))
-    ok(await api.post(f"{N}/route-configs", json=route_config_body()))
-    ok(
-        await api.post(
-            f"{N}/listeners", json=listener_body(address="127.0.0.1", port=listener_port)
-        )
-    )
-    await plane.settled()
-
-
-async def body_of(envoy: EnvoyProcess, port: int, path: str = "/") -> bytes | None:
-    try:
-        status, _, body = await envoy.request(port, path)
-    except (OSError, httpx.TransportError):
-        return None
-    return body if status == 200 else None
-
-
-def reaches(envoy: EnvoyProcess, port: int, name: str) -> Callable[[], Awaitable[bool]]:
-    """A predicate: a request through `port` reaches the upstream called `name`."""
-
-    async def probe() -> bool:
-        body = await body_of(envoy, port)
-        return body is not None and body.startswith(f"{name} ".encode())
-
-    return probe
-
-
-async def node(plane: Plane, node_id: str) -> dict[str, Any] | None:
-    r = await plane.api.get(f"/api/v1/nodes/{node_id}")
-    return r.json() if r.status_code == 200 else None
 
 
 def delta_responses() -> dict[str, float]:
@@ -127,11 +89,7 @@ async def test_traffic_flows_and_endpoint_change_moves_it(
     endpoint moves the traffic; Envoy rejects nothing."""
     port = free_port()
     with trio.fail_after(60):
-        async with (
-            run_plane(xds_settings) as plane,
-            run_upstream("one") as up1,
-            run_upstream("two") as up2,
-        ):
+        async with plane_and_upstreams(xds_settings) as (plane, up1, up2):
             await setup(plane, up1.port, port)
             async with run_envoy(
                 delta_boot("envoy-delta-1", plane.xds_port), tmp_dir=tmp_path
@@ -148,30 +106,11 @@ async def test_traffic_flows_and_endpoint_change_moves_it(
                     expected = {n: r.version for n, r in snap.get(type_url).resources.items()}
                     assert held[kind] == expected, (kind, held[kind], expected)
 
-                ok(
-                    await plane.api.put(
-                        f"{N}/clusters/backend", json=cluster_body("backend", up2.port)
-                    ),
-                    200,
-                )
+                await move_backend(plane.api, up2.port)
                 await envoy.wait_for(
                     reaches(envoy, port, "two"), 15, what="traffic to upstream two"
                 )
                 assert all(v == 0 for v in (await envoy.rejected_counts()).values())
-
-
-def routes_with(*routes: dict[str, Any], name: str = "routes") -> dict[str, Any]:
-    return {
-        "name": name,
-        "virtualHosts": [{"name": "vh", "domains": ["*"], "routes": list(routes)}],
-    }
-
-
-def fwd(prefix: str, cluster: str) -> dict[str, Any]:
-    return {
-        "match": {"path": {"type": "prefix", "value": prefix}},
-        "action": {"type": "forward", "cluster": cluster},
-    }
 
 
 async def test_add_and_delete_a_route(xds_settings: Settings, tmp_path: Path) -> None:
@@ -179,11 +118,7 @@ async def test_add_and_delete_a_route(xds_settings: Settings, tmp_path: Path) ->
     routing (Envoy answers 404); the cluster deleted afterwards goes away cleanly."""
     port = free_port()
     with trio.fail_after(60):
-        async with (
-            run_plane(xds_settings) as plane,
-            run_upstream("one") as up1,
-            run_upstream("two") as up2,
-        ):
+        async with plane_and_upstreams(xds_settings) as (plane, up1, up2):
             api = plane.api
             ok(await api.post(f"{N}/clusters", json=cluster_body("c1", up1.port)))
             ok(await api.post(f"{N}/route-configs", json=routes_with(fwd("/a", "c1"))))
@@ -270,11 +205,9 @@ async def test_nack_recorded_old_config_serves_no_resend(
                 assert await envoy.stat("listener_manager.lds.update_rejected") == 1
                 # an unrelated change (a new cluster) must not resend the rejected listener
                 ok(await api.post(f"{N}/clusters", json=cluster_body("other", up.port)))
-
-                async def has_other() -> bool:
-                    return "other" in (await envoy.resource_versions())["clusters"]
-
-                await envoy.wait_for(has_other, 10, what="CDS update delivered")
+                await envoy.wait_for(
+                    lambda: has_cluster(envoy, "other"), 10, what="CDS update delivered"
+                )
                 await trio.sleep(0.5)  # a quiet window: nothing more may arrive for LDS
                 assert await envoy.stat("listener_manager.lds.update_attempt") == attempts
                 assert await envoy.stat("listener_manager.lds.update_rejected") == 1
@@ -316,9 +249,7 @@ async def test_control_plane_restart_envoy_keeps_serving_and_receives_nothing(
       serves throughout.
     """
     port, xds_port = free_port(), free_port()
-    settings = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{xds_port}", default_gateway=False
-    )
+    settings = plane_settings(db_url, xds_port)
     node_id = "envoy-delta-restart"
     with trio.fail_after(90):
         async with run_upstream("one") as up, AsyncExitStack() as first:
@@ -328,15 +259,9 @@ async def test_control_plane_restart_envoy_keeps_serving_and_receives_nothing(
             async with run_envoy(delta_boot(node_id, xds_port), tmp_dir=tmp_path) as envoy:
                 serving = reaches(envoy, port, "one")
                 await envoy.wait_for(serving, 15, what="traffic")
-
-                async def all_acked() -> bool:
-                    status = await node(plane, node_id)
-                    res = status["resources"] if status else {}
-                    return len(res) == 3 and all(
-                        v["versionAcknowledged"] == versions[v["typeUrl"]] for v in res.values()
-                    )
-
-                await envoy.wait_for(all_acked, 15, what="every type ACKed")
+                await envoy.wait_for(
+                    lambda: all_acked(plane, node_id, versions), 15, what="every type ACKed"
+                )
                 held = await envoy.resource_versions()
                 stats_before = await update_stats(envoy)
                 assert all(stats_before[s] for s in UPDATE_STATS if s.endswith("_success"))
@@ -355,11 +280,7 @@ async def test_control_plane_restart_envoy_keeps_serving_and_receives_nothing(
                     async def resynced() -> bool:
                         if await envoy.stat("control_plane.connected_state") != 1:
                             return False
-                        status = await node(plane, node_id)
-                        res = status["resources"] if status else {}
-                        return len(res) == 3 and all(
-                            v["versionAcknowledged"] == versions[v["typeUrl"]] for v in res.values()
-                        )
+                        return await all_acked(plane, node_id, versions)
 
                     await envoy.wait_for(resynced, 30, what="Envoy reconnected")
                     await trio.sleep(1.0)  # a quiet window: nothing may be sent to Envoy
@@ -399,12 +320,8 @@ async def test_changes_made_while_envoy_is_away_arrive_on_reconnect(
     no cluster added), the deleted cluster and listener are removed (`cluster_removed`,
     `listener_removed` +1), the untouched listener keeps its version, and traffic moves."""
     port, xds_port, away_port = free_port(), free_port(), free_port()
-    settings = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{xds_port}", default_gateway=False
-    )
-    away = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{away_port}", default_gateway=False
-    )
+    settings = plane_settings(db_url, xds_port)
+    away = plane_settings(db_url, away_port)
     node_id = "envoy-delta-away"
     with trio.fail_after(90):
         async with (
@@ -433,8 +350,7 @@ async def test_changes_made_while_envoy_is_away_arrive_on_reconnect(
                         ("listeners", "l2"), ("route-configs", "r2"), ("clusters", "other"),
                     ):  # fmt: skip
                         ok(await elsewhere.api.delete(f"{N}/{kind}/{name}"), 204)
-                    body = cluster_body("backend", up2.port)
-                    ok(await elsewhere.api.put(f"{N}/clusters/backend", json=body), 200)
+                    await move_backend(elsewhere.api, up2.port)
                     await elsewhere.settled()
                 stats = await envoy.stats()
                 async with run_plane(settings) as plane:
@@ -499,11 +415,7 @@ async def test_mixed_fleet_sotw_and_delta_envoys_converge(
     count requests: both bind the listener port with SO_REUSEPORT), before and after a change."""
     port = free_port()
     with trio.fail_after(60):
-        async with (
-            run_plane(xds_settings) as plane,
-            run_upstream("one") as up1,
-            run_upstream("two") as up2,
-        ):
+        async with plane_and_upstreams(xds_settings) as (plane, up1, up2):
             await setup(plane, up1.port, port)
             sotw_boot = ads_bootstrap("envoy-sotw", "127.0.0.1", plane.xds_port)
             async with (
@@ -558,12 +470,7 @@ async def test_mixed_fleet_sotw_and_delta_envoys_converge(
                     n: r.version for n, r in snap.get(CLUSTER_TYPE).resources.items()
                 }
 
-                ok(
-                    await plane.api.put(
-                        f"{N}/clusters/backend", json=cluster_body("backend", up2.port)
-                    ),
-                    200,
-                )
+                await move_backend(plane.api, up2.port)
                 await through_both("two")
                 await sotw.wait_for(converged, 15, what="the fleet converged after a change")
                 for envoy in fleet:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,57 +14,41 @@ import httpx
 import pytest
 import trio
 
-from flowplane.settings import Settings, load_settings
+from flowplane.settings import Settings
 from flowplane.testing.envoy import ads_bootstrap, run_envoy
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.testing.plane import run_plane
 from flowplane.testing.ports import free_port
 from flowplane.testing.upstream import run_upstream
 from flowplane.xds.types import LISTENER_TYPE
+from tests.e2e.helpers import (
+    all_acked,
+    body_of,
+    fwd,
+    has_cluster,
+    move_backend,
+    plane_and_upstreams,
+    post_edge,
+    routes_with,
+    setup,
+)
+from tests.helpers import N, ok, plane_settings
 
 pytestmark = pytest.mark.e2e
-N = "/api/v1/native"
-
-
-@pytest.fixture
-def xds_settings(db_url: str) -> Settings:
-    return load_settings(
-        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
-        snapshot_debounce_seconds=0.001,
-    )  # fmt: skip
-
-
-async def ok(resp: Any, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json() if resp.content else None
 
 
 async def test_traffic_flows_and_changes_arrive(xds_settings: Settings, tmp_path: Path) -> None:
     port = free_port()
     with trio.fail_after(60):
-        async with (
-            run_plane(xds_settings) as plane,
-            run_upstream("one") as up1,
-            run_upstream("two") as up2,
-        ):
+        async with plane_and_upstreams(xds_settings) as (plane, up1, up2):
             api = plane.api
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("backend", up1.port)))
-            await ok(await api.post(f"{N}/route-configs", json=route_config_body()))
-            await ok(
-                await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port))
-            )
+            await post_edge(api, up1.port, port)
             boot = ads_bootstrap("envoy-1", "127.0.0.1", plane.xds_port)
             async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
-
-                async def body_of(path: str = "/") -> bytes | None:
-                    try:
-                        status, _, body = await envoy.request(port, path)
-                    except (OSError, httpx.TransportError):
-                        return None
-                    return body if status == 200 else None
-
                 got = await envoy.wait_for(
-                    lambda: _contains(body_of(), b"one GET /"), 15, what="traffic to upstream one"
+                    lambda: _contains(body_of(envoy, port), b"one GET /"),
+                    15,
+                    what="traffic to upstream one",
                 )
                 assert got
 
@@ -74,12 +59,11 @@ async def test_traffic_flows_and_changes_arrive(xds_settings: Settings, tmp_path
                 assert versions["clusters"] <= set(snap.versions().values())
 
                 # change the endpoint: traffic moves
-                await ok(
-                    await api.put(f"{N}/clusters/backend", json=cluster_body("backend", up2.port)),
-                    200,
-                )
+                await move_backend(api, up2.port)
                 await envoy.wait_for(
-                    lambda: _contains(body_of(), b"two GET /"), 15, what="traffic to upstream two"
+                    lambda: _contains(body_of(envoy, port), b"two GET /"),
+                    15,
+                    what="traffic to upstream two",
                 )
                 assert all(v == 0 for v in (await envoy.rejected_counts()).values())
 
@@ -89,33 +73,16 @@ async def _contains(coro: Any, needle: bytes) -> bool:
     return body is not None and needle in body
 
 
-def routes_with(*routes: dict[str, Any], name: str = "routes") -> dict[str, Any]:
-    return {"name": name, "virtualHosts": [{"name": "vh", "domains": ["*"], "routes": list(routes)}]}
-
-
-def fwd(prefix: str, cluster: str, **match: Any) -> dict[str, Any]:
-    return {
-        "match": {"path": {"type": "prefix", "value": prefix}, **match},
-        "action": {"type": "forward", "cluster": cluster},
-    }
-
-
 async def test_routing_features_reach_envoy(xds_settings: Settings, tmp_path: Path) -> None:
     """Add/delete routes, weighted split, redirect, header/query/method matchers."""
     port = free_port()
     with trio.fail_after(90):
-        async with (
-            run_plane(xds_settings) as plane,
-            run_upstream("one") as up1,
-            run_upstream("two") as up2,
-        ):
+        async with plane_and_upstreams(xds_settings) as (plane, up1, up2):
             api = plane.api
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("c1", up1.port)))
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("c2", up2.port)))
-            await ok(await api.post(f"{N}/route-configs", json=routes_with(fwd("/a", "c1"))))
-            await ok(
-                await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port))
-            )
+            ok(await api.post(f"{N}/clusters", json=cluster_body("c1", up1.port)))
+            ok(await api.post(f"{N}/clusters", json=cluster_body("c2", up2.port)))
+            ok(await api.post(f"{N}/route-configs", json=routes_with(fwd("/a", "c1"))))
+            ok(await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port)))
             boot = ads_bootstrap("envoy-routes", "127.0.0.1", plane.xds_port)
             async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
 
@@ -135,11 +102,11 @@ async def test_routing_features_reach_envoy(xds_settings: Settings, tmp_path: Pa
                 await until("/a", lambda s, h, b: s == 200 and b.startswith(b"one"), "route /a")
                 # add a route -> it routes
                 rc = routes_with(fwd("/b", "c2"), fwd("/a", "c1"))
-                await ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
+                ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
                 await until("/b", lambda s, h, b: s == 200 and b.startswith(b"two"), "route /b")
                 # delete a route -> it stops routing (404 from Envoy: no route)
                 rc = routes_with(fwd("/a", "c1"))
-                await ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
+                ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
                 await until("/b", lambda s, h, b: s == 404, "route /b gone")
 
                 # header, query-parameter and method matchers pick the right route
@@ -154,8 +121,12 @@ async def test_routing_features_reach_envoy(xds_settings: Settings, tmp_path: Pa
                      "action": {"type": "weighted", "clusters": [{"name": "c1", "weight": 50},
                                                                   {"name": "c2", "weight": 50}]}},
                 )  # fmt: skip
-                await ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
-                await until("/old", lambda s, h, b: s == 301 and h.get("location", "").endswith("/new"), "redirect")
+                ok(await api.put(f"{N}/route-configs/routes", json=rc), 200)
+                await until(
+                    "/old",
+                    lambda s, h, b: s == 301 and h.get("location", "").endswith("/new"),
+                    "redirect",
+                )
                 assert (await get("/m"))[2].startswith(b"one")  # type: ignore[index]
                 r = await get("/m", headers={"x-pick": "two"})
                 assert r is not None and r[2].startswith(b"two")
@@ -187,23 +158,26 @@ async def test_nack_recorded_old_config_serves_no_resend(
     with trio.fail_after(60):
         async with run_plane(xds_settings) as plane, run_upstream("one") as up:
             api = plane.api
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("backend", up.port)))
-            await ok(await api.post(f"{N}/route-configs", json=route_config_body()))
-            await ok(await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port)))
-            async with run_envoy(ads_bootstrap(node, "127.0.0.1", plane.xds_port), tmp_dir=tmp_path) as envoy:
-
-                async def serving() -> bool:
-                    try:
-                        return (await envoy.request(port, "/"))[2].startswith(b"one")
-                    except (OSError, httpx.TransportError):
-                        return False
-
+            await post_edge(api, up.port, port)
+            async with run_envoy(
+                ads_bootstrap(node, "127.0.0.1", plane.xds_port), tmp_dir=tmp_path
+            ) as envoy:
+                serving = partial(_serving, envoy, port)
                 await envoy.wait_for(serving, 15, what="traffic")
-                await ok(await api.post(f"{N}/listeners", json=listener_body("unbindable", address="192.0.2.1", port=bad_port)))
+                ok(
+                    await api.post(
+                        f"{N}/listeners",
+                        json=listener_body("unbindable", address="192.0.2.1", port=bad_port),
+                    )
+                )
 
                 async def rejected() -> Any:
                     r = await api.get(f"/api/v1/nodes/{node}")
-                    rej = r.json()["resources"]["Listener"]["lastRejection"] if r.status_code == 200 else None
+                    rej = (
+                        r.json()["resources"]["Listener"]["lastRejection"]
+                        if r.status_code == 200
+                        else None
+                    )
                     return rej
 
                 rej = await envoy.wait_for(rejected, 15, what="NACK recorded")
@@ -218,27 +192,27 @@ async def test_nack_recorded_old_config_serves_no_resend(
                 rejected_count = await envoy.stat("listener_manager.lds.update_rejected")
                 assert rejected_count == 1
                 # an unrelated change (a new cluster) must not resend the rejected LDS content
-                await ok(await api.post(f"{N}/clusters", json=cluster_body("other", up.port)))
+                ok(await api.post(f"{N}/clusters", json=cluster_body("other", up.port)))
                 await envoy.wait_for(
-                    lambda: _has_cluster(envoy, "other"), 10, what="CDS update delivered"
+                    lambda: has_cluster(envoy, "other"), 10, what="CDS update delivered"
                 )
                 await trio.sleep(0.5)  # a quiet window: nothing more may arrive for LDS
                 assert await envoy.stat("listener_manager.lds.update_attempt") == attempts
                 assert await envoy.stat("listener_manager.lds.update_rejected") == 1
                 # fixing the content sends LDS again, and Envoy accepts it
-                await ok(await api.delete(f"{N}/listeners/unbindable"), 204)
+                ok(await api.delete(f"{N}/listeners/unbindable"), 204)
 
                 async def accepted() -> bool:
                     v = (await api.get(f"/api/v1/nodes/{node}")).json()["resources"]["Listener"]
-                    return v["versionAcknowledged"] == v["versionSent"] == plane.core.hub.snapshot.version(LISTENER_TYPE)
+                    return (
+                        v["versionAcknowledged"]
+                        == v["versionSent"]
+                        == plane.core.hub.snapshot.version(LISTENER_TYPE)
+                    )
 
                 await envoy.wait_for(accepted, 10, what="LDS acked")
                 assert await envoy.stat("listener_manager.lds.update_rejected") == 1
                 assert await serving()
-
-
-async def _has_cluster(envoy: Any, name: str) -> bool:
-    return name in (await envoy.resource_versions())["clusters"]
 
 
 async def test_control_plane_restart_envoy_keeps_serving_same_versions(
@@ -247,18 +221,12 @@ async def test_control_plane_restart_envoy_keeps_serving_same_versions(
     """Kill the control plane: Envoy keeps serving. Restart it on the same database: Envoy
     reconnects and receives identical versions (content hashes, xds rule 8), with no blip."""
     port, xds_port = free_port(), free_port()
-    settings = load_settings(
-        database_url=db_url, xds_address=f"127.0.0.1:{xds_port}", default_gateway=False
-    )
+    settings = plane_settings(db_url, xds_port)
     node = "envoy-restart"
     with trio.fail_after(90):
         async with run_upstream("one") as up, AsyncExitStack() as first:
             plane = await first.enter_async_context(run_plane(settings))
-            api = plane.api
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("backend", up.port)))
-            await ok(await api.post(f"{N}/route-configs", json=route_config_body()))
-            await ok(await api.post(f"{N}/listeners", json=listener_body(address="127.0.0.1", port=port)))
-            await plane.settled()
+            await setup(plane, up.port, port)
             versions = plane.core.hub.snapshot.versions()
             boot = ads_bootstrap(node, "127.0.0.1", xds_port)
             async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
@@ -269,18 +237,11 @@ async def test_control_plane_restart_envoy_keeps_serving_same_versions(
                     assert await _serving(envoy, port)  # Envoy keeps serving without it
                 async with run_plane(settings) as plane:
                     assert plane.core.hub.snapshot.versions() == versions  # content hashes
-
-                    async def resynced() -> bool:
-                        r = await plane.api.get(f"/api/v1/nodes/{node}")
-                        if r.status_code != 200:
-                            return False
-                        res = r.json()["resources"]
-                        return len(res) == 3 and all(
-                            v["versionAcknowledged"] == versions[v["typeUrl"]]
-                            for v in res.values()
-                        )
-
-                    await envoy.wait_for(resynced, 30, what="Envoy reconnected and acked")
+                    await envoy.wait_for(
+                        lambda: all_acked(plane, node, versions),
+                        30,
+                        what="Envoy reconnected and acked",
+                    )
                     assert await envoy.resource_versions() == held
                     assert await _serving(envoy, port)
                     assert all(v == 0 for v in (await envoy.rejected_counts()).values())
@@ -298,10 +259,18 @@ async def test_two_envoys_converge(xds_settings: Settings, tmp_path: Path) -> No
     with trio.fail_after(60):
         async with run_plane(xds_settings) as plane, run_upstream("one") as up:
             api = plane.api
-            await ok(await api.post(f"{N}/clusters", json=cluster_body("backend", up.port)))
-            await ok(await api.post(f"{N}/route-configs", json=route_config_body()))
-            await ok(await api.post(f"{N}/listeners", json=listener_body("a", address="127.0.0.1", port=port_a)))
-            await ok(await api.post(f"{N}/listeners", json=listener_body("b", address="127.0.0.2", port=port_b)))
+            ok(await api.post(f"{N}/clusters", json=cluster_body("backend", up.port)))
+            ok(await api.post(f"{N}/route-configs", json=route_config_body()))
+            ok(
+                await api.post(
+                    f"{N}/listeners", json=listener_body("a", address="127.0.0.1", port=port_a)
+                )
+            )
+            ok(
+                await api.post(
+                    f"{N}/listeners", json=listener_body("b", address="127.0.0.2", port=port_b)
+                )
+            )
             boot1 = ads_bootstrap("envoy-a", "127.0.0.1", plane.xds_port)
             boot2 = ads_bootstrap("envoy-b", "127.0.0.1", plane.xds_port)
             async with (
@@ -337,9 +306,12 @@ async def test_grpc_proxyless_client_resolves_through_api_listener(
     with trio.fail_after(60):
         async with run_plane(xds_settings) as plane:
             api = plane.api
-            body = {"name": "echo-backend", "endpoints": [{"host": "localhost", "port": backend_port}]}
-            await ok(await api.post(f"{N}/clusters", json=body))
-            await ok(await api.post(f"{N}/listeners", json=api_listener))
+            body = {
+                "name": "echo-backend",
+                "endpoints": [{"host": "localhost", "port": backend_port}],
+            }
+            ok(await api.post(f"{N}/clusters", json=body))
+            ok(await api.post(f"{N}/listeners", json=api_listener))
             bootstrap = {
                 "xds_servers": [{"server_uri": f"127.0.0.1:{plane.xds_port}",
                                  "channel_creds": [{"type": "insecure"}],

@@ -17,6 +17,7 @@ from flowplane.storage.base import (
     Repository,
     ResourceRow,
     Row,
+    UpdateRow,
     Upsert,
     load_migrations,
 )
@@ -60,8 +61,10 @@ async def test_small_tables(repo: Repository) -> None:
               "created_at": NOW, "updated_at": NOW}  # fmt: skip
     await repo.write([Row("teams", "a", values), Row("teams", "b", values)])
     await repo.write([Row("teams", "a", {**values, "version": 2}), DeleteRow("teams", "b")])
+    await repo.write([UpdateRow("teams", "a", {"description": "e"}), UpdateRow("teams", "zz", {"description": "x"})])
     rows = await repo.load_rows("teams")
     assert len(rows) == 1 and rows[0]["name"] == "a" and rows[0]["version"] == 2
+    assert rows[0]["description"] == "e"  # an update of a missing row creates nothing
     assert rows[0]["quotas"] == {"maxClusters": 2}
     with pytest.raises(StorageError):
         await repo.load_rows("resources; DROP TABLE teams")

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import Message
 from google.rpc import status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,78 +24,20 @@ import flowplane.xds.delta as delta_module
 from flowplane.errors import BadRequest
 from flowplane.xds import wire
 from flowplane.xds.delta import BREAK_ORDER, MAX_PENDING, DeltaRequest, DeltaStream
-from flowplane.xds.snapshot import ORDER, Resource, Snapshot, TypeSnapshot, content_version
+from flowplane.xds.snapshot import ORDER, Snapshot, content_version
 from flowplane.xds.sotw import MAX_TYPES, Outbound, Rejection, TypeStatus
-from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-
-CDS, EDS, LDS, RDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-
-# -- tiny snapshots from real protos ---------------------------------------------------------
-
-_MESSAGES: dict[str, type[Message]] = {
-    CDS: cluster_pb2.Cluster,
-    EDS: endpoint_pb2.ClusterLoadAssignment,
-    LDS: listener_pb2.Listener,
-    RDS: route_pb2.RouteConfiguration,
-}
-_cache: dict[tuple[str, str, int], Resource] = {}
-
-
-def resource(type_url: str, name: str, rev: int = 0) -> Resource:
-    key = (type_url, name, rev)
-    if key not in _cache:
-        if type_url == CDS:
-            msg: Message = cluster_pb2.Cluster(name=name)
-            msg.connect_timeout.seconds = rev + 1
-        elif type_url == EDS:
-            msg = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-            msg.policy.overprovisioning_factor.value = rev + 100
-        elif type_url == LDS:
-            msg = listener_pb2.Listener(name=name)
-            msg.address.socket_address.port_value = rev + 1
-        else:
-            msg = route_pb2.RouteConfiguration(name=name)
-            msg.virtual_hosts.add(name=f"rev{rev}", domains=["*"])
-        _cache[key] = Resource.encode(type_url, name, msg)
-    return _cache[key]
-
-
-Content = Mapping[str, Mapping[str, int]]
-
-
-def snapshot(content: Content, serial: int = 1) -> Snapshot:
-    return Snapshot(
-        {
-            t: TypeSnapshot(t, {n: resource(t, n, rev) for n, rev in by_name.items()})
-            for t, by_name in content.items()
-            if by_name
-        },
-        serial,
-    )
-
-
-def changed(base: Content, type_url: str, **revs: int | None) -> dict[str, dict[str, int]]:
-    out = {t: dict(v) for t, v in base.items()}
-    for n, rev in revs.items():
-        if rev is None:
-            out[type_url].pop(n, None)
-        else:
-            out[type_url][n] = rev
-    return out
-
-
-BASE: Content = {
-    CDS: {"a": 0, "b": 0},
-    EDS: {"a": 0, "b": 0},
-    LDS: {"l": 0},
-    RDS: {"r": 0, "r2": 0},
-}
-
-
-def _name_of(type_url: str, msg: Message) -> str:
-    name = getattr(msg, "cluster_name" if type_url == EDS else "name")
-    assert isinstance(name, str)
-    return name
+from tests.xds.helpers import (
+    BASE,
+    CDS,
+    EDS,
+    LDS,
+    MESSAGES,
+    RDS,
+    changed,
+    name_of,
+    resource,
+    snapshot,
+)
 
 
 @dataclass
@@ -123,8 +60,8 @@ def decode(out: Outbound) -> Decoded:
         raw = res.resource.SerializeToString(deterministic=True)
         # Rule 13: the per-resource version is the content hash of that resource.
         assert res.version == hashlib.sha256(raw).hexdigest()[:16]
-        assert res.name == _name_of(
-            out.type_url, _MESSAGES[out.type_url].FromString(res.resource.value)
+        assert res.name == name_of(
+            out.type_url, MESSAGES[out.type_url].FromString(res.resource.value)
         )
         assert res.name not in sent
         sent[res.name] = res.version

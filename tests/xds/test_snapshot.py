@@ -19,12 +19,7 @@ from flowplane.xds.snapshot import (
     order_key,
 )
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-
-
-def _cluster(name: str, timeout_s: int = 1) -> Resource:
-    msg = cluster_pb2.Cluster(name=name)
-    msg.connect_timeout.seconds = timeout_s
-    return Resource.encode(CLUSTER_TYPE, name, msg)
+from tests.xds.helpers import cluster_resource as _cluster
 
 
 def test_resource_holds_the_packed_any_and_its_content_hash() -> None:

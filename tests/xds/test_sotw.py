@@ -9,17 +9,12 @@ what the client holds.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import Message
 from google.rpc import status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,61 +22,21 @@ from hypothesis import strategies as st
 import flowplane.xds.sotw as sotw_module
 from flowplane.errors import BadRequest
 from flowplane.xds import wire
-from flowplane.xds.snapshot import ORDER, Resource, Snapshot, TypeSnapshot, content_version
+from flowplane.xds.snapshot import ORDER, Snapshot, content_version
 from flowplane.xds.sotw import MAX_TYPES, Outbound, Rejection, Request, SotwStream, TypeStatus
-from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from tests.xds.helpers import (
+    BASE,
+    CDS,
+    EDS,
+    LDS,
+    MESSAGES,
+    RDS,
+    changed,
+    name_of,
+    snapshot,
+)
 
-CDS, EDS, LDS, RDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 FULL = {CDS, LDS}
-
-# -- tiny snapshots from real protos ---------------------------------------------------------
-
-_MESSAGES: dict[str, type[Message]] = {
-    CDS: cluster_pb2.Cluster,
-    EDS: endpoint_pb2.ClusterLoadAssignment,
-    LDS: listener_pb2.Listener,
-    RDS: route_pb2.RouteConfiguration,
-}
-_cache: dict[tuple[str, str, int], Resource] = {}
-
-
-def resource(type_url: str, name: str, rev: int = 0) -> Resource:
-    key = (type_url, name, rev)
-    if key not in _cache:
-        if type_url == CDS:
-            msg: Message = cluster_pb2.Cluster(name=name)
-            msg.connect_timeout.seconds = rev + 1
-        elif type_url == EDS:
-            msg = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-            msg.policy.overprovisioning_factor.value = rev + 100
-        elif type_url == LDS:
-            msg = listener_pb2.Listener(name=name)
-            msg.address.socket_address.port_value = rev + 1
-        else:
-            msg = route_pb2.RouteConfiguration(name=name)
-            msg.virtual_hosts.add(name=f"rev{rev}", domains=["*"])
-        _cache[key] = Resource.encode(type_url, name, msg)
-    return _cache[key]
-
-
-Content = Mapping[str, Mapping[str, int]]
-
-
-def snapshot(content: Content, serial: int = 1) -> Snapshot:
-    return Snapshot(
-        {
-            t: TypeSnapshot(t, {n: resource(t, n, rev) for n, rev in by_name.items()})
-            for t, by_name in content.items()
-            if by_name
-        },
-        serial,
-    )
-
-
-def _name_of(type_url: str, msg: Message) -> str:
-    name = getattr(msg, "cluster_name" if type_url == EDS else "name")
-    assert isinstance(name, str)
-    return name
 
 
 def decode(out: Outbound) -> tuple[discovery_pb2.DiscoveryResponse, dict[str, str]]:
@@ -92,7 +47,7 @@ def decode(out: Outbound) -> tuple[discovery_pb2.DiscoveryResponse, dict[str, st
     for packed in resp.resources:
         assert packed.type_url == out.type_url
         raw = packed.SerializeToString(deterministic=True)
-        name = _name_of(out.type_url, _MESSAGES[out.type_url].FromString(packed.value))
+        name = name_of(out.type_url, MESSAGES[out.type_url].FromString(packed.value))
         carried[name] = hashlib.sha256(raw).hexdigest()[:16]
     # The response version is the hash over the (name, version) pairs it carries.
     assert out.version == content_version(sorted(carried.items()))
@@ -125,24 +80,6 @@ def nack(s: SotwStream, out: Outbound, resource_names: Sequence[str] = ()) -> No
 def one(outs: list[Outbound]) -> Outbound:
     assert len(outs) == 1, [o.type_url for o in outs]
     return outs[0]
-
-
-BASE: Content = {
-    CDS: {"a": 0, "b": 0},
-    EDS: {"a": 0, "b": 0},
-    LDS: {"l": 0},
-    RDS: {"r": 0, "r2": 0},
-}
-
-
-def changed(base: Content, type_url: str, **revs: int | None) -> dict[str, dict[str, int]]:
-    out = {t: dict(v) for t, v in base.items()}
-    for n, rev in revs.items():
-        if rev is None:
-            out[type_url].pop(n, None)
-        else:
-            out[type_url][n] = rev
-    return out
 
 
 # -- Request ---------------------------------------------------------------------------------

@@ -19,12 +19,7 @@ from flowplane.xds.wire import (
     varint,
     with_nonce,
 )
-
-
-def _cluster(name: str, timeout_s: int = 1) -> Resource:
-    msg = cluster_pb2.Cluster(name=name)
-    msg.connect_timeout.seconds = timeout_s
-    return Resource.encode(CLUSTER_TYPE, name, msg)
+from tests.xds.helpers import cluster_resource as _cluster
 
 
 def _packed(res: Resource) -> any_pb2.Any:
