@@ -14,8 +14,11 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from flowplane.api.auth import Authenticator
+from flowplane.grpc import loop as batched_loop
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
 from flowplane.grpc.hub import Hub
+
+batched_loop.install()
 
 log = logging.getLogger(__name__)
 

@@ -183,6 +183,7 @@ async def test_rule2_node_on_the_first_request_only(xds_settings: Settings) -> N
                 assert names_of(await subscribe(c, LDS)) == ["edge"]  # no node
                 assert names_of(await subscribe(c, RDS, ("routes",))) == ["routes"]
                 assert c.sent == 6
+                await c.expect_quiet(QUIET)  # the ACKs have been read
                 nodes = ok(await plane.api.get("/api/v1/nodes"), 200)
                 assert [(n["id"], n["protocol"]) for n in nodes["items"]] == [(node, "delta")]
                 status = await node_status(plane, node)
@@ -335,9 +336,9 @@ async def test_rule5_no_resend_after_nack_until_the_content_changes(
                 assert summary(fixed) == ("Cluster", ["backend"], [])
                 assert ports_of(fixed, "backend") == [9202]
                 await c.ack(fixed)
+                await c.expect_quiet(QUIET)  # nothing more is sent; the ACK has been read
                 res = (await node_status(plane))["resources"]["Cluster"]
                 assert res["versionAcknowledged"] == fixed.system_version_info
-                await c.expect_quiet(QUIET)
 
 
 async def test_rule5_each_types_rejection_keeps_its_own_time(xds_settings: Settings) -> None:

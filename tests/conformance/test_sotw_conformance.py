@@ -194,6 +194,7 @@ async def test_rule2_node_on_the_first_request_only(xds_settings: Settings) -> N
                 assert resource_names(await subscribe(c, LDS)) == ["edge"]  # no node
                 assert resource_names(await subscribe(c, RDS, ("routes",))) == ["routes"]
                 assert c.sent == 6
+                await c.expect_quiet(QUIET)  # the ACKs have been read
                 nodes = ok(await plane.api.get("/api/v1/nodes"), 200)
                 assert [n["id"] for n in nodes["items"]] == [node]
                 status = await node_status(plane, node)
