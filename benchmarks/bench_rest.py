@@ -125,7 +125,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
                "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{port}", "FLOWPLANE_LOG_LEVEL": "WARNING",
-               "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}"}  # fmt: skip
+               "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}",
+               # the per-token rate limit (default 6,000/min) would otherwise answer 429
+               "FLOWPLANE_RATE_LIMIT_PER_MINUTE": "10000000"}  # fmt: skip
         server = subprocess.Popen(
             [sys.executable, "-m", "flowplane.cli.main", "serve"], env=env,
             stderr=subprocess.PIPE, text=True,

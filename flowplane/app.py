@@ -111,7 +111,8 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = core.settings.shutdown_grace_seconds
-    config.h11_max_incomplete_size = 64 * 1024  # oversized request heads -> 4xx, not memory
+    config.h11_max_incomplete_size = 64 * 1024  # memory cap for request heads (431 at the edge)
+    config.keep_alive_max_requests = 100_000  # reconnecting every 1,000 requests costs
     if core.settings.api_tls_cert and core.settings.api_tls_key:
         config.certfile = core.settings.api_tls_cert
         config.keyfile = core.settings.api_tls_key

@@ -19,13 +19,14 @@ from pydantic import BaseModel
 
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.resources import Kind, StoredResource, parse_spec
-from flowplane.domain.state import ConfigState
+from flowplane.domain.state import ConfigState, Plan
 from flowplane.errors import FlowplaneError, Internal, StorageError
 from flowplane.storage.base import AuditRow, Delete, Repository, ResourceRow, Upsert, Write
 
 log = logging.getLogger(__name__)
 
 Op = Literal["create", "replace", "patch", "delete"]
+MAX_GROUP = 64  # commands committed together at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class TxnPlan:
     apply: Callable[[], None]
     result: Any = None
     changes: tuple[tuple[Kind, str, BaseModel | None], ...] = ()
+    undo: Callable[[], None] | None = None  # exact inverse of `apply` (enables group commit)
 
 
 class Txn:
@@ -127,6 +129,7 @@ class Command(Txn):
             lambda: s.apply(plan),
             plan.after,
             ((plan.kind, plan.name, plan.after.model if plan.after else None),),
+            undo=lambda: s.apply(Plan(plan.kind, plan.name, plan.after, plan.before)),
         )
 
 
@@ -230,8 +233,24 @@ class ConfigActor:
         self._mailbox = send
         task_status.started(self)
         async with inbox:
-            async for cmd in inbox:
-                await self._handle(cmd)
+            while True:
+                try:
+                    first = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                # Group commit: resource commands already waiting join one transaction (one
+                # fsync for all of them). Anything else is handled on its own, in order.
+                group: list[Txn] = [first]
+                while isinstance(group[-1], Command) and len(group) < MAX_GROUP:
+                    try:
+                        group.append(inbox.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                tail = group.pop() if not isinstance(group[-1], Command) else None
+                if group:
+                    await self._handle_group(group)
+                if tail is not None:
+                    await self._handle(tail)
 
     async def submit(self, cmd: Txn) -> Any:
         """Send `cmd` and wait for its outcome; raises the FlowplaneError it failed with."""
@@ -239,6 +258,60 @@ class ConfigActor:
             raise StorageError("the config actor is not running")
         await self._mailbox.send(cmd)
         return await cmd.wait()
+
+    async def _handle_group(self, cmds: list[Txn]) -> None:
+        """Plan each command in order against the state the previous ones leave (so a later
+        command sees an earlier one's resource), commit all their writes in one transaction,
+        then make them visible in order. While the transaction is in flight the in-memory state
+        is the committed one: tentative applications are undone before awaiting the database,
+        so readers never see uncommitted configuration. A command that fails validation fails
+        alone; a failed commit fails them all and changes nothing."""
+        if len(cmds) == 1:
+            await self._handle(cmds[0])
+            return
+        planned: list[tuple[Txn, TxnPlan]] = []
+        for cmd in cmds:
+            try:
+                txn = cmd.plan(self)
+            except FlowplaneError as err:
+                cmd.resolve(err)
+                continue
+            except Exception as err:
+                log.exception("config actor failed on %s", type(cmd).__name__)
+                cmd.resolve(Internal(f"internal error: {type(err).__name__}"))
+                continue
+            assert txn.undo is not None
+            txn.apply()
+            planned.append((cmd, txn))
+        for _, txn in reversed(planned):
+            txn.undo()  # type: ignore[misc]
+        if not planned:
+            return
+        try:
+            await self.repo.write([w for _, txn in planned for w in txn.writes])
+        except Exception as err:
+            failure = (
+                err
+                if isinstance(err, FlowplaneError)
+                else Internal(f"internal error: {type(err).__name__}")
+            )
+            if not isinstance(err, FlowplaneError):
+                log.exception("config actor failed to commit %d changes", len(planned))
+            for cmd, _ in planned:
+                cmd.resolve(failure)
+            return
+        for cmd, txn in planned:
+            await self._publish(cmd, txn)
+
+    async def _publish(self, cmd: Txn, txn: TxnPlan) -> None:
+        """Make a committed change visible, announce it, answer the caller."""
+        txn.apply()
+        if txn.changes:
+            self.state.serial += 1
+            change = ConfigChange(self.state.serial, txn.changes)
+            for sub in self._subscribers:
+                await sub.send(change)
+        cmd.resolve(txn.result)
 
     async def _handle(self, cmd: Txn) -> None:
         run = getattr(cmd, "run", None)
@@ -260,10 +333,4 @@ class ConfigActor:
             log.exception("config actor failed on %s", type(cmd).__name__)
             cmd.resolve(Internal(f"internal error: {type(err).__name__}"))
             return
-        txn.apply()
-        if txn.changes:
-            self.state.serial += 1
-            change = ConfigChange(self.state.serial, txn.changes)
-            for sub in self._subscribers:
-                await sub.send(change)
-        cmd.resolve(txn.result)
+        await self._publish(cmd, txn)
