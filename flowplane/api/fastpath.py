@@ -111,9 +111,15 @@ class FastReads:
         await self.app(scope, receive, _shielded(send))
 
 
+SEND_SHIELD_SECONDS = 10.0
+"""How long a shielded send may take: a client that stops reading cannot hold a request (and a
+graceful shutdown) forever."""
+
+
 def _shielded(send: Send) -> Send:
     async def shielded_send(message: MutableMapping[str, Any]) -> None:
-        with trio.CancelScope(shield=True):
+        deadline = trio.current_time() + SEND_SHIELD_SECONDS
+        with trio.CancelScope(shield=True, deadline=deadline):
             await send(message)
 
     return shielded_send
