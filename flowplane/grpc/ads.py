@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import struct
@@ -193,7 +194,7 @@ class AdsService:
                 if info.scope is not None:  # known once the first request (with node) arrived
                     for out in state.outbound(scoped(self.hub.snapshot, info.scope)):
                         await stream.send_message(out.body)
-                        metrics.XDS_RESPONSES.labels(protocol, _short(out.type_url)).inc()
+                        _responses(protocol, out.type_url).inc()
                 if reader.done():
                     break
                 await wake.wait()
@@ -247,7 +248,8 @@ class AdsService:
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
                 owes = state.on_request(convert(msg))
-                self._note_rejections(info)
+                if msg.HasField("error_detail"):  # only a NACK can record a rejection
+                    self._note_rejections(info)
                 if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
                     wake.set()
         finally:
@@ -263,6 +265,12 @@ class AdsService:
                     info.node_id, _short(type_url), rej.version,
                     ", ".join(rej.resource_names) or "-", rej.message,
                 )  # fmt: skip
+
+
+@functools.cache
+def _responses(protocol: str, type_url: str) -> Any:
+    """The response counter child for (protocol, type): looked up once, not per response."""
+    return metrics.XDS_RESPONSES.labels(protocol, _short(type_url))
 
 
 def _short(type_url: str) -> str:
