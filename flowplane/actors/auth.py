@@ -20,7 +20,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from flowplane.actors.config import ConfigActor, Txn, TxnPlan, audit_row
+from flowplane.actors.config import ConfigActor, MemoryTxn, Txn, TxnPlan, audit_row
 from flowplane.domain.auth import (
     SYSTEM,
     Principal,
@@ -313,12 +313,9 @@ class RecordAudit(Txn):
         return TxnPlan(list(self.rows), lambda: None)
 
 
-class ReloadTokens(Txn):
+class ReloadTokens(MemoryTxn):
     """Add tokens (and keys) that exist in the database but not in memory. Runs inside the
     actor so it cannot interleave with a token change."""
-
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        raise NotImplementedError  # asynchronous: see `run`
 
     async def run(self, actor: ConfigActor) -> None:
         fresh = await load_auth(actor.repo)

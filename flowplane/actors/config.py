@@ -75,6 +75,14 @@ class Txn:
         return self._result
 
 
+class MemoryTxn(Txn):
+    """A command that changes only memory but needs I/O to do it (e.g. reloading tokens another
+    process wrote). It runs inside the actor, so it cannot interleave with a change."""
+
+    async def run(self, actor: ConfigActor) -> None:
+        raise NotImplementedError
+
+
 class Command(Txn):
     """Create, replace, merge-patch or delete one stored resource."""
 
@@ -314,10 +322,9 @@ class ConfigActor:
         cmd.resolve(txn.result)
 
     async def _handle(self, cmd: Txn) -> None:
-        run = getattr(cmd, "run", None)
-        if run is not None:  # a read-modify of memory that needs I/O (e.g. token reload)
+        if isinstance(cmd, MemoryTxn):
             try:
-                await run(self)
+                await cmd.run(self)
             except FlowplaneError as err:
                 cmd.resolve(err)
             else:

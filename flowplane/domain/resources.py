@@ -37,7 +37,6 @@ _MODELS: dict[Kind, type[BaseModel]] = {
     Kind.LISTENER: Listener,
 }
 
-SOURCES = ("native", "platform")
 READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt")
 
 

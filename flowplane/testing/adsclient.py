@@ -283,7 +283,15 @@ class _Client(Generic[ReqT, RespT]):
             ParseDict(dict(self.node_metadata), node.metadata)
         return node
 
-    async def _send(self, msg: ReqT) -> None:
+    async def _send(self, msg: ReqT, node_id: str | None = None, error: str | None = None) -> None:
+        """Send `msg` with the node this request carries (see `_node`) and, for a NACK, the
+        `error_detail` (both request types have the same `node` and `error_detail` fields)."""
+        node = self._node(node_id)
+        if node is not None:
+            msg.node.CopyFrom(node)
+        err = _error(error)
+        if err is not None:
+            msg.error_detail.CopyFrom(err)
         await trio_asyncio.aio_as_trio(self._conn.send)(msg)
         self.sent += 1
 
@@ -405,13 +413,7 @@ class SotwClient(_Client[DiscoveryRequest, DiscoveryResponse]):
             version_info=version,
             response_nonce=nonce,
         )
-        node = self._node(node_id)
-        if node is not None:
-            msg.node.CopyFrom(node)
-        err = _error(error)
-        if err is not None:
-            msg.error_detail.CopyFrom(err)
-        await self._send(msg)
+        await self._send(msg, node_id, error)
 
     async def ack(self, resp: DiscoveryResponse, names: Iterable[str] | None = None) -> None:
         """ACK `resp`: echo its version and nonce, keep the subscription (`names`, if given, else
@@ -460,13 +462,7 @@ class DeltaClient(_Client[DeltaDiscoveryRequest, DeltaDiscoveryResponse]):
             response_nonce=nonce,
             initial_resource_versions=dict(initial_versions or {}),
         )
-        node = self._node(node_id)
-        if node is not None:
-            msg.node.CopyFrom(node)
-        err = _error(error)
-        if err is not None:
-            msg.error_detail.CopyFrom(err)
-        await self._send(msg)
+        await self._send(msg, node_id, error)
 
     async def ack(self, resp: DeltaDiscoveryResponse) -> None:
         await self.send(resp.type_url, nonce=resp.nonce)

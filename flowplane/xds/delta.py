@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, Final
 
 from flowplane.errors import BadRequest
 from flowplane.xds.snapshot import Resource, Snapshot, TypeSnapshot, content_version, order_key
-from flowplane.xds.sotw import MAX_TYPES, WILDCARD, Outbound, Rejection, TypeStatus
+from flowplane.xds.sotw import (
+    MAX_TYPES,
+    WILDCARD,
+    Outbound,
+    Rejection,
+    TypeStatus,
+    type_statuses,
+)
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from flowplane.xds.wire import delta_response, with_nonce
 
@@ -459,11 +466,7 @@ class DeltaStream:
 
     def status(self) -> dict[str, TypeStatus]:
         """type URL -> what was sent, acked and rejected, for every type the stream requested."""
-        return {
-            url: TypeStatus(st.version_sent, st.nonce_sent, st.version_acked, st.last_rejection)
-            for url in self._order
-            for st in (self._types[url],)
-        }
+        return type_statuses(self._order, self._types)
 
     def subscription(self, type_url: str) -> tuple[bool, frozenset[str]] | None:
         """(wildcard, explicit names) for `type_url`, or None if it was never requested."""

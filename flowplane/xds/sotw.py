@@ -17,10 +17,10 @@ only the nonce (field 5) is appended per stream (DESIGN.md §2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from flowplane.errors import BadRequest
 from flowplane.xds.snapshot import (
@@ -348,11 +348,7 @@ class SotwStream:
 
     def status(self) -> dict[str, TypeStatus]:
         """type URL -> what was sent, acked and rejected, for every type the stream requested."""
-        return {
-            url: TypeStatus(st.version_sent, st.nonce_sent, st.version_acked, st.last_rejection)
-            for url in self._order
-            for st in (self._types[url],)
-        }
+        return type_statuses(self._order, self._types)
 
     def subscription(self, type_url: str) -> tuple[bool, frozenset[str]] | None:
         """(wildcard, explicit names) for `type_url`, or None if it was never requested."""
@@ -364,6 +360,24 @@ class SotwStream:
         return sum(
             1 + len(st.names) + len(st.new_names) + len(st.sent) for st in self._types.values()
         )
+
+
+class _StatusFields(Protocol):
+    version_sent: str | None
+    nonce_sent: str | None
+    version_acked: str | None
+    last_rejection: Rejection | None
+
+
+def type_statuses(
+    order: Sequence[str], types: Mapping[str, _StatusFields]
+) -> dict[str, TypeStatus]:
+    """`status()` of a stream state machine (SotW or delta), in the order types were requested."""
+    return {
+        url: TypeStatus(st.version_sent, st.nonce_sent, st.version_acked, st.last_rejection)
+        for url in order
+        for st in (types[url],)
+    }
 
 
 def _select(ts: TypeSnapshot, names: frozenset[str]) -> tuple[Mapping[str, Resource], str]:
