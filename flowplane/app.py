@@ -143,8 +143,9 @@ async def run_server(
     ):
         nursery.start_soon(_signals, shutdown)
         xds = XdsServer(
-            core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator
-        )
+            core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator,
+            keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
+        )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     xds_tls_key: str | None = None
     xds_tls_client_ca: str | None = None
     xds_auth: Literal["none", "token", "mtls"] = "none"
+    # HTTP/2 keepalive on xDS connections, both ways: the server PINGs every connection this
+    # often and closes it if the PING is not answered within the timeout (a data plane whose host
+    # vanished is dropped, not kept as a node forever); bootstraps ask Envoy to do the same, so it
+    # notices a vanished control plane and reconnects.
+    xds_keepalive_seconds: Annotated[float, Field(ge=0.05, le=7200)] = 30.0
+    xds_keepalive_timeout_seconds: Annotated[float, Field(ge=0.05, le=600)] = 10.0
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"

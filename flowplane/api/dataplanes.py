@@ -157,6 +157,7 @@ def dataplanes_blueprint(core: Core) -> Blueprint:
         doc = ads_bootstrap(
             node_id, host, port, delta=q.mode == "delta",
             cluster=team, metadata=metadata, admin_port=9901, tls=tls, token=token,
+            keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
         )  # fmt: skip
         if q.format == "json":
             return json_response(doc)

@@ -10,6 +10,7 @@ from ssl import SSLContext
 from typing import Any
 
 import trio_asyncio
+from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
@@ -44,6 +45,25 @@ class _Server(Server):
                     conn._transport.close()
 
 
+def keepalive_config(interval: float, timeout: float) -> Configuration:
+    """grpclib settings for dead-peer detection: PING every connection with an open stream every
+    `interval` seconds, close it if the PING is not answered within `timeout`.
+
+    grpclib's server defaults (a PING every 2 h, and none after 2 PINGs without data sent, at
+    most one per 5 min) would keep a vanished data plane's stream — and its node entry —
+    for hours: an xDS stream is idle for as long as the configuration does not change, so the
+    "without data" limits are lifted (no limit on PINGs in a row; spacing = the interval).
+    """
+    return Configuration(
+        _keepalive_time=interval,
+        _keepalive_timeout=timeout,
+        _http2_max_pings_without_data=0,
+        # The check is "last PING sent less than this long ago -> skip"; half the interval
+        # keeps a timer that fires a little early from skipping a round.
+        _http2_min_sent_ping_interval_without_data=interval / 2,
+    )
+
+
 class XdsServer:
     def __init__(
         self,
@@ -53,8 +73,10 @@ class XdsServer:
         ssl: SSLContext | None = None,
         auth: str = "none",
         authenticator: Authenticator | None = None,
+        keepalive: tuple[float, float] = (30.0, 10.0),
     ) -> None:
         self.hub = hub
+        self.keepalive = keepalive
         self.auth = auth
         self.authenticator = authenticator
         self.loop = loop
@@ -68,7 +90,9 @@ class XdsServer:
         async def _start() -> int:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
             service = AdsService(self.hub, auth=self.auth, authenticator=self.authenticator)
-            server = _Server([service], codec=BytesPassthroughCodec())
+            server = _Server(
+                [service], codec=BytesPassthroughCodec(), config=keepalive_config(*self.keepalive)
+            )
             # A deep accept queue: after a control-plane restart every Envoy reconnects at once
             # (xds rule 18); the kernel caps it at net.core.somaxconn.
             await server.start(host, port, reuse_address=True, ssl=self.ssl, backlog=4096)

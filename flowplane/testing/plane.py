@@ -51,6 +51,7 @@ async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
         xds = XdsServer(
             core.hub, loop, ssl=xds_server_context(settings), auth=settings.xds_auth,
             authenticator=core.authenticator,
+            keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
         )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)

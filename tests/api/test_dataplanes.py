@@ -99,3 +99,25 @@ async def test_default_gateway_created_protected_and_optional(db_url: str) -> No
             assert (await c.delete("/api/v1/native/listeners/default-gateway")).status_code == 204
     async with open_core(load_settings(database_url=f"{db_url}-2", default_gateway=False)) as core:
         assert not list(core.state.all())  # switched off: nothing is created
+
+
+def _keepalive(doc: dict[str, object]) -> object:
+    cluster = doc["static_resources"]["clusters"][0]  # type: ignore[index]
+    options = cluster["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    return http["explicit_http_config"]["http2_protocol_options"].get("connection_keepalive")
+
+
+async def test_bootstrap_asks_envoy_for_the_configured_keepalive(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    doc = (await client.get("/api/v1/teams/a/bootstrap?format=json")).json()
+    assert _keepalive(doc) == {"interval": "30.000s", "timeout": "10.000s"}  # the defaults
+    s = load_settings(database_url=db_url + ".2", default_gateway=False,
+                      xds_keepalive_seconds=2.5, xds_keepalive_timeout_seconds=0.75)  # fmt: skip
+    async with open_core(s) as core:
+        t = httpx.ASGITransport(app=make_app(core))
+        h = {"Authorization": f"Bearer {admin_token(core)}"}
+        async with httpx.AsyncClient(transport=t, base_url="http://x", headers=h) as c:
+            doc = (await c.get("/api/v1/teams/a/bootstrap?format=json")).json()
+    assert _keepalive(doc) == {"interval": "2.500s", "timeout": "0.750s"}

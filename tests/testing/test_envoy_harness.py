@@ -177,8 +177,9 @@ async def test_static_envoy_proxies_to_upstream_and_is_killed(tmp_path: Path) ->
 @pytest.mark.e2e
 async def test_ads_bootstrap_passes_envoy_validate(tmp_path: Path, *, delta: bool) -> None:
     boot = ads_bootstrap(
-        "team=demo/dp-1", "127.0.0.1", 18000, delta=delta, cluster="demo", metadata={"team": "demo"}
-    )
+        "team=demo/dp-1", "127.0.0.1", 18000, delta=delta, cluster="demo",
+        metadata={"team": "demo"}, keepalive=(30.0, 0.25),
+    )  # fmt: skip
     api_type = boot["dynamic_resources"]["ads_config"]["api_type"]
     assert api_type == ("DELTA_GRPC" if delta else "GRPC")
     with trio.fail_after(30):
