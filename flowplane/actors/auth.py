@@ -197,11 +197,15 @@ class CreateToken(Txn):
 
 
 class ChangeToken(Txn):
-    """PATCH (`body`) or revoke (`body` None) a token."""
+    """PATCH (`body`, a merge patch) or revoke (`revoke`) a token. Revocation is its own flag,
+    never inferred from the body: a client's JSON `null` is a bad patch, not a revocation."""
 
-    def __init__(self, token_id: str, body: Any, principal: Principal) -> None:
+    def __init__(
+        self, token_id: str, body: Any, principal: Principal, *, revoke: bool = False
+    ) -> None:
         super().__init__()
         self.token_id, self.body, self.principal = token_id, body, principal
+        self.revoke = revoke
 
     def plan(self, actor: ConfigActor) -> TxnPlan:
         auth: AuthState = actor.auth
@@ -209,7 +213,7 @@ class ChangeToken(Txn):
         if old is None or not visible_token(self.principal, old):
             raise NotFound(f"token {self.token_id!r} does not exist")
         now = datetime.now(UTC)
-        if self.body is None:
+        if self.revoke:
             new = replace(old, status="revoked", updated_at=now, version=old.version + 1)
             action = "revoke"
         else:
@@ -238,11 +242,21 @@ class ChangeToken(Txn):
 
 
 class ChangeTeam(Txn):
-    """Create (`create`), patch, or delete (`body` None) a team."""
+    """Create (`create`), patch (`body`), or delete (`delete`) a team. Deletion is its own flag,
+    never inferred from the body: a client's JSON `null` is a bad patch, not a deletion."""
 
-    def __init__(self, name: str | None, body: Any, principal: Principal, *, create: bool = False):
+    def __init__(
+        self,
+        name: str | None,
+        body: Any,
+        principal: Principal,
+        *,
+        create: bool = False,
+        delete: bool = False,
+    ) -> None:
         super().__init__()
-        self.name, self.body, self.principal, self.create = name, body, principal, create
+        self.name, self.body, self.principal = name, body, principal
+        self.create, self.delete = create, delete
 
     def plan(self, actor: ConfigActor) -> TxnPlan:
         auth: AuthState = actor.auth
@@ -262,7 +276,7 @@ class ChangeTeam(Txn):
             old = auth.teams.get(name)
             if old is None or not self.principal.can_read_team(name):
                 raise NotFound(f"team {name!r} does not exist")
-            if self.body is None:
+            if self.delete:
                 users = [r for r in cfg.all() if r.team == name]
                 if users:
                     raise Conflict(

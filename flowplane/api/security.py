@@ -96,7 +96,7 @@ def security_blueprint(core: Core) -> Blueprint:
     @tag(["tokens"])
     async def revoke_token(token_id: str) -> Response:
         """Revoke a token: its next request gets 401."""
-        await core.actor.submit(ChangeToken(token_id, None, principal()))
+        await core.actor.submit(ChangeToken(token_id, None, principal(), revoke=True))
         return Response(b"", status=204)
 
     @bp.post("/tokens/<token_id>/rotate")
@@ -151,7 +151,7 @@ def security_blueprint(core: Core) -> Blueprint:
     @tag(["teams"])
     async def delete_team(team: str) -> Response:
         """Delete a team that owns no resources (409 otherwise)."""
-        await core.actor.submit(ChangeTeam(team, None, principal()))
+        await core.actor.submit(ChangeTeam(team, None, principal(), delete=True))
         return Response(b"", status=204)
 
     # -- audit ----------------------------------------------------------------------------

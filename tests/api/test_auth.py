@@ -278,3 +278,24 @@ async def test_token_last_use_is_recorded(client: httpx.AsyncClient, core: Core)
     rows = {r["id"]: r for r in await core.repo.load_rows("tokens")}
     assert rows[tid]["last_used_at"] is not None and rows[tid]["name"] == "t"
     assert (await client.get(f"/api/v1/tokens/{tid}")).json()["lastUsedAt"] is not None
+
+
+@pytest.mark.parametrize("body", ["null", "[]", '"x"', "5"])
+async def test_a_non_object_patch_is_400_and_deletes_nothing(
+    client: httpx.AsyncClient, body: str
+) -> None:
+    """Found by schemathesis: `PATCH /teams/{team}` with the JSON body `null` used to delete the
+    team (and answer 500), and `PATCH /tokens/{id}` with `null` to revoke the token, because
+    "no body" doubled as the delete/revoke command."""
+    assert (await client.post("/api/v1/teams", json={"name": "keep"})).status_code == 201
+    tok = await new_token(client, role="platform-engineer")
+    tid = jwt.decode(tok, options={"verify_signature": False})["jti"]
+    headers = {"Content-Type": "application/json"}
+    for path in ("/api/v1/teams/keep", f"/api/v1/tokens/{tid}"):
+        r = await client.patch(path, content=body, headers=headers)
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["error"] == "bad_request"
+    team = await client.get("/api/v1/teams/keep")
+    assert team.status_code == 200 and team.json()["version"] == 1
+    assert (await client.get(f"/api/v1/tokens/{tid}")).json()["status"] == "active"
+    assert (await client.get(f"{N}/clusters", headers=as_(client, tok))).status_code == 200
