@@ -18,6 +18,7 @@ from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.dataplanes import dataplanes_blueprint
 from flowplane.api.http import error_response, json_response
 from flowplane.api.native import native_blueprint
+from flowplane.api.openapi import FlowplaneOpenAPI
 from flowplane.api.schemas import HealthOut
 from flowplane.api.security import security_blueprint
 from flowplane.errors import (
@@ -62,7 +63,10 @@ def _http_error(err: HTTPException) -> FlowplaneError:
     if code == 404:
         return NotFound("no such endpoint")
     if code == 405:
-        return MethodNotAllowed("method not allowed on this endpoint")
+        # RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+        allowed = sorted(getattr(err, "valid_methods", None) or ())
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
+        return MethodNotAllowed("method not allowed on this endpoint", headers=headers)
     if code == 413:
         return PayloadTooLarge("the body is too large")
     if code == 415:
@@ -88,6 +92,7 @@ def create_app(core: Core) -> QuartTrio:
               "description": "Envoy control plane: Native and Platform REST APIs."},
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
         security=[{"bearer": []}],
+        openapi_provider_class=FlowplaneOpenAPI,
     )  # fmt: skip
 
     authenticator = core.authenticator

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from quart import Blueprint, Response, g
 from quart_schema import document_querystring, document_request, tag
 
@@ -27,6 +28,17 @@ class AuditQueryIn(_Out):
     since: datetime | None = None
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: object) -> object:
+        # pydantic would read "0.5" as a Unix timestamp; the contract is an RFC 3339 time.
+        if isinstance(v, str) and not _DATE.match(v):
+            raise ValueError("must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
+        return v
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
 def _page(items: list[Any], q: Any) -> dict[str, Any]:

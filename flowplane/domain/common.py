@@ -44,7 +44,11 @@ def _check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": NAME_RE.pattern, "minLength": 1, "maxLength": 253}),
+]
 """A DNS-like resource or team name."""
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -68,7 +72,9 @@ def _check_host(value: str) -> str:
     return value
 
 
-Host = Annotated[str, AfterValidator(_check_host)]
+Host = Annotated[
+    str, AfterValidator(_check_host), Field(json_schema_extra={"minLength": 1, "maxLength": 253})
+]
 
 
 def _check_ip(value: str) -> str:

@@ -63,3 +63,46 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.json()["checks"]["storage"] is True
     r = await client.get("/metrics")
     assert r.status_code == 200 and "python_info" in r.text
+
+
+async def test_openapi_says_what_every_operation_can_answer(client: httpx.AsyncClient) -> None:
+    """flowplane/api/openapi.py: public operations need no token; every other one documents
+    401/403/429; a path naming a resource documents 404; bodies are required and document
+    400/413/415; conditional Native writes take If-Match; every operation has a 2xx."""
+    doc = (await client.get("/openapi.json")).json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            assert any(c.startswith("2") for c in codes), (method, path)
+            assert "500" in codes, (method, path)
+            if path.startswith("/api/"):
+                assert "security" not in op, (method, path)  # the document's bearer applies
+                assert {"401", "403", "429"} <= codes, (method, path)
+            else:
+                assert op["security"] == [], (method, path)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            if method in {"post", "put", "patch"} and "requestBody" in op:
+                assert op["requestBody"]["required"] is True, (method, path)
+                assert {"400", "413", "415"} <= codes, (method, path)
+    item = doc["paths"]["/api/v1/native/clusters/{name}"]
+    for method in ("put", "patch", "delete"):
+        names = {p["name"] for p in item[method]["parameters"]}
+        assert "If-Match" in names and "412" in item[method]["responses"], method
+    patch = item["patch"]["requestBody"]["content"]
+    assert {"application/merge-patch+json", "application/json"} <= set(patch)
+    boot = doc["paths"]["/api/v1/teams/{team}/bootstrap"]["get"]["responses"]["200"]["content"]
+    assert {"application/yaml", "application/json"} <= set(boot)
+    name = doc["components"]["schemas"]["Endpoint"]["properties"]["host"]
+    assert name["minLength"] == 1
+
+
+async def test_405_lists_the_allowed_methods(client: httpx.AsyncClient) -> None:
+    r = await client.request("TRACE", "/api/v1/native/clusters")
+    assert r.status_code == 405 and r.json()["error"] == "bad_request"
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}
+
+
+async def test_audit_since_must_be_an_rfc3339_time(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/v1/audit?since=0.5")).status_code == 400
+    assert (await client.get("/api/v1/audit?since=2026-01-01T00:00:00Z")).status_code == 200
