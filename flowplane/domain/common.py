@@ -8,6 +8,7 @@ never silently turned into a number). What a client sent is what we store
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Annotated, Any, TypeVar
 
@@ -103,32 +104,70 @@ def check_regex(value: str) -> str:
 Regex = Annotated[str, AfterValidator(check_regex)]
 
 
+UNION_TAGS = frozenset(
+    {"httpConnectionManager", "tcpProxy", "forward", "weighted", "redirect", "directResponse"}
+)
+"""The `type` values of the domain's discriminated unions (network filters, route actions).
+pydantic puts the chosen member's tag into an error's location; it is not part of the client's
+JSON path, so it is left out (tests/domain check this set against the models)."""
+
+
 def loc_to_field(loc: tuple[int | str, ...]) -> str:
-    """`("routes", 2, "match", "path")` -> `routes[2].match.path`."""
+    """`("routes", 2, "action", "forward", "cluster")` -> `routes[2].action.cluster`."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part.startswith(("function-", "tagged-union[")) or part in {"lax", "strict"}:
             continue  # pydantic's internal union/validator markers mean nothing to a client
+        elif part in UNION_TAGS:
+            continue
         else:
             out += ("." if out else "") + part
     return out or "(body)"
+
+
+_NESTED = "\x1fnested:"
+
+
+class NestedProblems(ValueError):
+    """Raised by a validator that checked a sub-document with another model (a filter's typed
+    `config`, a per-scope override): carries that model's problems, each with its path below the
+    field being validated, so the client still gets one precise problem per field."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__(_NESTED + json.dumps([[p.field, p.message] for p in problems]))
+        self.problems = problems
+
+
+def nested(err: ValidationError, prefix: str) -> NestedProblems:
+    """`err` (from validating a sub-document) as problems under `prefix` (e.g. `config`)."""
+    return NestedProblems(problems_from(err, prefix))
 
 
 def problems_from(err: ValidationError, prefix: str = "") -> list[FieldProblem]:
     problems = []
     for e in err.errors(include_url=False):
         field = loc_to_field(tuple(e["loc"]))
-        if prefix:
-            field = prefix if field == "(body)" else f"{prefix}.{field}"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append(FieldProblem(field, msg))
+        if msg.startswith(_NESTED):  # expand what a NestedProblems carried, below this field
+            base = field if field != "(body)" else ""
+            for sub, sub_msg in json.loads(msg[len(_NESTED) :]):
+                path = f"{base}.{sub}" if base and not sub.startswith("[") else f"{base}{sub}"
+                problems.append(FieldProblem(_prefixed(prefix, path or "(body)"), sub_msg))
+            continue
+        problems.append(FieldProblem(_prefixed(prefix, field), msg))
     return problems
+
+
+def _prefixed(prefix: str, field: str) -> str:
+    if not prefix:
+        return field
+    return prefix if field == "(body)" else f"{prefix}.{field}"
 
 
 M = TypeVar("M", bound=BaseModel)

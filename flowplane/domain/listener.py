@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from flowplane.domain.common import ApiModel, IpAddress, Name, Port
+from flowplane.domain.common import ApiModel, IpAddress, Name, NestedProblems, Port
+from flowplane.domain.filters import ROUTER, SPECS, FilterModel, parse_config
 from flowplane.domain.route import InlineRouteConfig, clusters_of_vhosts
-
-ROUTER = "router"
+from flowplane.errors import FieldProblem
 
 
 class HttpFilter(ApiModel):
-    """One HTTP filter. Typed validation of `config` per filter type is a later issue; the shape
-    (and the single router, last) is checked now."""
+    """One HTTP filter: `type` is one of `flowplane.domain.filters.SPECS` and `config` is checked
+    by that type's model (problems reported under `config.`); stored exactly as sent."""
 
     type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
     name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
     optional: bool | None = None
     disabled: bool | None = None
     config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _typed(self) -> HttpFilter:
+        if self.type not in SPECS:
+            known = ", ".join(sorted(SPECS))
+            raise NestedProblems(
+                [FieldProblem("type", f"unknown filter type {self.type!r} (known: {known})")]
+            )
+        self.typed_config  # noqa: B018 -- parse now, so a bad config is refused here
+        return self
+
+    @cached_property
+    def typed_config(self) -> FilterModel:
+        """`config` parsed by the model of `type` (validated when the filter was)."""
+        return parse_config(self.type, self.config)
 
 
 class AccessLog(ApiModel):
@@ -140,4 +156,6 @@ class Listener(ApiModel):
                         out |= clusters_of_vhosts(f.inline_route_config.virtual_hosts)
                     if f.tracing is not None:
                         out.add(f.tracing.collector_cluster)
+                    for hf in f.http_filters:
+                        out |= hf.typed_config.clusters()
         return out

@@ -5,14 +5,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from flowplane.domain.cluster import HttpMethod
 from flowplane.domain.common import ApiModel, Name, PositiveSeconds, Regex, check_regex
+from flowplane.domain.filters import check_overrides
 
-# Per-scope filter overrides: filter name -> `{"disabled": true}` or an override config. Their
-# typed validation arrives with the filter issue; they are stored exactly as given until then.
-FilterOverrides = dict[str, dict[str, Any]]
+
+def _overrides(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    check_overrides(value)
+    return value
+
+
+# Per-scope filter overrides: filter name -> `{"disabled": true}` or the override config of the
+# filter type the name stands for (flowplane.domain.filters). Stored exactly as given.
+FilterOverrides = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=253)], dict[str, Any]],
+    AfterValidator(_overrides),
+]
 
 _TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(=[^{}]*)?\}")
 _RETRY_ON = {

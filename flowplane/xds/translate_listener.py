@@ -7,7 +7,6 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -16,8 +15,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.v3 import percent_pb2
 
+from flowplane.domain.filters import ROUTER
 from flowplane.domain.listener import (
-    ROUTER,
     AccessLog,
     DownstreamTls,
     FilterChain,
@@ -27,7 +26,7 @@ from flowplane.domain.listener import (
     TcpProxy,
     Tracing,
 )
-from flowplane.errors import BadRequest, FieldProblem
+from flowplane.xds.filters import filter_config
 from flowplane.xds.translate_route import route_config_to_proto
 from flowplane.xds.types import (
     FILE_ACCESS_LOG,
@@ -48,15 +47,14 @@ def listener_to_proto(listener: Listener) -> listener_pb2.Listener:
 
     An API listener (`apiListener: true`, for gRPC's proxyless clients) becomes
     `api_listener.api_listener` holding its one HTTP connection manager, with no address and no
-    filter chains. Raises `BadRequest` naming the filter for an HTTP filter type that cannot be
-    translated yet.
+    filter chains. Every HTTP filter's typed config is translated (the domain validated it).
     """
     out = listener_pb2.Listener(name=listener.name)
     if listener.api_listener:
         hcm = listener.filter_chains[0].filters[0]
         assert isinstance(hcm, HttpConnectionManager)  # the domain guarantees it
         out.api_listener.api_listener.CopyFrom(
-            pack(_hcm(listener, hcm, "filterChains[0].filters[0]"))
+            pack(_hcm(listener, hcm))
         )
         return out
     # The domain guarantees a non-API listener has both.
@@ -65,8 +63,7 @@ def listener_to_proto(listener: Listener) -> listener_pb2.Listener:
     out.address.socket_address.CopyFrom(
         address_pb2.SocketAddress(address=listener.address, port_value=listener.port)
     )
-    for i, fc in enumerate(listener.filter_chains):
-        out.filter_chains.append(_filter_chain(listener, fc, f"filterChains[{i}]"))
+    out.filter_chains.extend(_filter_chain(listener, fc) for fc in listener.filter_chains)
     if any(fc.server_names for fc in listener.filter_chains):
         # SNI matching needs the TLS inspector to read the ClientHello (Envoy no longer adds it).
         out.listener_filters.append(
@@ -77,9 +74,7 @@ def listener_to_proto(listener: Listener) -> listener_pb2.Listener:
     return out
 
 
-def _filter_chain(
-    listener: Listener, fc: FilterChain, where: str
-) -> listener_components_pb2.FilterChain:
+def _filter_chain(listener: Listener, fc: FilterChain) -> listener_components_pb2.FilterChain:
     out = listener_components_pb2.FilterChain()
     if fc.name is not None:
         out.name = fc.name
@@ -88,7 +83,7 @@ def _filter_chain(
     if fc.tls is not None:
         out.transport_socket.name = TLS_TRANSPORT_SOCKET
         out.transport_socket.typed_config.CopyFrom(pack(_downstream_tls(fc.tls)))
-    for j, f in enumerate(fc.filters):
+    for f in fc.filters:
         if isinstance(f, TcpProxy):
             out.filters.append(
                 listener_components_pb2.Filter(
@@ -96,7 +91,7 @@ def _filter_chain(
                 )
             )
         else:
-            hcm = _hcm(listener, f, f"{where}.filters[{j}]")
+            hcm = _hcm(listener, f)
             out.filters.append(
                 listener_components_pb2.Filter(name=HTTP_CONNECTION_MANAGER, typed_config=pack(hcm))
             )
@@ -122,7 +117,7 @@ def _tcp_proxy(listener: Listener, f: TcpProxy) -> tcp_proxy_pb2.TcpProxy:
     return tcp_proxy_pb2.TcpProxy(stat_prefix=f.stat_prefix or listener.name, cluster=f.cluster)
 
 
-def _hcm(listener: Listener, f: HttpConnectionManager, where: str) -> hcm_pb2.HttpConnectionManager:
+def _hcm(listener: Listener, f: HttpConnectionManager) -> hcm_pb2.HttpConnectionManager:
     out = hcm_pb2.HttpConnectionManager(
         stat_prefix=f.stat_prefix or listener.name,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -137,10 +132,9 @@ def _hcm(listener: Listener, f: HttpConnectionManager, where: str) -> hcm_pb2.Ht
         assert f.inline_route_config is not None  # the domain guarantees exactly one
         irc = f.inline_route_config
         out.route_config.CopyFrom(route_config_to_proto(irc, irc.name or listener.name))
-    for k, hf in enumerate(f.http_filters):
-        out.http_filters.append(_http_filter(hf, f"{where}.httpFilters[{k}]"))
+    out.http_filters.extend(_http_filter(hf) for hf in f.http_filters)
     if not any(hf.type == ROUTER for hf in f.http_filters):
-        out.http_filters.append(_http_filter(HttpFilter.model_validate({"type": ROUTER}), where))
+        out.http_filters.append(_http_filter(HttpFilter.model_validate({"type": ROUTER})))
     if f.access_log is not None:
         out.access_log.append(_access_log(f.access_log))
     if f.tracing is not None:
@@ -148,21 +142,12 @@ def _hcm(listener: Listener, f: HttpConnectionManager, where: str) -> hcm_pb2.Ht
     return out
 
 
-def _http_filter(f: HttpFilter, where: str) -> hcm_pb2.HttpFilter:
-    """One HTTP filter. Only the router is translated for now; typed filters (jwt_authn, cors,
-    ...) arrive with the filter issue, and until then a listener using one is refused."""
-    if f.type != ROUTER:
-        raise BadRequest(
-            f"filter type {f.type!r} is not supported yet",
-            [FieldProblem(f"{where}.type", f"filter type {f.type!r} is not supported yet")],
-        )
-    if f.config:
-        raise BadRequest(
-            "router config is not supported yet",
-            [FieldProblem(f"{where}.config", "router config is not supported yet")],
-        )
+def _http_filter(f: HttpFilter) -> hcm_pb2.HttpFilter:
+    """One HTTP filter, its typed config translated by `flowplane.xds.filters`. Named by
+    `http_filter_name`, the same function that keys per-scope overrides."""
     out = hcm_pb2.HttpFilter(
-        name=http_filter_name(f.name or f.type), typed_config=pack(router_pb2.Router())
+        name=http_filter_name(f.name or f.type),
+        typed_config=pack(filter_config(f.type, f.typed_config)),
     )
     if f.optional is not None:
         out.is_optional = f.optional

@@ -15,7 +15,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.extensions.path.rewrite.uri_template.v3 import uri_template_rewrite_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf.message import Message
 
+from flowplane.domain.filters import parse_override
 from flowplane.domain.route import (
     DirectResponseAction,
     ForwardAction,
@@ -30,6 +32,7 @@ from flowplane.domain.route import (
     VirtualHost,
     WeightedAction,
 )
+from flowplane.xds.filters import override_config
 from flowplane.xds.types import (
     URI_TEMPLATE_MATCH,
     URI_TEMPLATE_REWRITE,
@@ -68,16 +71,18 @@ def _virtual_host(vh: VirtualHost) -> rc_pb2.VirtualHost:
 
 
 def _per_filter_config(target: Any, overrides: Mapping[str, Mapping[str, Any]] | None) -> None:
-    """Per-scope filter overrides -> `typed_per_filter_config`, keyed by the filter's Envoy name.
-
-    Only `{"disabled": true}` is translated for now (as a `FilterConfig` with `disabled`, which
-    Envoy honours without knowing the filter's own config type). Override *configs* are typed
-    per filter and are translated by the filter issue; until then they are ignored here (they
-    are still stored as the client sent them).
+    """Per-scope filter overrides -> `typed_per_filter_config`, keyed by the filter's Envoy name
+    (`http_filter_name`, as the HCM names it). `{"disabled": true}` becomes a `FilterConfig`
+    with `disabled` (Envoy honours it without knowing the filter's config type); a typed
+    override becomes the filter type's per-route message (`flowplane.xds.filters`).
     """
     for filter_name, override in (overrides or {}).items():
-        if override.get("disabled") is True:
-            target[http_filter_name(filter_name)].CopyFrom(pack(rc_pb2.FilterConfig(disabled=True)))
+        typed = parse_override(filter_name, dict(override))
+        if typed is None:
+            msg: Message = rc_pb2.FilterConfig(disabled=True)
+        else:
+            msg = override_config(filter_name, typed)
+        target[http_filter_name(filter_name)].CopyFrom(pack(msg))
 
 
 def _route(r: Route) -> rc_pb2.Route:

@@ -20,7 +20,7 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.config.trace.v3 import opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2 as hm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -476,6 +476,7 @@ def test_route_direct_response() -> None:
 
 
 def test_filter_overrides_at_every_scope() -> None:
+    add_x = {"requestHeadersToAdd": [{"name": "x-scope", "value": "route"}]}
     data = {
         "name": "rc1",
         "filters": {"cors": {"disabled": True}},
@@ -483,8 +484,10 @@ def test_filter_overrides_at_every_scope() -> None:
             {
                 "name": "vh",
                 "domains": ["*"],
-                "filters": {"my-jwt": {"disabled": True}, "local_rate_limit": {"disabled": False}},
-                "routes": [route(filters={"jwt_authn": {"disabled": True}, "cors": {"x": 1}})],
+                "filters": {"my-jwt": {"disabled": True}},
+                "routes": [
+                    route(filters={"jwt_authn": {"disabled": True}, "header_mutation": add_x})
+                ],
             }
         ],
     }
@@ -500,51 +503,46 @@ def test_filter_overrides_at_every_scope() -> None:
     vh = pb.virtual_hosts[0]
     assert vh.name == "vh"
     assert list(vh.domains) == ["*"]
-    # A client-named filter keeps its name; {"disabled": false} is no override.
-    assert disabled(vh.typed_per_filter_config) == {"my-jwt": True}
-    # Override configs other than disabled wait for the filter issue: ignored for now.
-    assert disabled(vh.routes[0].typed_per_filter_config) == {"envoy.filters.http.jwt_authn": True}
-
-
-# --- listeners ----------------------------------------------------------------------------------
-
-
-def test_listener_rds_defaults_and_router_appended() -> None:
-    pb = listener_to_proto(listener())
-    assert pb.name == "l1"
-    assert pb.address.socket_address.address == "0.0.0.0"
-    assert pb.address.socket_address.port_value == 10080
-    assert not pb.HasField("api_listener")
-    assert not pb.listener_filters
-    hcm = first_hcm(pb)
-    assert hcm.stat_prefix == "l1"
-    assert hcm.codec_type == hcm_pb2.HttpConnectionManager.AUTO
-    assert hcm.rds.route_config_name == "rc1"
-    assert hcm.rds.config_source.WhichOneof("config_source_specifier") == "ads"
-    assert hcm.rds.config_source.resource_api_version == config_source_pb2.V3
-    (router,) = hcm.http_filters
-    assert router.name == "envoy.filters.http.router"
-    unpack(router.typed_config, router_pb2.Router)
-    assert not hcm.access_log
-    assert not hcm.HasField("tracing")
-
-
-def test_listener_explicit_router_and_stat_prefix() -> None:
-    pb = listener_to_proto(
-        listener({"filters": [hcm_filter(statPrefix="ingress", httpFilters=[{"type": "router"}])]})
+    assert disabled(vh.typed_per_filter_config) == {"my-jwt": True}  # a custom name stays
+    per_route = dict(vh.routes[0].typed_per_filter_config)
+    assert disabled({"j": per_route.pop("envoy.filters.http.jwt_authn")}) == {"j": True}
+    typed = unpack(
+        per_route.pop("envoy.filters.http.header_mutation"), hm_pb2.HeaderMutationPerRoute
     )
-    hcm = first_hcm(pb)
-    assert hcm.stat_prefix == "ingress"
-    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
+    assert not per_route
+    added = typed.mutations.request_mutations[0].append.header
+    assert (added.key, added.value) == ("x-scope", "route")
 
 
-def test_listener_unsupported_http_filter_is_refused() -> None:
-    l_ = listener(
-        {"filters": [hcm_filter(httpFilters=[{"type": "cors", "config": {}}, {"type": "router"}])]}
-    )
-    with pytest.raises(BadRequest, match="filter type 'cors' is not supported yet") as info:
-        listener_to_proto(l_)
-    assert info.value.details[0].field == "filterChains[0].filters[0].httpFilters[0].type"
+@pytest.mark.parametrize(
+    ("filters", "field", "message"),
+    [
+        ({"my-jwt": {"requirementName": "a"}}, "my-jwt", "typed overrides are keyed by the"),
+        ({"router": {"x": 1}}, "router", "can only be disabled per scope"),
+        ({"header_mutation": {"bogus": 1}}, "header_mutation.bogus", "unknown field"),
+        ({"header_mutation": {"disabled": False}}, "header_mutation.disabled", "unknown field"),
+    ],
+)
+def test_bad_filter_overrides_are_refused_field_by_field(
+    filters: dict[str, Any], field: str, message: str
+) -> None:
+    data = {
+        "name": "rc1",
+        "virtualHosts": [{"name": "vh", "domains": ["*"], "routes": [route(filters=filters)]}],
+    }
+    with pytest.raises(BadRequest) as info:
+        parse_spec(Kind.ROUTE_CONFIG, data)
+    [problem] = [p for p in info.value.details if p.field.endswith(field)]
+    assert problem.field == f"virtualHosts[0].routes[0].filters.{field}"
+    assert message in problem.message
+
+
+def test_listener_unknown_http_filter_type_is_refused() -> None:
+    with pytest.raises(BadRequest) as info:
+        listener({"filters": [hcm_filter(httpFilters=[{"type": "brotli"}, {"type": "router"}])]})
+    [problem] = info.value.details
+    assert problem.field == "filterChains[0].filters[0].httpFilters[0].type"
+    assert "unknown filter type 'brotli'" in problem.message
 
 
 def test_listener_inline_route_config() -> None:
