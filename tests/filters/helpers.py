@@ -1,0 +1,180 @@
+"""Helpers for the typed HTTP filter tests (one test module per filter type).
+
+- `edge_listener(http_filters, ...)`: a Native listener body (one HCM over RDS `routes`).
+- `routes_body(route_filters=..., vhost_filters=..., rc_filters=...)`: a route config body with one
+  catch-all route to `backend`, and per-scope `filters` where given.
+- `problems(kind, body)`: the field -> message map of a refused body (asserts it is refused).
+- `translated(listener_body, route_config_body)`: (Envoy Listener, RouteConfiguration) protos.
+- `envoy_validates(tmp_path, listener_body, route_config_body, *cluster_bodies)`: run
+  `envoy --mode validate` on a bootstrap holding exactly what Flowplane would serve.
+- `serving(plane, tmp_path, ...)`: an async context: post backend + routes + edge over REST to a
+  running plane, start a real Envoy on it, wait until the listener serves; yields
+  (envoy, listener_port).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.json_format import MessageToDict
+
+from flowplane.domain.cluster import Cluster
+from flowplane.domain.listener import Listener
+from flowplane.domain.resources import Kind, parse_spec
+from flowplane.domain.route import RouteConfig
+from flowplane.errors import BadRequest
+from flowplane.testing.envoy import EnvoyProcess, ads_bootstrap, run_envoy, validate_bootstrap
+from flowplane.testing.factories import cluster_body
+from flowplane.testing.plane import Plane
+from flowplane.testing.ports import free_port
+from flowplane.xds.translate import cluster_to_proto, listener_to_proto, route_config_to_proto
+from tests.helpers import N, ok
+
+
+def edge_listener(
+    http_filters: list[dict[str, Any]], *, port: int = 10080, name: str = "edge"
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": "127.0.0.1",
+        "port": port,
+        "filterChains": [
+            {
+                "filters": [
+                    {
+                        "type": "httpConnectionManager",
+                        "routeConfigName": "routes",
+                        "httpFilters": http_filters,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def routes_body(
+    *,
+    route_filters: dict[str, Any] | None = None,
+    vhost_filters: dict[str, Any] | None = None,
+    rc_filters: dict[str, Any] | None = None,
+    extra_routes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`extra_routes` go before the catch-all route (Envoy takes the first match)."""
+    catch_all: dict[str, Any] = {
+        "name": "all",
+        "match": {"path": {"type": "prefix", "value": "/"}},
+        "action": {"type": "forward", "cluster": "backend"},
+    }
+    if route_filters is not None:
+        catch_all["filters"] = route_filters
+    vhost: dict[str, Any] = {
+        "name": "vh", "domains": ["*"], "routes": [*(extra_routes or []), catch_all],
+    }  # fmt: skip
+    if vhost_filters is not None:
+        vhost["filters"] = vhost_filters
+    body: dict[str, Any] = {"name": "routes", "virtualHosts": [vhost]}
+    if rc_filters is not None:
+        body["filters"] = rc_filters
+    return body
+
+
+def problems(kind: Kind, body: dict[str, Any]) -> dict[str, str]:
+    """Parse `body` as a `kind` resource, which must be refused; field -> message."""
+    with pytest.raises(BadRequest) as info:
+        parse_spec(kind, body)
+    return {p.field: p.message for p in info.value.details}
+
+
+def translated(
+    listener: dict[str, Any], routes: dict[str, Any] | None = None
+) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration | None]:
+    lst = parse_spec(Kind.LISTENER, listener)
+    assert isinstance(lst, Listener)
+    rc_pb = None
+    if routes is not None:
+        rc = parse_spec(Kind.ROUTE_CONFIG, routes)
+        assert isinstance(rc, RouteConfig)
+        rc_pb = route_config_to_proto(rc, rc.name)
+    return listener_to_proto(lst), rc_pb
+
+
+async def envoy_validates(
+    tmp_path: Path,
+    listener: dict[str, Any],
+    routes: dict[str, Any],
+    *clusters: dict[str, Any],
+) -> None:
+    """`envoy --mode validate` on a bootstrap with the listener, its route config inline as RDS
+    is not available in validate mode (the route config is validated as the HCM's inline
+    `route_config` of the same listener), and the clusters (default: `backend`)."""
+    lst_pb, rc_pb = translated(listener, routes)
+    assert rc_pb is not None
+    boot = bootstrap_pb2.Bootstrap()
+    boot.node.id, boot.node.cluster = "validate", "validate"
+    for c in clusters or (cluster_body("backend"),):
+        model = parse_spec(Kind.CLUSTER, c)
+        assert isinstance(model, Cluster)
+        boot.static_resources.clusters.append(cluster_to_proto(model))
+    # Swap RDS for the translated route config inline, so Envoy validates both.
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    for chain in lst_pb.filter_chains:
+        for f in chain.filters:
+            hcm = hcm_pb2.HttpConnectionManager()
+            f.typed_config.Unpack(hcm)
+            if hcm.HasField("rds"):
+                hcm.ClearField("rds")
+                hcm.route_config.CopyFrom(rc_pb)
+                f.typed_config.Pack(hcm, deterministic=True)
+    boot.static_resources.listeners.append(lst_pb)
+    doc = MessageToDict(boot, preserving_proto_field_name=True)
+    await validate_bootstrap(doc, tmp_dir=tmp_path)
+
+
+@asynccontextmanager
+async def serving(
+    plane: Plane,
+    tmp_path: Path,
+    upstream_port: int,
+    http_filters: list[dict[str, Any]],
+    routes: dict[str, Any] | None = None,
+    *,
+    extra_clusters: tuple[dict[str, Any], ...] = (),
+) -> AsyncIterator[tuple[EnvoyProcess, int]]:
+    port = free_port()
+    ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend", upstream_port)))
+    for c in extra_clusters:
+        ok(await plane.api.post(f"{N}/clusters", json=c))
+    ok(await plane.api.post(f"{N}/route-configs", json=routes or routes_body()))
+    ok(await plane.api.post(f"{N}/listeners", json=edge_listener(http_filters, port=port)))
+    await plane.settled()
+    boot = ads_bootstrap("envoy-filters", "127.0.0.1", plane.xds_port)
+    async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
+        await envoy.wait_ready()
+        await envoy.wait_for(lambda: _serving(envoy, port), 20, what=f"edge on {port} serving")
+        assert all(v == 0 for v in (await envoy.rejected_counts()).values())
+        yield envoy, port
+
+
+async def _serving(envoy: EnvoyProcess, port: int) -> bool:
+    """The listener is active and its route config arrived, checked without sending an HTTP
+    request through it (a probe would count against rate limits, need tokens, ...)."""
+    have = await envoy.resource_versions()
+    if "edge" not in have.get("listeners", {}) or "routes" not in have.get("route_configs", {}):
+        return False
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
