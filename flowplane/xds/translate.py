@@ -40,7 +40,8 @@ def translate_resource(kind: Kind, model: BaseModel) -> list[tuple[str, str, Mes
     """The xDS resources one stored resource becomes: [(type URL, name, message)].
 
     Clusters carry their endpoints inline (`load_assignment`), so a cluster is one Cluster.
-    Raises `BadRequest` for what cannot be translated yet (e.g. an unsupported filter type).
+    Does not fail for a model the domain accepted (typed filters included); the config actor
+    still runs it before storing anything, as the last check that what is stored can be served.
     """
     if kind is Kind.CLUSTER:
         assert isinstance(model, Cluster)
