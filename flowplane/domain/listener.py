@@ -30,6 +30,12 @@ class HttpFilter(ApiModel):
             raise NestedProblems(
                 [FieldProblem("type", f"unknown filter type {self.type!r} (known: {known})")]
             )
+        if self.name is not None and self.name in SPECS and self.name != self.type:
+            # Per-scope overrides keyed by a type name are typed as that type: a filter of
+            # another type must not answer to it.
+            raise NestedProblems(
+                [FieldProblem("name", f"{self.name!r} is the name of another filter type")]
+            )
         self.typed_config  # noqa: B018 -- parse now, so a bad config is refused here
         return self
 

@@ -144,3 +144,9 @@ async def test_headers_are_mutated_in_real_traffic(xds_settings: Settings, tmp_p
             assert up.requests[-1].headers.get("x-secret") == "s"
             assert "x-added" not in up.requests[-1].headers
             assert headers["x-upstream"] == "one"
+
+
+def test_a_filter_cannot_take_the_name_of_another_type() -> None:
+    entry = {"type": "header_mutation", "name": "router", "config": ADD_REQ}
+    got = problems(Kind.LISTENER, edge_listener([entry]))
+    assert "another filter type" in got["filterChains[0].filters[0].httpFilters[0].name"]
