@@ -17,7 +17,13 @@ class HttpFilter(ApiModel):
     """One HTTP filter: `type` is one of `flowplane.domain.filters.SPECS` and `config` is checked
     by that type's model (problems reported under `config.`); stored exactly as sent."""
 
-    type: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    type: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$",
+            json_schema_extra={"enum": sorted(SPECS)},
+        ),
+    ]  # fmt: skip
     name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
     optional: bool | None = None
     disabled: bool | None = None
