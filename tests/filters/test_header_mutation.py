@@ -68,7 +68,7 @@ def test_translation_removes_then_adds_with_the_right_append_action() -> None:
         ({}, "", "at least one header"),
         ({"requestHeadersToRemove": ["host"]}, ".requestHeadersToRemove[0]", "cannot be removed"),
         ({"requestHeadersToAdd": [{"name": ":path", "value": "/"}]},
-         ".requestHeadersToAdd[0].name", "pattern"),
+         ".requestHeadersToAdd[0].name", "lower-case HTTP header name"),
         ({"requestHeadersToAdd": [{"name": "x", "value": 5}]},
          ".requestHeadersToAdd[0].value", "valid string"),
         ({"requestHeadersToAdd": [{"name": "x"}]}, ".requestHeadersToAdd[0].value", "required"),

@@ -3,6 +3,7 @@ filter). The same shape serves as the per-scope override (Envoy's HeaderMutation
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
@@ -15,7 +16,20 @@ from flowplane.domain.filters import FilterModel, FilterSpec
 _TOKEN = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
 _PROTECTED = {"host"}  # Envoy refuses to remove it (removing it would break routing)
 
-HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=_TOKEN)]
+def _header_name(name: str) -> str:
+    if not re.match(_TOKEN, name):
+        raise ValueError(
+            "must be a lower-case HTTP header name (letters, digits and !#$%&'*+.^_`|~-); "
+            "pseudo-headers like :path cannot be mutated"
+        )
+    return name
+
+
+HeaderName = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": _TOKEN}),
+    AfterValidator(_header_name),
+]
 
 
 def _removable(name: str) -> str:
