@@ -108,23 +108,33 @@ UNION_TAGS = frozenset(
     {"httpConnectionManager", "tcpProxy", "forward", "weighted", "redirect", "directResponse"}
 )
 """The `type` values of the domain's discriminated unions (network filters, route actions).
-pydantic puts the chosen member's tag into an error's location; it is not part of the client's
-JSON path, so it is left out (tests/domain check this set against the models)."""
+pydantic puts the chosen member's tag into an error's location, right after the union field
+(`action`, or an item of a listener chain's `filters`); it is not part of the client's JSON path,
+so it is left out there — and only there: a field may have a tag's name (a JWT provider's
+`forward`). tests/domain checks this set and `UNION_FIELDS` against the models."""
+UNION_FIELDS = frozenset({"action", "filters"})
 
 
 def loc_to_field(loc: tuple[int | str, ...]) -> str:
     """`("routes", 2, "action", "forward", "cluster")` -> `routes[2].action.cluster`."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
         elif part.startswith(("function-", "tagged-union[")) or part in {"lax", "strict"}:
             continue  # pydantic's internal union/validator markers mean nothing to a client
-        elif part in UNION_TAGS:
+        elif part in UNION_TAGS and _after_union_field(loc, i):
             continue
         else:
             out += ("." if out else "") + part
     return out or "(body)"
+
+
+def _after_union_field(loc: tuple[int | str, ...], i: int) -> bool:
+    before = loc[i - 1] if i >= 1 else None
+    if isinstance(before, int):  # an item of a list-valued union field
+        before = loc[i - 2] if i >= 2 else None
+    return before in UNION_FIELDS
 
 
 _NESTED = "\x1fnested:"

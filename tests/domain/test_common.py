@@ -1,4 +1,5 @@
-"""Error paths: pydantic's discriminated-union tags never reach the client's field paths."""
+"""Error paths: pydantic's discriminated-union tags never reach the client's field paths, and
+no real field is dropped for looking like one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flowplane.domain import listener, route
-from flowplane.domain.common import UNION_TAGS, ApiModel
+from flowplane.domain.common import UNION_FIELDS, UNION_TAGS, ApiModel, loc_to_field
 
 
 def _models() -> list[type[BaseModel]]:
@@ -47,7 +48,21 @@ def test_union_tags_are_exactly_the_domains_discriminator_values() -> None:
     assert found == UNION_TAGS
 
 
-def test_no_field_is_named_like_a_union_tag() -> None:
+def test_union_fields_are_exactly_the_fields_holding_a_discriminated_union() -> None:
+    found = set()
     for model in _models():
         for name, field in model.model_fields.items():
-            assert (field.alias or name) not in UNION_TAGS, (model.__name__, name)
+            annotation = field.annotation
+            inner = typing.get_args(annotation)
+            if typing.get_origin(annotation) is list and inner:
+                annotation = inner[0]
+            if _tags(annotation) & UNION_TAGS:
+                found.add(field.alias or name)
+    assert found == UNION_FIELDS
+
+
+def test_a_field_named_like_a_tag_keeps_its_name_in_error_paths() -> None:
+    # a JWT provider's `forward` (a bool) vs the route action tag "forward"
+    assert loc_to_field(("providers", "p", "forward")) == "providers.p.forward"
+    assert loc_to_field(("routes", 0, "action", "forward", "cluster")) == "routes[0].action.cluster"
+    assert loc_to_field(("filters", 0, "tcpProxy", "cluster")) == "filters[0].cluster"

@@ -257,11 +257,11 @@ BAD = [
      f"{P}.fromHeaders[0].valuePrefix", "pattern"),
     (_local(p_fromParams=["a=b"]), f"{P}.fromParams[0]", "pattern"),
     (_local(p_forward="yes"), f"{P}.forward", "valid boolean"),
-    (_local(p_forwardPayloadHeader="X Payload"), f"{P}.forwardPayloadHeader", "pattern"),
+    (_local(p_forwardPayloadHeader="X Payload"), f"{P}.forwardPayloadHeader", "lower-case HTTP header name"),
     (_local(p_claimToHeaders=[{"headerName": "x-sub"}]), f"{P}.claimToHeaders[0].claimName",
      "required"),
     (_local(p_claimToHeaders=[{"headerName": ":path", "claimName": "sub"}]),
-     f"{P}.claimToHeaders[0].headerName", "pattern"),
+     f"{P}.claimToHeaders[0].headerName", "lower-case HTTP header name"),
     # rules and requirements
     (_local(rules=_rule({"provider": "nope"})), ".rules[0].requires.provider",
      "unknown provider 'nope' (known: p)"),
