@@ -10,6 +10,13 @@
 - `serving(plane, tmp_path, ...)`: an async context: post backend + routes + edge over REST to a
   running plane, start a real Envoy on it, wait until the listener serves; yields
   (envoy, listener_port).
+- `hcm_of(listener_pb)`: the HttpConnectionManager of a translated listener's first chain.
+- `unpack(any_msg, msg_cls)`: the message packed in an Any (asserts it is a `msg_cls`).
+- `first_filter(hcm, name, msg_cls)`: asserts the HTTP filters are [name, router] and returns the
+  first one's config as a `msg_cls`.
+- `filter_config(listener_body, name, msg_cls)`: translate, then `first_filter` of its HCM.
+- `override_of(scope, name, msg_cls)`: the per-filter override of a route config, virtual host
+  or route (its `typed_per_filter_config[name]`) as a `msg_cls`.
 """
 
 from __future__ import annotations
@@ -17,14 +24,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import pytest
 import trio
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from google.protobuf.any_pb2 import Any as AnyPb
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from flowplane.domain.cluster import Cluster
 from flowplane.domain.listener import Listener
@@ -37,6 +49,12 @@ from flowplane.testing.plane import Plane
 from flowplane.testing.ports import free_port
 from flowplane.xds.translate import cluster_to_proto, listener_to_proto, route_config_to_proto
 from tests.helpers import N, ok
+
+ROUTER = "envoy.filters.http.router"
+M = TypeVar("M", bound=Message)
+Scope: TypeAlias = (
+    route_pb2.RouteConfiguration | route_components_pb2.VirtualHost | route_components_pb2.Route
+)
 
 
 def edge_listener(
@@ -106,6 +124,37 @@ def translated(
     return listener_to_proto(lst), rc_pb
 
 
+def hcm_of(listener: listener_pb2.Listener) -> hcm_pb2.HttpConnectionManager:
+    """The HttpConnectionManager of the first filter chain of a translated listener."""
+    hcm = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    return hcm
+
+
+def unpack(any_msg: AnyPb, msg_cls: type[M]) -> M:
+    """The `msg_cls` packed in `any_msg` (asserts that is what it holds)."""
+    out: M = msg_cls()
+    assert any_msg.Unpack(out), f"{any_msg.type_url} is not a {msg_cls.DESCRIPTOR.full_name}"
+    return out
+
+
+def first_filter(hcm: hcm_pb2.HttpConnectionManager, name: str, msg_cls: type[M]) -> M:
+    """Asserts the HCM's HTTP filters are [`name`, router]; the first one's config."""
+    assert [f.name for f in hcm.http_filters] == [name, ROUTER]
+    return unpack(hcm.http_filters[0].typed_config, msg_cls)
+
+
+def filter_config(listener: dict[str, Any], name: str, msg_cls: type[M]) -> M:
+    """Translate the listener body; the config of its only HTTP filter `name` (before router)."""
+    lst, _ = translated(listener)
+    return first_filter(hcm_of(lst), name, msg_cls)
+
+
+def override_of(scope: Scope, name: str, msg_cls: type[M]) -> M:
+    """The override of filter `name` at a route config, virtual host or route scope."""
+    return unpack(scope.typed_per_filter_config[name], msg_cls)
+
+
 async def envoy_validates(
     tmp_path: Path,
     listener: dict[str, Any],
@@ -124,10 +173,6 @@ async def envoy_validates(
         assert isinstance(model, Cluster)
         boot.static_resources.clusters.append(cluster_to_proto(model))
     # Swap RDS for the translated route config inline, so Envoy validates both.
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (
-        http_connection_manager_pb2 as hcm_pb2,
-    )
-
     for chain in lst_pb.filter_chains:
         for f in chain.filters:
             hcm = hcm_pb2.HttpConnectionManager()

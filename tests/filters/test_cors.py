@@ -9,9 +9,6 @@ import pytest
 import trio
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.type.matcher.v3 import string_pb2
 
 from flowplane.domain.resources import Kind, parse_spec
@@ -21,6 +18,8 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
@@ -40,24 +39,12 @@ POLICY: dict[str, Any] = {
 LISTENER = edge_listener([{"type": "cors"}])
 
 
-def _hcm_filter() -> cors_pb2.Cors:
-    lst, _ = translated(LISTENER)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [CORS, "envoy.filters.http.router"]
-    cfg = cors_pb2.Cors()
-    assert hcm.http_filters[0].typed_config.Unpack(cfg)
-    return cfg
-
-
 def _policy(scope: Any) -> cors_pb2.CorsPolicy:
-    out = cors_pb2.CorsPolicy()
-    assert scope.typed_per_filter_config[CORS].Unpack(out)
-    return out
+    return override_of(scope, CORS, cors_pb2.CorsPolicy)
 
 
 def test_listener_filter_is_an_empty_cors_config_given_or_not() -> None:
-    assert _hcm_filter() == cors_pb2.Cors()
+    assert filter_config(LISTENER, CORS, cors_pb2.Cors) == cors_pb2.Cors()
     parse_spec(Kind.LISTENER, edge_listener([{"type": "cors", "config": {}}]))
 
 
@@ -104,9 +91,7 @@ def test_minimal_policy_at_every_scope_never_inherits_credentials() -> None:
     assert route.HasField("allow_credentials")
     assert not route.allow_credentials.value
     assert _policy(rc).allow_credentials.value
-    off = rc_pb2.FilterConfig()
-    assert rc.virtual_hosts[0].typed_per_filter_config[CORS].Unpack(off)
-    assert off.disabled
+    assert override_of(rc.virtual_hosts[0], CORS, rc_pb2.FilterConfig).disabled
     again = translated(LISTENER, routes_body(route_filters={"cors": minimal}))[1]
     assert again is not None
     assert _policy(again.virtual_hosts[0].routes[0]) == route  # deterministic

@@ -24,10 +24,14 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    first_filter,
+    hcm_of,
+    override_of,
     problems,
     routes_body,
     serving,
     translated,
+    unpack,
 )
 from tests.helpers import N, ok
 
@@ -47,18 +51,13 @@ def _filter(config: dict[str, Any], name: str | None = None) -> list[dict[str, A
 
 def _hcm(config: dict[str, Any], name: str | None = None) -> hcm_pb2.HttpConnectionManager:
     lst, _ = translated(edge_listener(_filter(config, name)))
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    return hcm
+    return hcm_of(lst)
 
 
 def test_translation_packs_the_parsed_message() -> None:
     hcm = _hcm(SMALL)
-    assert [f.name for f in hcm.http_filters] == ["custom", "envoy.filters.http.router"]
-    any_msg = hcm.http_filters[0].typed_config
-    assert any_msg.type_url == BUFFER
-    cfg = buffer_pb2.Buffer()
-    assert any_msg.Unpack(cfg)
+    cfg = first_filter(hcm, "custom", buffer_pb2.Buffer)
+    assert hcm.http_filters[0].typed_config.type_url == BUFFER
     assert cfg.max_request_bytes.value == 16
 
 
@@ -82,11 +81,8 @@ def test_nested_any_types_resolve_and_translation_is_deterministic() -> None:
     }  # fmt: skip
     one, two = _hcm(action), _hcm(action)
     assert one.SerializeToString(deterministic=True) == two.SerializeToString(deterministic=True)
-    got = composite_pb2.ExecuteFilterAction()
-    assert one.http_filters[0].typed_config.Unpack(got)
-    fault = fault_pb2.HTTPFault()
-    assert got.typed_config.typed_config.Unpack(fault)
-    assert fault.abort.http_status == 503
+    got = unpack(one.http_filters[0].typed_config, composite_pb2.ExecuteFilterAction)
+    assert unpack(got.typed_config.typed_config, fault_pb2.HTTPFault).abort.http_status == 503
 
 
 def test_override_becomes_the_per_route_message() -> None:
@@ -95,10 +91,9 @@ def test_override_becomes_the_per_route_message() -> None:
         "custom": override
     }))  # fmt: skip
     assert rc is not None
-    any_msg = rc.virtual_hosts[0].routes[0].typed_per_filter_config["custom"]
-    assert any_msg.type_url == BUFFER_PER_ROUTE
-    per_route = buffer_pb2.BufferPerRoute()
-    assert any_msg.Unpack(per_route)
+    route = rc.virtual_hosts[0].routes[0]
+    assert route.typed_per_filter_config["custom"].type_url == BUFFER_PER_ROUTE
+    per_route = override_of(route, "custom", buffer_pb2.BufferPerRoute)
     assert per_route.buffer.max_request_bytes.value == 1000
 
 

@@ -11,9 +11,6 @@ import pytest
 import trio
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.extensions.http.custom_response.local_response_policy.v3 import (
     local_response_policy_pb2 as lrp_pb2,
 )
@@ -29,6 +26,8 @@ from flowplane.xds.filters.custom_response import codes_regex
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
@@ -44,6 +43,7 @@ RULES = {
     ]
 }  # fmt: skip
 BASE = "filterChains[0].filters[0].httpFilters[0]"
+CUSTOM_RESPONSE = "envoy.filters.http.custom_response"
 
 
 def _filter(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,16 +51,9 @@ def _filter(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _custom_response(config: dict[str, Any]) -> custom_response_pb2.CustomResponse:
-    lst, _ = translated(edge_listener(_filter(config)))
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.custom_response",
-        "envoy.filters.http.router",
-    ]
-    out = custom_response_pb2.CustomResponse()
-    assert hcm.http_filters[0].typed_config.Unpack(out)
-    return out
+    return filter_config(
+        edge_listener(_filter(config)), CUSTOM_RESPONSE, custom_response_pb2.CustomResponse
+    )
 
 
 def test_translation_is_a_status_code_matcher_list_with_local_responses() -> None:
@@ -109,11 +102,9 @@ def test_override_is_a_per_route_custom_response() -> None:
         "custom_response": override
     }))  # fmt: skip
     assert rc is not None
-    per_route = custom_response_pb2.CustomResponse()
-    any_msg = (
-        rc.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.custom_response"]
+    per_route = override_of(
+        rc.virtual_hosts[0].routes[0], CUSTOM_RESPONSE, custom_response_pb2.CustomResponse
     )
-    assert any_msg.Unpack(per_route)
     assert len(per_route.custom_response_matcher.matcher_list.matchers) == 1
 
 

@@ -11,9 +11,6 @@ import pytest
 import trio
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 
 from flowplane.domain.resources import Kind
 from flowplane.settings import Settings
@@ -25,6 +22,8 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
@@ -43,6 +42,7 @@ HTTP = {
 }  # fmt: skip
 CONTEXT = {"contextExtensions": {"tier": "gold", "app": "shop"}}
 BASE = "filterChains[0].filters[0].httpFilters[0]"
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 
 def _filter(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,16 +50,7 @@ def _filter(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ext_authz(config: dict[str, Any]) -> ext_authz_pb2.ExtAuthz:
-    lst, _ = translated(edge_listener(_filter(config)))
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.ext_authz",
-        "envoy.filters.http.router",
-    ]
-    out = ext_authz_pb2.ExtAuthz()
-    assert hcm.http_filters[0].typed_config.Unpack(out)
-    return out
+    return filter_config(edge_listener(_filter(config)), EXT_AUTHZ, ext_authz_pb2.ExtAuthz)
 
 
 def test_grpc_service_translation_with_defaults() -> None:
@@ -107,9 +98,9 @@ def test_override_becomes_per_route_context_extensions() -> None:
         "ext_authz": CONTEXT
     }))  # fmt: skip
     assert rc is not None
-    per_route = ext_authz_pb2.ExtAuthzPerRoute()
-    any_msg = rc.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.ext_authz"]
-    assert any_msg.Unpack(per_route)
+    per_route = override_of(
+        rc.virtual_hosts[0].routes[0], EXT_AUTHZ, ext_authz_pb2.ExtAuthzPerRoute
+    )
     assert dict(per_route.check_settings.context_extensions) == {"tier": "gold", "app": "shop"}
 
 
@@ -144,9 +135,9 @@ def test_clusters_are_referenced() -> None:
         ({**GRPC, "timeoutSeconds": 61}, ".timeoutSeconds", "less than or equal to 60"),
         ({**GRPC, "timeoutSeconds": "1"}, ".timeoutSeconds", "valid number"),
         ({**GRPC, "failureModeAllow": "yes"}, ".failureModeAllow", "valid boolean"),
-        ({**GRPC, "statusOnError": 200}, ".statusOnError", "HTTP error status"),
+        ({**GRPC, "statusOnError": 200}, ".statusOnError", "greater than or equal to 400"),
         ({**GRPC, "statusOnError": 499}, ".statusOnError", "HTTP error status"),
-        ({**GRPC, "statusOnError": 600}, ".statusOnError", "HTTP error status"),
+        ({**GRPC, "statusOnError": 600}, ".statusOnError", "less than or equal to 599"),
         ({**GRPC, "bogus": 1}, ".bogus", "unknown field"),
     ],
 )  # fmt: skip

@@ -8,9 +8,6 @@ import pytest
 import trio
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2 as hm_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 
 from flowplane.domain.resources import Kind
 from flowplane.settings import Settings
@@ -19,12 +16,15 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
     translated,
 )
 
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
 ADD_REQ = {"requestHeadersToAdd": [{"name": "x-added", "value": "yes"}]}
 FULL = {
     "requestHeadersToAdd": [
@@ -42,15 +42,7 @@ def _filter(config: dict[str, object]) -> list[dict[str, object]]:
 
 
 def test_translation_removes_then_adds_with_the_right_append_action() -> None:
-    lst, _ = translated(edge_listener(_filter(FULL)))
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.header_mutation",
-        "envoy.filters.http.router",
-    ]
-    cfg = hm_pb2.HeaderMutation()
-    hcm.http_filters[0].typed_config.Unpack(cfg)
+    cfg = filter_config(edge_listener(_filter(FULL)), HEADER_MUTATION, hm_pb2.HeaderMutation)
     req = cfg.mutations.request_mutations
     assert req[0].remove == "x-secret"
     assert (req[1].append.header.key, req[1].append.header.value) == ("x-added", "yes")
@@ -93,11 +85,9 @@ def test_route_override_becomes_header_mutation_per_route() -> None:
         "header_mutation": {"responseHeadersToAdd": [{"name": "x-route", "value": "1"}]}
     }))  # fmt: skip
     assert rc is not None
-    any_msg = rc.virtual_hosts[0].routes[0].typed_per_filter_config[
-        "envoy.filters.http.header_mutation"
-    ]
-    per_route = hm_pb2.HeaderMutationPerRoute()
-    assert any_msg.Unpack(per_route)
+    per_route = override_of(
+        rc.virtual_hosts[0].routes[0], HEADER_MUTATION, hm_pb2.HeaderMutationPerRoute
+    )
     assert per_route.mutations.response_mutations[0].append.header.key == "x-route"
 
 

@@ -16,9 +16,6 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from jwt.algorithms import ECAlgorithm
 
 from flowplane.domain.filters import parse_config
@@ -31,6 +28,8 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
@@ -38,6 +37,7 @@ from tests.filters.helpers import (
 )
 from tests.helpers import N, ok
 
+JWT_AUTHN = "envoy.filters.http.jwt_authn"
 EC_KEY = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
 JWKS = json.dumps({"keys": [EC_KEY]})
 LOCAL = {"inline": JWKS}
@@ -89,24 +89,15 @@ def _local(**extra: Any) -> dict[str, Any]:
     return config
 
 
-def _jwt_config(listener: Any) -> jwt_pb2.JwtAuthentication:
-    hcm = hcm_pb2.HttpConnectionManager()
-    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.jwt_authn",
-        "envoy.filters.http.router",
-    ]
-    cfg = jwt_pb2.JwtAuthentication()
-    assert hcm.http_filters[0].typed_config.Unpack(cfg)
-    return cfg
+def _jwt_config(config: dict[str, Any]) -> jwt_pb2.JwtAuthentication:
+    return filter_config(edge_listener(_filter(config)), JWT_AUTHN, jwt_pb2.JwtAuthentication)
 
 
 # --- translation ------------------------------------------------------------------------------
 
 
 def test_translation_of_providers_rules_and_requirement_map() -> None:
-    lst, _ = translated(edge_listener(_filter(FULL)))
-    cfg = _jwt_config(lst)
+    cfg = _jwt_config(FULL)
     assert set(cfg.providers) == {"corp", "local"}
     corp = cfg.providers["corp"]
     assert corp.issuer == "https://idp.example.com"
@@ -152,11 +143,11 @@ def test_defaults_and_clusters() -> None:
     config = parse_config("jwt_authn", body)
     assert isinstance(config, JwtAuthnConfig)
     assert config.clusters() == {"idp", "idp2"}
-    lst, _ = translated(edge_listener(_filter(body)))
-    remote = _jwt_config(lst).providers["a"].remote_jwks
+    cfg = _jwt_config(body)
+    remote = cfg.providers["a"].remote_jwks
     assert remote.http_uri.timeout.seconds == 5
     assert remote.cache_duration.seconds == 300
-    assert list(_jwt_config(lst).rules) == []
+    assert list(cfg.rules) == []
 
 
 def test_translation_is_deterministic() -> None:
@@ -172,19 +163,9 @@ def test_route_override_becomes_per_route_config() -> None:
                     vhost_filters={"jwt_authn": {"disabled": True}}),
     )  # fmt: skip
     assert rc is not None
-    per_route = jwt_pb2.PerRouteConfig()
-    assert (
-        rc.virtual_hosts[0]
-        .routes[0]
-        .typed_per_filter_config["envoy.filters.http.jwt_authn"]
-        .Unpack(per_route)
-    )
+    per_route = override_of(rc.virtual_hosts[0].routes[0], JWT_AUTHN, jwt_pb2.PerRouteConfig)
     assert per_route.requirement_name == "local-only"
-    disabled = rc_pb2.FilterConfig()
-    assert (
-        rc.virtual_hosts[0].typed_per_filter_config["envoy.filters.http.jwt_authn"].Unpack(disabled)
-    )
-    assert disabled.disabled
+    assert override_of(rc.virtual_hosts[0], JWT_AUTHN, rc_pb2.FilterConfig).disabled
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -315,8 +296,7 @@ def test_bad_configs_are_refused_field_by_field(
 
 
 def test_good_requirements_at_the_depth_limit_are_accepted() -> None:
-    lst, _ = translated(edge_listener(_filter(_local(rules=_rule(_deep(5))))))
-    assert _jwt_config(lst).rules[0].requires.HasField("requires_any")
+    assert _jwt_config(_local(rules=_rule(_deep(5)))).rules[0].requires.HasField("requires_any")
 
 
 @pytest.mark.parametrize(

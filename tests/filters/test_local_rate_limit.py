@@ -9,9 +9,6 @@ import pytest
 import trio
 from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.type.v3 import percent_pb2
 
 from flowplane.domain.resources import Kind
@@ -21,6 +18,8 @@ from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
     edge_listener,
     envoy_validates,
+    filter_config,
+    override_of,
     problems,
     routes_body,
     serving,
@@ -41,13 +40,7 @@ def _filter(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _listener_config(listener: dict[str, Any]) -> lrl_pb2.LocalRateLimit:
-    lst, _ = translated(listener)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lst.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters] == [LRL, "envoy.filters.http.router"]
-    cfg = lrl_pb2.LocalRateLimit()
-    assert hcm.http_filters[0].typed_config.Unpack(cfg)
-    return cfg
+    return filter_config(listener, LRL, lrl_pb2.LocalRateLimit)
 
 
 def _full_percent(p: Any, key: str) -> None:
@@ -92,22 +85,14 @@ def test_overrides_at_every_scope_become_local_rate_limits() -> None:
         ),
     )
     assert rc is not None
-
-    def unpack(scope: Any) -> lrl_pb2.LocalRateLimit:
-        out = lrl_pb2.LocalRateLimit()
-        assert scope.typed_per_filter_config[LRL].Unpack(out)
-        return out
-
-    route = unpack(rc.virtual_hosts[0].routes[0])
+    route = override_of(rc.virtual_hosts[0].routes[0], LRL, lrl_pb2.LocalRateLimit)
     assert (route.stat_prefix, route.token_bucket.max_tokens, route.status.code) == (
         "route", 7, 429,
     )  # fmt: skip
     _full_percent(route.filter_enabled, "local_rate_limit_enabled")
     _full_percent(route.filter_enforced, "local_rate_limit_enforced")
-    assert unpack(rc.virtual_hosts[0]).status.code == 503
-    disabled = rc_pb2.FilterConfig()
-    assert rc.typed_per_filter_config[LRL].Unpack(disabled)
-    assert disabled.disabled
+    assert override_of(rc.virtual_hosts[0], LRL, lrl_pb2.LocalRateLimit).status.code == 503
+    assert override_of(rc, LRL, rc_pb2.FilterConfig).disabled
 
 
 def _bucket(**fields: Any) -> dict[str, Any]:

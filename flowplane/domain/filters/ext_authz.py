@@ -4,18 +4,13 @@ adds context extensions to the check request (Envoy's ExtAuthzPerRoute)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
-from envoy.type.v3 import http_status_pb2
 from pydantic import AfterValidator, Field, model_validator
 
 from flowplane.domain.common import ApiModel, Name
 from flowplane.domain.filters import FilterModel, FilterSpec
-
-# Envoy's HttpStatus only takes the codes its StatusCode enum defines (defined_only).
-ERROR_STATUSES: Final = frozenset(
-    v.number for v in http_status_pb2.StatusCode.DESCRIPTOR.values if 400 <= v.number <= 599
-)
+from flowplane.domain.http_status import ErrorStatus
 
 # Lower-case HTTP field names (RFC 9110 token), as HTTP/2 carries them.
 _HEADER = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
@@ -23,11 +18,6 @@ _HEADER = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
 _PATH_PREFIX = r"^/[^\s?#\x00-\x1f\x7f]*$"
 
 
-def _error_status(code: int) -> int:
-    if code not in ERROR_STATUSES:
-        raise ValueError(f"must be an HTTP error status Envoy knows ({min(ERROR_STATUSES)}-"
-                         f"{max(ERROR_STATUSES)}, e.g. 403 or 503); {code} is not one")  # fmt: skip
-    return code
 
 
 class AuthzService(ApiModel):
@@ -67,7 +57,7 @@ class ExtAuthzConfig(FilterModel):
     # true: let requests through when the service fails or cannot be reached (default: deny)
     failure_mode_allow: bool = False
     # the status of a request denied because the service failed (Envoy's default: 403)
-    status_on_error: Annotated[int, AfterValidator(_error_status)] | None = None
+    status_on_error: ErrorStatus | None = None
 
     def clusters(self) -> set[str]:
         return {self.service.cluster}

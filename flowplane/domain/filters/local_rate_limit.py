@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field
 
 from flowplane.domain.common import ApiModel
 from flowplane.domain.filters import FilterModel, FilterSpec
+from flowplane.domain.http_status import ErrorStatus
 
 # Envoy's TokenBucket counts are uint32 (> 0).
 _U32_MAX: Final = 4_294_967_295
@@ -23,21 +24,6 @@ _U32_MAX: Final = 4_294_967_295
 MIN_FILL_SECONDS: Final = 0.05
 MAX_FILL_SECONDS: Final = 86_400
 
-# The 4xx/5xx codes Envoy's HttpStatus enum defines (it refuses any other).
-RATE_LIMIT_STATUSES: Final = frozenset({
-    400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417,
-    421, 422, 423, 424, 426, 428, 429, 431,
-    500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
-})  # fmt: skip
-
-
-def _defined_status(code: int) -> int:
-    if code not in RATE_LIMIT_STATUSES:
-        raise ValueError(
-            "must be a 4xx or 5xx status Envoy knows: "
-            + ", ".join(str(c) for c in sorted(RATE_LIMIT_STATUSES))
-        )
-    return code
 
 
 def _whole_ms(seconds: float) -> float:
@@ -57,7 +43,7 @@ class TokenBucket(ApiModel):
 class LocalRateLimitConfig(FilterModel):
     token_bucket: TokenBucket
     # The answer to a limited request (Envoy's default: 429 Too Many Requests).
-    status_code: Annotated[int, Field(ge=400, le=599), AfterValidator(_defined_status)] = 429
+    status_code: ErrorStatus = 429
     # Envoy's stats: <statPrefix>.http_local_rate_limit.{enabled,enforced,rate_limited,ok}
     stat_prefix: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
