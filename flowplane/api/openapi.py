@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import Rule
 
 from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.schemas import ErrorOut
+from flowplane.domain.filters import SPECS
+from flowplane.domain.route import OVERRIDES_MARKER
 
 _REASONS = {
     400: "Bad request: malformed JSON, unknown or invalid fields (`details` names each)",
@@ -68,7 +71,89 @@ def _success(method: str, endpoint: str) -> dict[str, Any]:
     }
 
 
+_FILTER_PREFIX = "filters."
+_DISABLED = {
+    "type": "object",
+    "properties": {"disabled": {"const": True}},
+    "required": ["disabled"],
+    "additionalProperties": False,
+}
+
+
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> str:
+    """Put `model`'s JSON schema (and its nested models) into the components, named
+    `filters.<Model>`; return the reference to it."""
+    ref = "#/components/schemas/" + _FILTER_PREFIX + "{model}"
+    schema = TypeAdapter(model).json_schema(by_alias=True, ref_template=ref)
+    for name, sub in schema.pop("$defs", {}).items():
+        schemas[_FILTER_PREFIX + name] = sub
+    schemas[_FILTER_PREFIX + model.__name__] = schema
+    return ref.format(model=model.__name__)
+
+
+def _document_filters(schemas: dict[str, Any]) -> None:
+    """Type each HTTP filter's `config` by its `type` (one variant per type, `oneOf` with a
+    discriminator on `type`), and each per-scope override by the filter type it is keyed by."""
+    variants: list[dict[str, Any]] = []
+    overrides: dict[str, Any] = {}
+    base = schemas.get("HttpFilter", {})
+    for filter_type, spec in sorted(SPECS.items()):
+        config: dict[str, Any] = {"$ref": _add_model(schemas, spec.config)}
+        if not spec.config_required:
+            config = {"anyOf": [config, {"type": "null"}]}
+        name = f"HttpFilter.{filter_type}"
+        schemas[name] = {
+            **base,
+            "title": name,
+            "properties": {
+                **base.get("properties", {}),
+                "type": {"const": filter_type},
+                "config": config,
+            },
+            "required": ["type", "config"] if spec.config_required else ["type"],
+        }
+        variants.append({"$ref": f"#/components/schemas/{name}"})
+        if spec.override is not None:
+            overrides[filter_type] = {
+                "anyOf": [_DISABLED, {"$ref": _add_model(schemas, spec.override)}]
+            }
+        else:
+            overrides[filter_type] = _DISABLED
+    schemas["HttpFilter"] = {
+        "description": base.get("description", ""),
+        "oneOf": variants,
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {t: f"#/components/schemas/HttpFilter.{t}" for t in sorted(SPECS)},
+        },
+    }
+    schemas["FilterOverrides"] = {
+        "type": "object",
+        "description": "Per-scope filter overrides: a filter's name -> {\"disabled\": true} or "
+        "the override config of the filter type of that name (typed overrides are keyed by "
+        "the type; a filter with a custom name can only be disabled).",
+        "properties": overrides,
+        "additionalProperties": _DISABLED,
+    }
+
+
+def _swap_markers(node: Any) -> Any:
+    """Replace every `filters` override schema (marked by the domain) with the typed one."""
+    if isinstance(node, dict):
+        if node.get(OVERRIDES_MARKER):
+            return {"$ref": "#/components/schemas/FilterOverrides"}
+        return {k: _swap_markers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_swap_markers(v) for v in node]
+    return node
+
+
 class FlowplaneOpenAPI(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        doc: dict[str, Any] = _swap_markers(super().schema())
+        _document_filters(doc["components"]["schemas"])
+        return doc
+
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         error, error_components = self.build_response_object(ErrorOut, None)

@@ -14,8 +14,8 @@ from flowplane.errors import FieldProblem
 
 
 class HttpFilter(ApiModel):
-    """One HTTP filter: `type` is one of `flowplane.domain.filters.SPECS` and `config` is checked
-    by that type's model (problems reported under `config.`); stored exactly as sent."""
+    """One HTTP filter of the listener's HTTP connection manager. `config` is typed by `type`
+    (each type's schema is in this document); it is stored exactly as sent."""
 
     type: Annotated[
         str,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from flowplane.domain.cluster import HttpMethod
 from flowplane.domain.common import ApiModel, Name, PositiveSeconds, Regex, check_regex
 from flowplane.domain.filters import check_overrides
+
+OVERRIDES_MARKER = "x-flowplane-filter-overrides"
 
 
 def _overrides(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -22,6 +24,9 @@ def _overrides(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 FilterOverrides = Annotated[
     dict[Annotated[str, Field(min_length=1, max_length=253)], dict[str, Any]],
     AfterValidator(_overrides),
+    # typed per filter type in the OpenAPI document (flowplane/api/openapi.py swaps this marker
+    # for a reference to its FilterOverrides schema)
+    WithJsonSchema({"type": "object", OVERRIDES_MARKER: True}),
 ]
 
 _TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(=[^{}]*)?\}")

@@ -106,3 +106,21 @@ async def test_405_lists_the_allowed_methods(client: httpx.AsyncClient) -> None:
 async def test_audit_since_must_be_an_rfc3339_time(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/v1/audit?since=0.5")).status_code == 400
     assert (await client.get("/api/v1/audit?since=2026-01-01T00:00:00Z")).status_code == 200
+
+
+async def test_openapi_types_every_filter_config_and_override(client: httpx.AsyncClient) -> None:
+    from flowplane.domain.filters import SPECS
+
+    doc = (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    variants = [schemas[v["$ref"].rpartition("/")[2]] for v in schemas["HttpFilter"]["oneOf"]]
+    by_type = {v["properties"]["type"]["const"]: v["properties"]["config"] for v in variants}
+    assert set(by_type) == set(SPECS)
+    assert by_type["header_mutation"] == {"$ref": "#/components/schemas/filters.HeaderMutationConfig"}
+    assert {"type": "null"} in by_type["cors"]["anyOf"]  # config optional for cors
+    overrides = schemas["FilterOverrides"]["properties"]
+    assert set(overrides) == set(SPECS)
+    assert {"$ref": "#/components/schemas/filters.CorsPolicy"} in overrides["cors"]["anyOf"]
+    assert overrides["router"]["properties"] == {"disabled": {"const": True}}
+    route_filters = schemas["Route"]["properties"]["filters"]["anyOf"][0]
+    assert route_filters == {"$ref": "#/components/schemas/FilterOverrides"}
