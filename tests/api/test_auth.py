@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flowplane.api.app import create_app
 from flowplane.api.auth import PUBLIC, RULES
 from flowplane.app import Core, make_app
-from flowplane.testing.factories import cluster_body, route_config_body
+from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 
 N = "/api/v1/native"
 
@@ -211,6 +211,15 @@ async def test_even_admins_cannot_wire_teams_together(client: httpx.AsyncClient)
     assert r.status_code == 400
     r = await client.post(f"{N}/route-configs", json=route_config_body("shared", cluster="ca"))
     assert r.status_code == 400  # a shared route cannot depend on one team's cluster
+    # nor through an HTTP filter: team b's listener using team a's cluster for ext_authz
+    await client.post(f"{N}/clusters", json=cluster_body("cb", team="b"))
+    await client.post(f"{N}/route-configs", json=route_config_body("rb2", cluster="cb", team="b"))
+    authz = {"type": "ext_authz", "config": {"service": {"type": "grpc", "cluster": "ca"}}}
+    body = listener_body("lb", "rb2", 10090, team="b")
+    body["filterChains"][0]["filters"][0]["httpFilters"] = [authz]
+    r = await client.post(f"{N}/listeners", json=body)
+    assert r.status_code == 400, r.text
+    assert "ca" in r.text
 
 
 async def test_teams_api_and_quotas(client: httpx.AsyncClient) -> None:

@@ -588,3 +588,22 @@ def test_views_contain_exactly_the_scope_and_its_references(
     fresh = SnapshotBuilder(translate_resource)
     fresh.apply(batches[-1])
     assert _index_dict(b.snapshot.index) == _index_dict(fresh.snapshot.index)
+
+
+def test_clusters_named_by_http_filters_reach_the_teams_data_planes() -> None:
+    """A JWKS or an authorization service cluster is referenced by the listener's filters, so
+    a team's scoped view carries it (Envoy would refuse the listener without it)."""
+    body = listener_body("a-guarded", "a-routes", 10006, team="a")
+    body["filterChains"][0]["filters"][0]["httpFilters"] = [
+        {"type": "ext_authz", "config": {"service": {"type": "grpc", "cluster": "a-authz"}}},
+        {"type": "jwt_authn", "config": {
+            "providers": {"p": {"issuer": "https://issuer.test", "remoteJwks": {
+                "uri": "https://idp.test/jwks", "cluster": "shared-idp"}}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "p"}}],
+        }},
+        {"type": "router"},
+    ]  # fmt: skip
+    guarded = (Kind.LISTENER, "a-guarded", parse_spec(Kind.LISTENER, body))
+    snap = built([*world(), cl("a-authz", "a"), cl("shared-idp"), guarded]).snapshot
+    assert {"a-authz", "shared-idp"} <= names(scoped(snap, Scope.for_team("a")), CLUSTER_TYPE)
+    assert not {"a-authz", "shared-idp"} & names(scoped(snap, Scope.for_team("b")), CLUSTER_TYPE)
