@@ -1,7 +1,7 @@
 """xDS load generator: N simulated Envoys, one HTTP/2 connection and one ADS stream each.
 
 Speaks raw gRPC over `h2` on asyncio (not grpcio: it cancels bursts of >1000 pending streams and
-costs more CPU; /work/shared/reference/real-clients.md "Synthetic clients"). Per node it opens a
+costs more CPU; ../shared/reference/real-clients.md "Synthetic clients"). Per node it opens a
 connection like Envoy does, sends the initial wildcard CDS request with node
 {id: "load-<i>", cluster: "load"}, ACKs every response (version_info + response_nonce, and the node
 on every request, which is Envoy's default `set_node_on_first_message_only: false`), and records

@@ -3,7 +3,7 @@
 One `DeltaStream` per gRPC stream, used like `SotwStream`: the edge feeds it every request
 (`on_request`) and, whenever the stream may write, asks what it is owed now
 (`outbound(snapshot)`) and sends those bytes in order. Plain data in, plain data out: no I/O, no
-clocks, no tasks. Rule numbers refer to /work/shared/reference/xds-protocol.md.
+clocks, no tasks. Rule numbers refer to ../shared/reference/xds-protocol.md.
 
 Per type URL the machine keeps the subscription (explicit names + wildcard flag) and what the
 client holds, name -> resource version, in two layers:

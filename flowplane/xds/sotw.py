@@ -3,7 +3,7 @@
 One `SotwStream` per gRPC stream. The edge feeds it every request (`on_request`) and, whenever
 the stream may write (a request arrived or a snapshot was published), asks what the stream is
 owed now (`outbound(snapshot)`), then sends those bytes in order. Plain data in, plain data out:
-no I/O, no clocks, no tasks. Rule numbers refer to /work/shared/reference/xds-protocol.md.
+no I/O, no clocks, no tasks. Rule numbers refer to ../shared/reference/xds-protocol.md.
 
 Per type URL the machine remembers only the subscription, what was last sent (names and
 resource versions, by reference to immutable snapshot data) and the ACK/NACK records — never a

@@ -1,6 +1,6 @@
 """Incremental (delta) ADS conformance, rule by rule, over real gRPC.
 
-Rule numbers and quotes: /work/shared/reference/xds-protocol.md. Like the SotW suite, every test
+Rule numbers and quotes: ../shared/reference/xds-protocol.md. Like the SotW suite, every test
 runs the whole control plane in-process (`run_plane`: SQLite, actors, grpclib ADS server on
 loopback), writes through the REST API and scripts a `DeltaAggregatedResources` stream with
 `flowplane.testing.adsclient.delta_client`. Node ids carry no `team=` prefix and no metadata, so

@@ -1,6 +1,6 @@
 """State-of-the-world ADS conformance, rule by rule, over real gRPC.
 
-Rule numbers and quotes: /work/shared/reference/xds-protocol.md. Every test runs the whole control
+Rule numbers and quotes: ../shared/reference/xds-protocol.md. Every test runs the whole control
 plane in-process (`run_plane`: SQLite, actors, grpclib ADS server on loopback), writes through the
 REST API and scripts an ADS stream with `flowplane.testing.adsclient`.
 

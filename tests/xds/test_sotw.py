@@ -1,4 +1,4 @@
-"""The SotW stream state machine, rule by rule (numbers: /work/shared/reference/xds-protocol.md).
+"""The SotW stream state machine, rule by rule (numbers: ../shared/reference/xds-protocol.md).
 
 Snapshots are tiny and hand-made from real protos; `content` maps a type to {name: revision}, and
 each revision gives different bytes. Property tests at the bottom drive random request sequences
