@@ -280,6 +280,11 @@ class DeltaStream:
             else:
                 st.held[name] = before
             st.rejected[name] = version  # rule 5: not offered again until it changes
+            # A re-subscription made before this NACK no longer forces a resend: the client has
+            # now said it cannot apply this content, and sending it again would be refused again
+            # (found by the Hypothesis test: subscribe 'a' again, then NACK the response that
+            # carried 'a'). If the content changes, it is sent as any change is.
+            st.forced.discard(name)
             st.dirty.add(name)
 
     def _subscribe(

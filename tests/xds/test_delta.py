@@ -491,6 +491,18 @@ def test_rule5_resubscribing_a_rejected_name_sends_it_again() -> None:
     assert sent(one(s.outbound(bad))) == {"r": v(RDS, "r", 1)}
 
 
+def test_rule5_a_nack_after_a_resubscription_cancels_the_forced_resend() -> None:
+    """Found by the Hypothesis test below: the client asks for `r` again *before* it NACKs the
+    response that carried `r`. The NACK is the later word: the same content is not resent."""
+    s = synced(snapshot(BASE), req(RDS, ["r"]))
+    bad = snapshot(changed(BASE, RDS, r=1))
+    out = one(s.outbound(bad))  # not answered yet
+    s.on_request(req(RDS, ["r"]))  # asks for r again (a stale nonce: answers nothing)
+    nack(s, out)
+    assert s.outbound(bad) == []  # r@1 was rejected after it was asked for
+    assert sent(one(s.outbound(snapshot(changed(BASE, RDS, r=2))))) == {"r": v(RDS, "r", 2)}
+
+
 def test_rule5_nonces_of_other_types_answer_nothing() -> None:
     s = DeltaStream()
     s.on_request(req(CDS))
@@ -709,6 +721,8 @@ class Client:
         for n, ver in r.changes.items():
             if n not in newer:
                 self.rejected.setdefault(t, {})[n] = ver
+                # A NACK answers an earlier re-subscription too: the client rejected that content.
+                self.forced.get(t, set()).discard(n)
 
 
 def _request(
