@@ -237,6 +237,23 @@ def test_rule5_named_type_after_nack_resends_only_for_new_content() -> None:
     assert names(one(s.outbound(snapshot(BASE)))) == ["r", "r2"]
 
 
+def test_rule5_names_dropped_and_asked_again_before_a_nack_are_still_sent() -> None:
+    """Found by the Hypothesis test: after response R the client narrows its subscription (and
+    drops what it no longer names), widens it again, then NACKs R. It lacks what it dropped, so
+    the server sends it — the same content as R, because it asked for it after R (rule 9/11 over
+    rule 5, which binds while the client still asks for what it was sent)."""
+    s = SotwStream()
+    s.on_request(req(CDS))  # wildcard: a and b
+    snap = snapshot(BASE)
+    r = one(s.outbound(snap))
+    ack(s, r, ["a"])  # narrows: drops b
+    s.on_request(req(CDS, ["*"], nonce=r.nonce, version=r.version))  # widens again
+    nack(s, r, ["*"])
+    again = one(s.outbound(snap))
+    assert again.version == r.version
+    assert s.outbound(snap) == []  # and only once
+
+
 # -- rule 6: stale nonces ------------------------------------------------------------------------
 
 
@@ -502,7 +519,9 @@ class Model:
     last_version: dict[str, str] = field(default_factory=dict)
     sub_changed: dict[str, bool] = field(default_factory=dict)  # since the last response
     nacked: dict[str, str] = field(default_factory=dict)  # NACKed version, until a change
-    new_names: set[str] = field(default_factory=set)  # full-state types owing an answer
+    # Full-state types: names asked for since the last response and still subscribed; each
+    # must be answered (rule 9), even if absent (rule 10).
+    new_names: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def included(self, snap: Snapshot, t: str) -> dict[str, str]:
         wildcard, explicit = self.sub[t]
@@ -529,7 +548,7 @@ def _drive(stream: SotwStream, model: Model, snap: Snapshot, seen_nonces: set[st
             del model.nacked[t]
         model.last_version[t] = o.version
         model.sub_changed[t] = False
-        model.new_names.discard(t)
+        model.new_names.pop(t, None)
         model.nonces.setdefault(t, []).append(o.nonce)
         if t in FULL:
             model.held[t] = carried
@@ -545,7 +564,7 @@ def _drive(stream: SotwStream, model: Model, snap: Snapshot, seen_nonces: set[st
             assert held == want, t
         else:
             assert {n: held.get(n) for n in want} == want, t
-    assert not model.new_names  # rule 9: names newly asked for were answered
+    assert not any(model.new_names.values())  # rule 9: names newly asked for were answered
     assert stream.outbound(snap) == []  # rule 7: nothing more is owed
     # Rule 17: bounded state (per type: subscription, new names, held resources).
     assert stream.state_size() <= len(ORDER) * (1 + 3 * len(NAMES))
@@ -568,7 +587,10 @@ def _request(stream: SotwStream, model: Model, t: str, kind: str, asked: list[st
     if nonce and latest is not None and nonce != latest:
         return  # rule 6: ignored
     model.last_names[t] = asked
-    if kind == "nack" and nonce:
+    if kind == "nack" and nonce and not model.sub_changed.get(t):
+        # Rule 5 binds while the client still asks for what it was sent. After a subscription
+        # change since that response (an earlier request with the same nonce), the client is
+        # owed an answer for what it asks now (rules 9, 11), even if that is the same content.
         model.nacked[t] = model.last_version[t]
     wildcard = "*" in asked or (not asked and t not in model.ever_named)
     if asked:
@@ -576,13 +598,18 @@ def _request(stream: SotwStream, model: Model, t: str, kind: str, asked: list[st
     new = (wildcard, frozenset(n for n in asked if n != "*"))
     old = model.sub.get(t)
     if old != new:
-        if (
-            t in FULL
-            and not wildcard
-            and (old is None or not old[0])
-            and new[1] - (old[1] if old else frozenset())
-        ):
-            model.new_names.add(t)
+        if t in FULL:
+            if wildcard:
+                model.new_names.pop(t, None)  # full state follows from the content alone
+            else:
+                if old is None:
+                    added = new[1]
+                elif old[0]:  # coming from a wildcard, it was already sent everything it names
+                    added = frozenset()
+                else:
+                    added = new[1] - old[1]
+                still = model.new_names.get(t, frozenset()) & new[1]
+                model.new_names[t] = still | added
         model.sub[t] = new
         model.sub_changed[t] = True
         model.nacked.pop(t, None)
