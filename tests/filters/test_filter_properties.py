@@ -114,7 +114,7 @@ def mutated(draw: st.DrawFn, good: list[dict[str, Any]]) -> dict[str, Any]:
 REFUSED = (ValueError, ValidationError)  # NestedProblems is a ValueError
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_configs_are_refused_cleanly_or_translate_deterministically(data: st.DataObject) -> None:
     filter_type = data.draw(st.sampled_from(sorted(SPECS)))
@@ -128,7 +128,7 @@ def test_configs_are_refused_cleanly_or_translate_deterministically(data: st.Dat
     assert again.SerializeToString(deterministic=True) == first
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_overrides_are_refused_cleanly_or_translate(data: st.DataObject) -> None:
     filter_type = data.draw(st.sampled_from(sorted(GOOD_OVERRIDES)))
