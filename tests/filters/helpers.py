@@ -223,3 +223,21 @@ async def _serving(envoy: EnvoyProcess, port: int) -> bool:
         return False
     await stream.aclose()
     return True
+
+
+FILTER_PATH = "filterChains[0].filters[0].httpFilters[0]"
+
+
+def assert_config_refused(
+    filter_type: str, config: dict[str, Any] | None, field: str, message: str
+) -> None:
+    """A listener whose only filter is `filter_type` with `config` (absent if None) is refused,
+    with a problem at `<filter>.config<field>` (or at the filter itself when there is no config)
+    whose message contains `message`."""
+    entry: dict[str, Any] = {"type": filter_type}
+    if config is not None:
+        entry["config"] = config
+    got = problems(Kind.LISTENER, edge_listener([entry]))
+    where = f"{FILTER_PATH}.config{field}" if config is not None else FILTER_PATH
+    assert where in got, got
+    assert message in got[where], got

@@ -22,6 +22,8 @@ from flowplane.testing.factories import cluster_body
 from flowplane.testing.plane import run_plane
 from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
+    FILTER_PATH,
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     first_filter,
@@ -39,7 +41,6 @@ T = "type.googleapis.com/"
 BUFFER = T + "envoy.extensions.filters.http.buffer.v3.Buffer"
 BUFFER_PER_ROUTE = T + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 SMALL = {"typeUrl": BUFFER, "config": {"maxRequestBytes": 16}}
-BASE = "filterChains[0].filters[0].httpFilters[0]"
 
 
 def _filter(config: dict[str, Any], name: str | None = None) -> list[dict[str, Any]]:
@@ -130,13 +131,7 @@ def test_override_becomes_the_per_route_message() -> None:
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, Any] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, Any] = {"type": "custom"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    where = f"{BASE}.config{field}" if config is not None else BASE
-    assert where in got, got
-    assert message in got[where], got
+    assert_config_refused("custom", config, field, message)
 
 
 def test_bad_override_is_refused() -> None:
@@ -155,7 +150,7 @@ async def test_rest_unknown_type_url_is_400_and_nothing_stored(client: httpx.Asy
     r = await client.post(f"{N}/listeners", json=edge_listener(_filter(bad)))
     assert r.status_code == 400, r.text
     details = {d["field"]: d["message"] for d in r.json()["details"]}
-    assert "unknown message type" in details[f"{BASE}.config.typeUrl"]
+    assert "unknown message type" in details[f"{FILTER_PATH}.config.typeUrl"]
     r = await client.post(f"{N}/listeners", json=edge_listener(_filter(
         {"typeUrl": BUFFER, "config": {"maxRequestBytes": "x"}}
     )))  # fmt: skip

@@ -24,6 +24,7 @@ from flowplane.testing.plane import run_plane
 from flowplane.testing.upstream import run_upstream
 from flowplane.xds.filters.custom_response import codes_regex
 from tests.filters.helpers import (
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     filter_config,
@@ -42,7 +43,6 @@ RULES = {
          "response": {"status": 299, "body": '{"ok": "100%"}', "contentType": "application/json"}},
     ]
 }  # fmt: skip
-BASE = "filterChains[0].filters[0].httpFilters[0]"
 CUSTOM_RESPONSE = "envoy.filters.http.custom_response"
 
 
@@ -146,13 +146,7 @@ def _rule(**kw: Any) -> dict[str, Any]:
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, Any] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, Any] = {"type": "custom_response"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    where = f"{BASE}.config{field}" if config is not None else BASE
-    assert where in got, got
-    assert message in got[where], got
+    assert_config_refused("custom_response", config, field, message)
 
 
 def test_bad_override_is_refused() -> None:

@@ -20,6 +20,7 @@ from flowplane.testing.plane import run_plane
 from flowplane.testing.ports import free_port
 from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     filter_config,
@@ -41,7 +42,6 @@ HTTP = {
     "statusOnError": 503,
 }  # fmt: skip
 CONTEXT = {"contextExtensions": {"tier": "gold", "app": "shop"}}
-BASE = "filterChains[0].filters[0].httpFilters[0]"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 
 
@@ -144,13 +144,7 @@ def test_clusters_are_referenced() -> None:
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, Any] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, Any] = {"type": "ext_authz"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    where = f"{BASE}.config{field}" if config is not None else BASE
-    assert where in got, got
-    assert message in got[where], got
+    assert_config_refused("ext_authz", config, field, message)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from flowplane.settings import Settings
 from flowplane.testing.plane import run_plane
 from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     filter_config,
@@ -70,14 +71,7 @@ def test_translation_removes_then_adds_with_the_right_append_action() -> None:
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, object] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, object] = {"type": "header_mutation"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    base = "filterChains[0].filters[0].httpFilters[0]"
-    where = f"{base}.config{field}" if config is not None else base
-    assert where in got, got
-    assert message in got[where]
+    assert_config_refused("header_mutation", config, field, message)
 
 
 def test_route_override_becomes_header_mutation_per_route() -> None:

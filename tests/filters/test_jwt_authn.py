@@ -26,6 +26,7 @@ from flowplane.testing.factories import cluster_body
 from flowplane.testing.plane import run_plane
 from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     filter_config,
@@ -285,14 +286,7 @@ BAD = [
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, Any] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, Any] = {"type": "jwt_authn"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    base = "filterChains[0].filters[0].httpFilters[0]"
-    where = f"{base}.config{field}" if config is not None else base
-    assert where in got, got
-    assert message in got[where], got
+    assert_config_refused("jwt_authn", config, field, message)
 
 
 def test_good_requirements_at_the_depth_limit_are_accepted() -> None:

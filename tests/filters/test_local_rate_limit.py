@@ -16,6 +16,7 @@ from flowplane.settings import Settings
 from flowplane.testing.plane import run_plane
 from flowplane.testing.upstream import run_upstream
 from tests.filters.helpers import (
+    assert_config_refused,
     edge_listener,
     envoy_validates,
     filter_config,
@@ -134,14 +135,7 @@ def _bucket(**fields: Any) -> dict[str, Any]:
 def test_bad_configs_are_refused_field_by_field(
     config: dict[str, Any] | None, field: str, message: str
 ) -> None:
-    entry: dict[str, Any] = {"type": "local_rate_limit"}
-    if config is not None:
-        entry["config"] = config
-    got = problems(Kind.LISTENER, edge_listener([entry]))
-    base = "filterChains[0].filters[0].httpFilters[0]"
-    where = f"{base}.config{field}" if config is not None else base
-    assert where in got, got
-    assert message in got[where]
+    assert_config_refused("local_rate_limit", config, field, message)
 
 
 @pytest.mark.parametrize(
