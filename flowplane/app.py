@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -13,18 +13,23 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from quart_trio import QuartTrio
 
-from flowplane.actors.auth import AuthState, load_auth
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
 from flowplane.actors.snapshots import SnapshotActor
-from flowplane.api.app import Readiness, create_app
-from flowplane.api.auth import Authenticator
+from flowplane.api.app import Readiness, RestServices, create_app
 from flowplane.api.fastpath import FastReads
-from flowplane.bootstrap_admin import ensure_admin, flush_auth_activity
-from flowplane.defaults import ensure_default_gateway
+from flowplane.auth.authenticator import Authenticator
+from flowplane.auth.keys import AuthState, load_auth
 from flowplane.domain.state import ConfigState
 from flowplane.grpc.hub import Hub
 from flowplane.grpc.server import XdsServer
+from flowplane.services.audit import AuditService
+from flowplane.services.dataplanes import DataPlaneService
+from flowplane.services.gateway import ensure_default_gateway
+from flowplane.services.resources import ResourceService
+from flowplane.services.security import TeamService, TokenService
+from flowplane.services.startup import ensure_admin, flush_auth_activity
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
@@ -48,8 +53,31 @@ class Core:
     snapshots: SnapshotActor
     auth: AuthState
     authenticator: Authenticator
+    services: RestServices
     admin_token: str | None = None  # set when this start created the first admin token
     xds_port: int | None = None
+
+
+def _services(
+    settings: Settings,
+    repo: Repository,
+    state: ConfigState,
+    actor: ConfigActor,
+    auth: AuthState,
+    authenticator: Authenticator,
+    hub: Hub,
+    xds_port: Callable[[], int | None],
+) -> RestServices:
+    """Every service, each given only what it uses."""
+    tokens = TokenService(auth, actor, authenticator)
+    return RestServices(
+        resources=ResourceService(state, actor),
+        tokens=tokens,
+        teams=TeamService(auth, actor),
+        audit=AuditService(repo),
+        dataplanes=DataPlaneService(hub, tokens, settings, xds_port),
+        authenticator=authenticator,
+    )
 
 
 @asynccontextmanager
@@ -64,8 +92,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         state = await load_state(repo)
         auth = await load_auth(repo)
         state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
-        actor = ConfigActor(repo, state, settings.mailbox_size, validate=translate_resource)
-        actor.auth = auth
+        actor = ConfigActor(
+            repo, state, auth, validate=translate_resource, mailbox_size=settings.mailbox_size
+        )
         authenticator = Authenticator(auth, default_rate_per_minute=settings.rate_limit_per_minute)
         readiness = Readiness()
         readiness.set("storage", True)
@@ -73,7 +102,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         hub = Hub()
         auth.token_listeners.append(hub.wake_all)
         snapshots = SnapshotActor(
-            SnapshotBuilder(translate_resource), hub, settings.snapshot_debounce_seconds
+            SnapshotBuilder(translate_resource), hub.publish, settings.snapshot_debounce_seconds
         )
         snapshots.build_initial(state)
         readiness.set("snapshot", True)
@@ -85,17 +114,28 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             admin_token = await ensure_admin(actor)
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
-            yield Core(settings, repo, state, actor, readiness, hub, snapshots, auth,
-                       authenticator, admin_token)  # fmt: skip
+            core: Core | None = None
+            services = _services(settings, repo, state, actor, auth, authenticator, hub,
+                                 lambda: core.xds_port if core else None)  # fmt: skip
+            core = Core(settings, repo, state, actor, readiness, hub, snapshots, auth,
+                        authenticator, services, admin_token)  # fmt: skip
+            yield core
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await repo.aclose()
 
 
+def quart_app(core: Core) -> QuartTrio:
+    """The quart-trio application alone (every route, no fast path)."""
+    return create_app(
+        core.services, core.readiness, core.repo.ping, max_body_bytes=core.settings.max_body_bytes
+    )
+
+
 def make_app(core: Core) -> FastReads:
     """The ASGI app: the read fast path in front of the quart-trio application."""
-    return FastReads(create_app(core), core.state, core.authenticator)  # type: ignore[arg-type]
+    return FastReads(quart_app(core), core.services.resources, core.authenticator)  # type: ignore[arg-type]
 
 
 async def serve_api(

@@ -1,26 +1,17 @@
-"""Tokens, teams and signing keys: their in-memory state and the config-actor transactions that
-change them (each commits with its audit row, like every other write).
-
-Tokens are JWTs signed with an Ed25519 key (EdDSA) generated at first start and kept in the
-database; the header's `kid` names the key, so keys can be rotated. Only the token's id (`jti`)
-is meaningful: scopes, teams, status and expiry are read from the stored record on every request,
-so revocation, expiry and scope changes take effect on the next request.
+"""The config-actor transactions that change tokens, teams and signing keys (each commits with
+its audit row, like every other write). The state they change is `flowplane.auth.keys.AuthState`.
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from flowplane.actors.config import ConfigActor, MemoryTxn, Txn, TxnPlan, audit_row
+from flowplane.actors.config import MemoryTxn, PlanContext, Txn, TxnPlan
+from flowplane.auth.audit import audit_row
+from flowplane.auth.keys import SigningKey, load_auth
 from flowplane.domain.auth import (
     SYSTEM,
     Principal,
@@ -35,90 +26,6 @@ from flowplane.domain.auth import (
 from flowplane.domain.common import parse
 from flowplane.errors import BadRequest, Conflict, Forbidden, NotFound
 from flowplane.storage.base import DeleteRow, Repository, Row, Write
-
-ISSUER = "flowplane"
-ALGORITHM = "EdDSA"
-
-
-@dataclass
-class SigningKey:
-    kid: str
-    private: Ed25519PrivateKey
-    public: Ed25519PublicKey
-    created_at: datetime
-    active: bool
-
-    @classmethod
-    def generate(cls) -> SigningKey:
-        private = Ed25519PrivateKey.generate()
-        return cls(f"k-{secrets.token_hex(6)}", private, private.public_key(), datetime.now(UTC),
-                   True)  # fmt: skip
-
-    def row(self) -> Row:
-        return Row(
-            "signing_keys",
-            self.kid,
-            {
-                "algorithm": ALGORITHM,
-                "private_pem": self.private.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ).decode(),
-                "public_pem": self.public.public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                ).decode(),
-                "created_at": self.created_at,
-                "active": int(self.active),
-            },
-        )
-
-    @classmethod
-    def from_row(cls, r: dict[str, Any]) -> SigningKey:
-        private = serialization.load_pem_private_key(r["private_pem"].encode(), password=None)
-        assert isinstance(private, Ed25519PrivateKey)
-        return cls(r["kid"], private, private.public_key(),
-                   datetime.fromisoformat(r["created_at"]), bool(r["active"]))  # fmt: skip
-
-
-@dataclass
-class AuthState:
-    """Tokens, teams and keys in memory; changed only by config-actor transactions."""
-
-    tokens: dict[str, TokenRecord] = field(default_factory=dict)
-    teams: dict[str, TeamRecord] = field(default_factory=dict)
-    keys: dict[str, SigningKey] = field(default_factory=dict)
-    token_listeners: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def active_key(self) -> SigningKey:
-        return max((k for k in self.keys.values() if k.active), key=lambda k: k.created_at)
-
-    def sign(self, record: TokenRecord) -> str:
-        key = self.active_key
-        claims: dict[str, Any] = {
-            "jti": record.id,
-            "sub": record.name,
-            "iss": ISSUER,
-            "iat": int(record.created_at.timestamp()),
-        }
-        if record.expires_at is not None:
-            claims["exp"] = int(record.expires_at.timestamp())
-        return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
-
-
-async def load_auth(repo: Repository) -> AuthState:
-    state = AuthState()
-    for r in await repo.load_rows("signing_keys"):
-        key = SigningKey.from_row(r)
-        state.keys[key.kid] = key
-    for r in await repo.load_rows("tokens"):
-        tok = TokenRecord.from_row(r)
-        state.tokens[tok.id] = tok
-    for r in await repo.load_rows("teams"):
-        team = TeamRecord.from_row(r)
-        state.teams[team.name] = team
-    return state
 
 
 def _no_escalation(principal: Principal, scopes: frozenset[str], teams: frozenset[str]) -> None:
@@ -139,8 +46,8 @@ def visible_token(principal: Principal, tok: TokenRecord) -> bool:
 
 
 class EnsureSigningKey(Txn):
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        auth: AuthState = actor.auth
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        auth = ctx.auth
         if any(k.active for k in auth.keys.values()):
             return TxnPlan([], lambda: None)
         key = SigningKey.generate()
@@ -157,8 +64,8 @@ class CreateToken(Txn):
         super().__init__()
         self.body, self.principal, self.replaces = body, principal, replaces
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        auth: AuthState = actor.auth
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        auth = ctx.auth
         spec = parse(TokenCreate, self.body, "token")
         scopes = token_scopes(spec.role, spec.scopes)
         teams = frozenset(spec.teams or ())
@@ -207,8 +114,8 @@ class ChangeToken(Txn):
         self.token_id, self.body, self.principal = token_id, body, principal
         self.revoke = revoke
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        auth: AuthState = actor.auth
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        auth = ctx.auth
         old = auth.tokens.get(self.token_id)
         if old is None or not visible_token(self.principal, old):
             raise NotFound(f"token {self.token_id!r} does not exist")
@@ -258,9 +165,9 @@ class ChangeTeam(Txn):
         self.name, self.body, self.principal = name, body, principal
         self.create, self.delete = create, delete
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        auth: AuthState = actor.auth
-        cfg = actor.state
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        auth = ctx.auth
+        cfg = ctx.state
         now = datetime.now(UTC)
         if self.create:
             spec = parse(TeamSpec, self.body, "team")
@@ -323,7 +230,7 @@ class RecordAudit(Txn):
         super().__init__()
         self.rows = rows
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
+    def plan(self, ctx: PlanContext) -> TxnPlan:
         return TxnPlan(list(self.rows), lambda: None)
 
 
@@ -331,9 +238,9 @@ class ReloadTokens(MemoryTxn):
     """Add tokens (and keys) that exist in the database but not in memory. Runs inside the
     actor so it cannot interleave with a token change."""
 
-    async def run(self, actor: ConfigActor) -> None:
-        fresh = await load_auth(actor.repo)
-        auth: AuthState = actor.auth
+    async def run(self, ctx: PlanContext, repo: Repository) -> None:
+        fresh = await load_auth(repo)
+        auth = ctx.auth
         for kid, key in fresh.keys.items():
             auth.keys.setdefault(kid, key)
         for tid, tok in fresh.tokens.items():

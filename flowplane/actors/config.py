@@ -1,27 +1,35 @@
-"""The config actor: the single writer of configuration.
+"""The config actor: the single writer of configuration (and of tokens, teams and keys).
 
-REST handlers (and later the Platform API) send it a `Command` over its bounded mailbox and await
-the reply. For each command it plans the change against the in-memory state, persists it in one
+Services send it a `Txn` over its bounded mailbox and await the reply. For each command it plans
+the change against a read-only `PlanContext` (the committed in-memory state), persists it in one
 transaction, applies it to memory, announces it to subscribers (the snapshot builder) and only
 then replies. Persist first, then announce — never the other way round.
+
+Supervision (one rule for every actor, README "Architecture"): an unexpected exception while
+handling a command is a bug. It is logged with the command that caused it, counted in
+`flowplane_actor_failures_total{actor="config"}`, and answered to that caller as a 500; nothing
+of the command was applied (a plan is applied to memory only after its transaction committed),
+and the actor keeps serving the next command.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import trio
 from pydantic import BaseModel
 
+from flowplane.auth.audit import audit_row
+from flowplane.auth.keys import AuthState
 from flowplane.domain.auth import SYSTEM, Principal
-from flowplane.domain.resources import Kind, StoredResource, parse_spec
+from flowplane.domain.resources import Kind, Ref, StoredResource, parse_spec
 from flowplane.domain.state import ConfigState, Plan
 from flowplane.errors import FlowplaneError, Internal, StorageError
-from flowplane.storage.base import AuditRow, Delete, Repository, ResourceRow, Upsert, Write
+from flowplane.observability import metrics
+from flowplane.storage.base import Delete, Repository, ResourceRow, Upsert, Write
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,20 @@ class TxnPlan:
     undo: Callable[[], None] | None = None  # exact inverse of `apply` (enables group commit)
 
 
+Validate = Callable[[Kind, BaseModel], object]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """What a transaction plans against: the committed configuration and auth state, and the
+    extra validation every stored resource must pass. Read it; never change it — a plan's
+    changes happen in `TxnPlan.apply`, once its writes have committed."""
+
+    state: ConfigState
+    auth: AuthState
+    validate: Validate | None = None
+
+
 class Txn:
     """A command for the config actor. `plan` runs inside the actor (the single writer), so it
     sees a state no other writer can change before the plan commits."""
@@ -61,8 +83,12 @@ class Txn:
         self._done = trio.Event()
         self._result = None
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
+    def plan(self, ctx: PlanContext) -> TxnPlan:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """What this command is, for logs (never secrets or whole bodies)."""
+        return type(self).__name__
 
     def resolve(self, result: Any) -> None:
         self._result = result
@@ -79,7 +105,7 @@ class MemoryTxn(Txn):
     """A command that changes only memory but needs I/O to do it (e.g. reloading tokens another
     process wrote). It runs inside the actor, so it cannot interleave with a change."""
 
-    async def run(self, actor: ConfigActor) -> None:
+    async def run(self, ctx: PlanContext, repo: Repository) -> None:
         raise NotImplementedError
 
 
@@ -100,8 +126,11 @@ class Command(Txn):
         self.op, self.kind, self.name, self.body = op, kind, name, body
         self.if_match, self.source, self.principal = if_match, source, principal
 
-    def plan(self, actor: ConfigActor) -> TxnPlan:
-        s, p = actor.state, self.principal
+    def describe(self) -> str:
+        return f"{self.op} {self.kind.label} {self.name or '(new)'} by {self.principal.name}"
+
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        s, p = ctx.state, self.principal
         if self.op == "create":
             plan = s.plan_create(self.kind, self.body, self.source, principal=p)
         else:
@@ -112,8 +141,8 @@ class Command(Txn):
                 plan = s.plan_patch(self.kind, self.name, self.body, self.if_match, principal=p)
             else:
                 plan = s.plan_delete(self.kind, self.name, self.if_match, principal=p)
-        if plan.after is not None and actor.validate is not None:
-            actor.validate(plan.kind, plan.after.model)
+        if plan.after is not None and ctx.validate is not None:
+            ctx.validate(plan.kind, plan.after.model)
         writes: list[Write] = (
             [Upsert(row_of(plan.after))]
             if plan.after is not None
@@ -141,27 +170,20 @@ class Command(Txn):
         )
 
 
-def audit_row(
-    principal: Principal,
-    action: str,
-    resource_type: str,
-    name: str | None,
-    team: str | None,
-    before: Any = None,
-    after: Any = None,
-) -> AuditRow:
-    return AuditRow(
-        time=datetime.now(UTC),
-        actor_id=principal.token_id,
-        actor_name=principal.name,
-        action=action,
-        resource_type=resource_type,
-        resource_name=name,
-        team=team,
-        before=before,
-        after=after,
-        client_address=principal.client_address,
-    )
+class Protect(Txn):
+    """Mark resources as not deletable, with the reason a delete is refused (409). Only memory
+    changes (protection is start-up policy, re-applied at every start), but it goes through the
+    actor like every other change, so it cannot interleave with a command being planned."""
+
+    def __init__(self, reasons: Mapping[Ref, str]) -> None:
+        super().__init__()
+        self.reasons = dict(reasons)
+
+    def describe(self) -> str:
+        return "protect " + ", ".join(str(r) for r in self.reasons)
+
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        return TxnPlan([], lambda: ctx.state.protected.update(self.reasons))
 
 
 def row_of(res: StoredResource) -> ResourceRow:
@@ -216,18 +238,26 @@ class ConfigActor:
         self,
         repo: Repository,
         state: ConfigState,
+        auth: AuthState,
+        validate: Validate | None = None,
+        *,
         mailbox_size: int = 256,
-        validate: Callable[[Kind, BaseModel], object] | None = None,
     ) -> None:
         self.repo = repo
-        self.state = state
-        # Extra validation of a resource about to be stored (the app passes the xDS translator,
-        # so nothing is stored that could not be served); raises FlowplaneError to refuse.
-        self.validate = validate
+        # `validate`: extra validation of a resource about to be stored (the app passes the xDS
+        # translator, so nothing is stored that could not be served); raises to refuse.
+        self.context = PlanContext(state, auth, validate)
         self.mailbox_size = mailbox_size
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Txn] | None = None
-        self.auth: Any = None  # flowplane.actors.auth.AuthState, set by the composition root
+
+    @property
+    def state(self) -> ConfigState:
+        return self.context.state
+
+    @property
+    def auth(self) -> AuthState:
+        return self.context.auth
 
     def subscribe(self, channel: trio.MemorySendChannel[ConfigChange]) -> None:
         """Every committed change is sent to `channel` (awaited: a full channel applies
@@ -280,13 +310,12 @@ class ConfigActor:
         planned: list[tuple[Txn, TxnPlan]] = []
         for cmd in cmds:
             try:
-                txn = cmd.plan(self)
+                txn = cmd.plan(self.context)
             except FlowplaneError as err:
                 cmd.resolve(err)
                 continue
             except Exception as err:
-                log.exception("config actor failed on %s", type(cmd).__name__)
-                cmd.resolve(Internal(f"internal error: {type(err).__name__}"))
+                cmd.resolve(_bug(cmd, err))
                 continue
             assert txn.undo is not None
             txn.apply()
@@ -304,7 +333,11 @@ class ConfigActor:
                 else Internal(f"internal error: {type(err).__name__}")
             )
             if not isinstance(err, FlowplaneError):
-                log.exception("config actor failed to commit %d changes", len(planned))
+                metrics.ACTOR_FAILURES.labels("config").inc()
+                log.exception(
+                    "config actor failed to commit %d changes: %s",
+                    len(planned), "; ".join(c.describe() for c, _ in planned),
+                )  # fmt: skip
             for cmd, _ in planned:
                 cmd.resolve(failure)
             return
@@ -324,20 +357,28 @@ class ConfigActor:
     async def _handle(self, cmd: Txn) -> None:
         if isinstance(cmd, MemoryTxn):
             try:
-                await cmd.run(self)
+                await cmd.run(self.context, self.repo)
             except FlowplaneError as err:
                 cmd.resolve(err)
+            except Exception as err:
+                cmd.resolve(_bug(cmd, err))
             else:
                 cmd.resolve(None)
             return
         try:
-            txn = cmd.plan(self)
+            txn = cmd.plan(self.context)
             await self.repo.write(txn.writes)
         except FlowplaneError as err:
             cmd.resolve(err)
             return
         except Exception as err:  # a bug: report it to the caller, keep the actor alive
-            log.exception("config actor failed on %s", type(cmd).__name__)
-            cmd.resolve(Internal(f"internal error: {type(err).__name__}"))
+            cmd.resolve(_bug(cmd, err))
             return
         await self._publish(cmd, txn)
+
+
+def _bug(cmd: Txn, err: Exception) -> Internal:
+    """The supervision rule: log the command that hit a bug, count it, answer a 500."""
+    metrics.ACTOR_FAILURES.labels("config").inc()
+    log.error("config actor failed on %s", cmd.describe(), exc_info=err)
+    return Internal(f"internal error: {type(err).__name__}")

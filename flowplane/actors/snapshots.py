@@ -2,31 +2,44 @@
 
 It consumes the config actor's `ConfigChange` events, coalesces a burst (every change that
 arrives within `debounce_seconds` of the first goes into one build), lets the sans-I/O
-`SnapshotBuilder` re-encode only what changed, and publishes the result to the hub, which wakes
-the stream actors. The first snapshot is built from the whole stored state at start-up.
+`SnapshotBuilder` re-encode only what changed, and publishes the result through `publish` (the
+xDS edge's hub, which wakes the stream actors). The first snapshot is built from the whole stored
+state at start-up.
+
+Supervision: a batch the builder refuses (a `FlowplaneError`, which means a bug, since the config
+actor validates with the same rules) or that raises anything else is logged with its serial and
+the resources it touched, and counted (`flowplane_snapshot_failures_total`, and for unexpected
+exceptions `flowplane_actor_failures_total{actor="snapshot"}`); the builder is left unchanged, the
+previous snapshot stays published (xds rule 16) and the actor keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import trio
 
 from flowplane.actors.config import ConfigChange
 from flowplane.domain.state import ConfigState
 from flowplane.errors import FlowplaneError
-from flowplane.grpc.hub import Hub
 from flowplane.observability import metrics
 from flowplane.xds.builder import Change, SnapshotBuilder
+from flowplane.xds.snapshot import Snapshot
+
+Publish = Callable[[Snapshot], None]
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotActor:
-    def __init__(self, builder: SnapshotBuilder, hub: Hub, debounce_seconds: float = 0.005):
+    def __init__(
+        self, builder: SnapshotBuilder, publish: Publish, debounce_seconds: float = 0.005
+    ) -> None:
         self.builder = builder
-        self.hub = hub
+        self.publish = publish
+        self.current: Snapshot | None = None  # the last snapshot published
         self.debounce_seconds = debounce_seconds
         self.last_serial = 0
         self._progress = trio.Event()
@@ -41,8 +54,9 @@ class SnapshotActor:
         t0 = time.perf_counter()
         snap = self.builder.apply(changes)
         metrics.SNAPSHOT_BUILD_SECONDS.observe(time.perf_counter() - t0)
-        if snap is not self.hub.snapshot:
-            self.hub.publish(snap)
+        if snap is not self.current:
+            self.current = snap
+            self.publish(snap)
             metrics.SNAPSHOTS.inc()
 
     async def run(
@@ -71,7 +85,14 @@ class SnapshotActor:
                     # The config actor validates every change against the same rules, so this
                     # means a bug; the previous snapshot stays published (xds rule 16).
                     metrics.SNAPSHOT_FAILURES.inc()
-                    log.error("snapshot not published (serial %s): %s", serial, err.message)
+                    log.error(
+                        "snapshot not published (serial %s, %s): %s",
+                        serial, _touched(batch), err.message,
+                    )  # fmt: skip
+                except Exception:
+                    metrics.SNAPSHOT_FAILURES.inc()
+                    metrics.ACTOR_FAILURES.labels("snapshot").inc()
+                    log.exception("snapshot not published (serial %s, %s)", serial, _touched(batch))
                 self.last_serial = serial
                 self._progress.set()
                 self._progress = trio.Event()
@@ -81,3 +102,9 @@ class SnapshotActor:
         snapshot (tests and tools use it instead of sleeping)."""
         while self.last_serial < serial:
             await self._progress.wait()
+
+
+def _touched(batch: list[Change], most: int = 10) -> str:
+    names = [f"{kind.label} {name!r}" for kind, name, _ in batch[:most]]
+    more = f" and {len(batch) - most} more" if len(batch) > most else ""
+    return ", ".join(names) + more

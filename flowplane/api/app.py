@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from flowplane.api.native import native_blueprint
 from flowplane.api.openapi import FlowplaneOpenAPI
 from flowplane.api.schemas import HealthOut
 from flowplane.api.security import security_blueprint
+from flowplane.auth.authenticator import Authenticator
 from flowplane.errors import (
     BadRequest,
     FlowplaneError,
@@ -31,9 +33,10 @@ from flowplane.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-
-if TYPE_CHECKING:
-    from flowplane.app import Core
+from flowplane.services.audit import AuditService
+from flowplane.services.dataplanes import DataPlaneService
+from flowplane.services.resources import ResourceService
+from flowplane.services.security import TeamService, TokenService
 
 log = logging.getLogger(__name__)
 SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
@@ -76,10 +79,27 @@ def _http_error(err: HTTPException) -> FlowplaneError:
     return Internal("internal error")
 
 
-def create_app(core: Core) -> QuartTrio:
-    repo, readiness = core.repo, core.readiness
+@dataclass(frozen=True, slots=True)
+class RestServices:
+    """What the REST edge calls: the services, and how to authenticate a request."""
+
+    resources: ResourceService
+    tokens: TokenService
+    teams: TeamService
+    audit: AuditService
+    dataplanes: DataPlaneService
+    authenticator: Authenticator
+
+
+def create_app(
+    services: RestServices,
+    readiness: Readiness,
+    ping_storage: Callable[[], Awaitable[None]],
+    *,
+    max_body_bytes: int,
+) -> QuartTrio:
     app = QuartTrio("flowplane")
-    app.config["MAX_CONTENT_LENGTH"] = core.settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/swagger-ui/static/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/swagger-ui/static/swagger-ui.css"
     QuartSchema(
@@ -95,7 +115,7 @@ def create_app(core: Core) -> QuartTrio:
         openapi_provider_class=FlowplaneOpenAPI,
     )  # fmt: skip
 
-    authenticator = core.authenticator
+    authenticator = services.authenticator
 
     @app.before_request
     async def _authorize() -> None:
@@ -141,7 +161,7 @@ def create_app(core: Core) -> QuartTrio:
     async def readyz() -> Response:
         """Storage reachable and the first snapshot built."""
         try:
-            await repo.ping()
+            await ping_storage()
             readiness.set("storage", True)
         except FlowplaneError:
             readiness.set("storage", False)
@@ -159,7 +179,7 @@ def create_app(core: Core) -> QuartTrio:
     async def swagger_static(filename: str) -> Any:
         return await send_from_directory(SWAGGER_DIR, filename)
 
-    app.register_blueprint(native_blueprint(core.state, core.actor))
-    app.register_blueprint(dataplanes_blueprint(core))
-    app.register_blueprint(security_blueprint(core))
+    app.register_blueprint(native_blueprint(services.resources))
+    app.register_blueprint(dataplanes_blueprint(services.dataplanes))
+    app.register_blueprint(security_blueprint(services.tokens, services.teams, services.audit))
     return app

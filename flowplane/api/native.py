@@ -1,6 +1,6 @@
 """The Native API (api.md "Native API"): CRUD for clusters, route configs and listeners.
 
-Writes go to the config actor; reads come straight from the committed in-memory state.
+Thin adapters over `flowplane.services.resources.ResourceService`: parse, call, render.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 from quart import Blueprint, Response, g, request
 from quart_schema import document_querystring, document_request, document_response, tag
 
-from flowplane.actors.config import Command, ConfigActor
 from flowplane.api.http import json_body, query
 from flowplane.api.schemas import ErrorOut, ListQuery, out_model, page_model
 from flowplane.domain.resources import Kind, StoredResource
-from flowplane.domain.state import ConfigState
+from flowplane.services.common import Window
+from flowplane.services.resources import ResourceService
 
 PATHS = {Kind.CLUSTER: "clusters", Kind.ROUTE_CONFIG: "route-configs", Kind.LISTENER: "listeners"}
 MERGE_PATCH = "application/merge-patch+json"
@@ -39,62 +39,47 @@ def _errors(view: View) -> View:
     return view
 
 
-def native_blueprint(state: ConfigState, actor: ConfigActor) -> Blueprint:
+def native_blueprint(resources: ResourceService) -> Blueprint:
     bp = Blueprint("native", __name__, url_prefix="/api/v1/native")
     for kind, path in PATHS.items():
-        _register(bp, kind, path, state, actor)
+        _register(bp, kind, path, resources)
     return bp
 
 
-def _register(bp: Blueprint, kind: Kind, path: str, state: ConfigState, actor: ConfigActor) -> None:
+def _register(bp: Blueprint, kind: Kind, path: str, resources: ResourceService) -> None:
     model, item = kind.model, out_model(kind)
     page = page_model(kind, item)
     label = kind.label
 
     async def list_(**_: Any) -> Response:
         q = query(ListQuery)
-        items = state.visible(kind, g.principal, team=q.team)
-        window = items[q.offset : q.offset + q.limit]
+        page = resources.list(g.principal, kind, Window(q.limit, q.offset), team=q.team)
         # Splice each resource's cached JSON instead of re-serialising it.
         body = b"".join(
             (
                 b'{"items":[',
-                b",".join(r.json_bytes for r in window),
-                f'],"total":{len(items)},"limit":{q.limit},"offset":{q.offset}}}'.encode(),
+                b",".join(r.json_bytes for r in page.items),
+                f'],"total":{page.total},"limit":{page.limit},"offset":{page.offset}}}'.encode(),
             )
         )
         return Response(body, content_type="application/json")
 
     async def create() -> Response:
-        body = await json_body()
-        res = await actor.submit(Command("create", kind, body=body, principal=g.principal))
-        assert res is not None
-        return _resource_response(res, 201)
+        return _resource_response(await resources.create(g.principal, kind, await json_body()), 201)
 
     async def get(name: str) -> Response:
-        return _resource_response(state.require(kind, name, g.principal))
+        return _resource_response(resources.get(g.principal, kind, name))
 
     async def put(name: str) -> Response:
-        body = await json_body()
-        cmd = Command(
-            "replace", kind, name, body, request.headers.get("If-Match"), principal=g.principal
-        )
-        res = await actor.submit(cmd)
-        assert res is not None
-        return _resource_response(res)
+        body, if_match = await json_body(), request.headers.get("If-Match")
+        return _resource_response(await resources.replace(g.principal, kind, name, body, if_match))
 
     async def patch(name: str) -> Response:
-        body = await json_body(MERGE_PATCH)
-        cmd = Command(
-            "patch", kind, name, body, request.headers.get("If-Match"), principal=g.principal
-        )
-        res = await actor.submit(cmd)
-        assert res is not None
-        return _resource_response(res)
+        body, if_match = await json_body(MERGE_PATCH), request.headers.get("If-Match")
+        return _resource_response(await resources.patch(g.principal, kind, name, body, if_match))
 
     async def delete(name: str) -> Response:
-        if_match = request.headers.get("If-Match")
-        await actor.submit(Command("delete", kind, name, if_match=if_match, principal=g.principal))
+        await resources.delete(g.principal, kind, name, request.headers.get("If-Match"))
         return Response(b"", status=204)
 
     docs: dict[str, tuple[View, str]] = {

@@ -6,8 +6,9 @@ from __future__ import annotations
 import trio
 import trio_asyncio
 
-from flowplane.actors.auth import CreateToken, EnsureSigningKey, load_auth
+from flowplane.actors.auth import CreateToken, EnsureSigningKey
 from flowplane.actors.config import ConfigActor, load_state
+from flowplane.auth.keys import load_auth
 from flowplane.domain.auth import SYSTEM
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
@@ -26,8 +27,7 @@ async def _create(
     repo = await open_repository(settings.database_url)
     try:
         await repo.migrate()
-        actor = ConfigActor(repo, await load_state(repo))
-        actor.auth = await load_auth(repo)
+        actor = ConfigActor(repo, await load_state(repo), await load_auth(repo))
         async with trio.open_nursery() as nursery:
             await nursery.start(actor.run)
             await actor.submit(EnsureSigningKey())

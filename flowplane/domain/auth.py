@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flowplane.domain.common import ApiModel, Name
+from flowplane.domain.common import ApiModel, Name, rfc3339
 
 RESOURCES = ("clusters", "routes", "listeners", "apis", "tokens", "teams", "audit", "nodes")
 SCOPES = frozenset(
@@ -240,7 +240,7 @@ class TeamRecord:
 
 
 def _ts(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if t is None else rfc3339(t)
 
 
 def _dt(v: str | datetime | None) -> datetime | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Annotated, Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import re2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,13 @@ from flowplane.errors import BadRequest, FieldProblem
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def rfc3339(
+    ts: datetime, timespec: Literal["seconds", "milliseconds", "microseconds"] = "seconds"
+) -> str:
+    """The one RFC 3339 formatter: UTC as `Z` (every time the API shows is UTC)."""
+    return ts.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 class ApiModel(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flowplane.domain.cluster import Cluster
-from flowplane.domain.common import parse
+from flowplane.domain.common import parse, rfc3339
 from flowplane.domain.listener import Listener
 from flowplane.domain.route import RouteConfig, clusters_of_vhosts
 
@@ -30,11 +30,21 @@ class Kind(enum.StrEnum):
     def label(self) -> str:
         return self.value.replace("_", " ")
 
+    def scope(self, action: str) -> str:
+        """The scope that reads (`action` "read") or writes ("write") resources of this kind."""
+        return f"{_SCOPE_RESOURCE[self]}:{action}"
+
 
 _MODELS: dict[Kind, type[BaseModel]] = {
     Kind.CLUSTER: Cluster,
     Kind.ROUTE_CONFIG: RouteConfig,
     Kind.LISTENER: Listener,
+}
+
+_SCOPE_RESOURCE: dict[Kind, str] = {
+    Kind.CLUSTER: "clusters",
+    Kind.ROUTE_CONFIG: "routes",
+    Kind.LISTENER: "listeners",
 }
 
 READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt")
@@ -111,11 +121,7 @@ class StoredResource:
             team=self.team,
             version=self.version,
             source=self.source,
-            createdAt=_rfc3339(self.created_at),
-            updatedAt=_rfc3339(self.updated_at),
+            createdAt=rfc3339(self.created_at, "microseconds"),
+            updatedAt=rfc3339(self.updated_at, "microseconds"),
         )
         return out
-
-
-def _rfc3339(ts: datetime) -> str:
-    return ts.isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -31,7 +31,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
-from flowplane.api.auth import Authenticator
+from flowplane.auth.authenticator import Authenticator
 from flowplane.errors import FlowplaneError, Forbidden, Unauthorized
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.observability import metrics

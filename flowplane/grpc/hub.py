@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,6 +44,11 @@ class StreamInfo:
     def node_id(self) -> str | None:
         return self.state.node_id
 
+    @property
+    def accepted(self) -> bool:
+        """A node: its first request was accepted and fixed the stream's scope."""
+        return self.scope is not None
+
     def note_rejection(self, rejection: Rejection) -> bool:
         """Record when `rejection` (the last of its type) was first seen; True if it is new."""
         seen = self.rejected_at.get(rejection.type_url)
@@ -64,6 +70,10 @@ class Hub:
         self.streams: dict[int, StreamInfo] = {}
         self._ids = itertools.count(1)
         self.published = 0
+
+    def connected(self) -> Iterable[StreamInfo]:
+        """Every registered stream (the nodes API's `NodeDirectory`)."""
+        return list(self.streams.values())
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -14,7 +14,7 @@ from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
-from flowplane.api.auth import Authenticator
+from flowplane.auth.authenticator import Authenticator
 from flowplane.grpc import loop as batched_loop
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
 from flowplane.grpc.hub import Hub

@@ -20,3 +20,8 @@ SNAPSHOT_FAILURES = Counter(
     "flowplane_snapshot_failures_total", "Change batches the snapshot builder refused"
 )
 CONFIG_CHANGES = Counter("flowplane_config_changes_total", "Committed configuration changes")
+ACTOR_FAILURES = Counter(
+    "flowplane_actor_failures_total",
+    "Unexpected exceptions (bugs) caught by an actor's supervision rule; the actor keeps serving",
+    ["actor"],
+)

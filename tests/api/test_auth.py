@@ -12,9 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowplane.api.app import create_app
 from flowplane.api.auth import PUBLIC, RULES
-from flowplane.app import Core, make_app
+from flowplane.app import Core, make_app, quart_app
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 
 N = "/api/v1/native"
@@ -35,7 +34,7 @@ def as_(client: httpx.AsyncClient, token: str) -> dict[str, str]:
 
 
 async def test_every_endpoint_has_an_authorisation_rule(core: Core) -> None:
-    app = create_app(core)
+    app = quart_app(core)
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
     missing = sorted(endpoints - set(RULES))
     assert not missing, f"endpoints without a rule in flowplane/api/auth.py RULES: {missing}"
@@ -45,7 +44,7 @@ async def test_every_endpoint_has_an_authorisation_rule(core: Core) -> None:
 
 
 async def test_every_api_endpoint_refuses_anonymous_requests(client: httpx.AsyncClient, core: Core) -> None:
-    app = create_app(core)
+    app = quart_app(core)
     anon = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(core)), base_url="http://x")
     async with anon:
         for rule in app.url_map.iter_rules():
@@ -278,7 +277,7 @@ async def test_audit_records_changes_token_events_and_failures(client: httpx.Asy
 
 
 async def test_token_last_use_is_recorded(client: httpx.AsyncClient, core: Core) -> None:
-    from flowplane.bootstrap_admin import _flush_last_used
+    from flowplane.services.startup import _flush_last_used
 
     tok = await new_token(client, role="platform-engineer")
     tid = jwt.decode(tok, options={"verify_signature": False})["jti"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from flowplane.api.app import create_app
-from flowplane.app import Core
+from flowplane.app import Core, quart_app
 from flowplane.testing.factories import cluster_body
 
 
@@ -13,7 +12,7 @@ async def test_fast_path_matches_quart(client: httpx.AsyncClient, core: Core) ->
     await client.post("/api/v1/native/clusters", json=cluster_body(http2=True))
     fast = await client.get("/api/v1/native/clusters/backend")
     quart = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(core)),
+        transport=httpx.ASGITransport(app=quart_app(core)),
         base_url="http://q",
         headers={"Authorization": client.headers["Authorization"]},
     )

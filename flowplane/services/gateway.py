@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flowplane.actors.config import Command, ConfigActor
+from flowplane.actors.config import Command, ConfigActor, Protect
 from flowplane.domain.resources import Kind, Ref
 from flowplane.settings import Settings, split_address
 
@@ -55,5 +55,6 @@ async def ensure_default_gateway(settings: Settings, actor: ConfigActor) -> None
     if state.get(Kind.LISTENER, LISTENER) is None:
         await actor.submit(Command("create", Kind.LISTENER, body=listener))
         log.info("created the default gateway listener %r on %s", LISTENER, listener["port"])
-    state.protected[Ref(Kind.ROUTE_CONFIG, ROUTES)] = WHY
-    state.protected[Ref(Kind.LISTENER, LISTENER)] = WHY
+    await actor.submit(
+        Protect({Ref(Kind.ROUTE_CONFIG, ROUTES): WHY, Ref(Kind.LISTENER, LISTENER): WHY})
+    )

@@ -1,4 +1,10 @@
-"""First start: a signing key and an admin token; and the background flush of auth activity."""
+"""First start: a signing key and an admin token; and the background flush of auth activity.
+
+Supervision: the flush loops are actors too. A failed flush (storage down, or a bug) is logged
+with what it was writing and counted in `flowplane_actor_failures_total{actor="auth-flush"}`;
+the loop keeps running and the rows wait for the next round (last use) or are dropped after
+being logged (failed authentications, which are also in the log).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ import trio
 
 from flowplane.actors.auth import CreateToken, EnsureSigningKey, RecordAudit, ReloadTokens
 from flowplane.actors.config import ConfigActor
-from flowplane.api.auth import Authenticator
+from flowplane.auth.authenticator import Authenticator
 from flowplane.domain.auth import SYSTEM
+from flowplane.observability import metrics
 from flowplane.storage.base import UpdateRow, Write
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,12 @@ async def ensure_admin(actor: ConfigActor) -> str | None:
     return token
 
 
+RELOAD_EVERY_SECONDS = 1.0
+"""Token reloads from the database at most this often (a flood of unknown ids costs one)."""
+FAILURE_BATCH_SECONDS = 0.05
+"""Failed authentications arriving within this window are written in one transaction."""
+
+
 async def flush_auth_activity(
     actor: ConfigActor, authenticator: Authenticator, *, interval: float = 30.0
 ) -> None:
@@ -53,41 +66,46 @@ async def flush_auth_activity(
             await _flush_last_used(actor, authenticator)
 
 
+def _failed(what: str) -> None:
+    metrics.ACTOR_FAILURES.labels("auth-flush").inc()
+    log.exception("could not %s", what)
+
+
 async def _reload_tokens(actor: ConfigActor, authenticator: Authenticator) -> None:
     """Pick up tokens another process (the CLI) wrote to the database; at most once a second."""
     while True:
-        await authenticator.reload_requested.wait()
-        authenticator.reload_requested = trio.Event()
+        await authenticator.wait_reload_request()
         try:
             await actor.submit(ReloadTokens())
         except Exception:
-            log.exception("could not reload tokens")
-        await trio.sleep(1.0)
+            _failed("reload tokens")
+        await trio.sleep(RELOAD_EVERY_SECONDS)
 
 
 async def _flush_failures(actor: ConfigActor, authenticator: Authenticator) -> None:
     while True:
-        await authenticator.failures_ready.wait()
-        await trio.sleep(0.05)  # gather a burst into one transaction
+        await authenticator.wait_failures()
+        await trio.sleep(FAILURE_BATCH_SECONDS)  # gather a burst into one transaction
         rows = authenticator.take_failures()
         if rows:
             try:
                 await actor.submit(RecordAudit(list(rows)))
             except Exception:
-                log.exception("could not record %d failed authentications", len(rows))
+                _failed(f"record {len(rows)} failed authentications")
 
 
 async def _flush_last_used(actor: ConfigActor, authenticator: Authenticator) -> None:
-    used, authenticator.last_used = authenticator.last_used, {}
-    rows: list[Write] = []
-    for jti, when in used.items():
-        tok = actor.auth.tokens.get(jti)
-        if tok is not None:
-            rows.append(UpdateRow("tokens", jti, {"last_used_at": when}))
-    if rows:
-        try:
-            await actor.submit(RecordAudit(rows))
-        except Exception:
-            log.exception("could not record token last use")
-        for jti, when in used.items():  # keep showing them until the next flush
-            authenticator.last_used.setdefault(jti, when)
+    used = authenticator.take_last_used()
+    rows: list[Write] = [
+        UpdateRow("tokens", jti, {"last_used_at": when})
+        for jti, when in used.items()
+        if jti in actor.auth.tokens
+    ]
+    if not rows:
+        return
+    try:
+        await actor.submit(RecordAudit(rows))
+    except Exception:
+        _failed("record token last use")  # not marked: the next round tries again
+    else:
+        authenticator.mark_flushed(used)

@@ -1,0 +1,68 @@
+"""Clusters, route configurations and listeners (api.md "Native API"): list, get, create,
+replace, merge-patch, delete — with the caller's scopes and teams applied.
+
+Reads come from the committed in-memory state (synchronous: no I/O, microseconds); writes are
+commands to the config actor, which validates them against the same state, persists them with
+their audit row in one transaction, and only then makes them visible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowplane.actors.config import Command, ConfigActor
+from flowplane.domain.auth import Principal
+from flowplane.domain.resources import Kind, StoredResource
+from flowplane.domain.state import ConfigState
+from flowplane.services.common import Page, Window, require_scope
+
+
+class ResourceService:
+    def __init__(self, state: ConfigState, actor: ConfigActor) -> None:
+        self._state = state
+        self._actor = actor
+
+    # -- reads ----------------------------------------------------------------------------
+    def list(
+        self, caller: Principal, kind: Kind, window: Window, *, team: str | None = None
+    ) -> Page[StoredResource]:
+        """What `caller` may read of `kind` (optionally of one team), sorted by name."""
+        require_scope(caller, kind.scope("read"))
+        return Page.of(self._state.visible(kind, caller, team=team), window)
+
+    def get(self, caller: Principal, kind: Kind, name: str) -> StoredResource:
+        """One resource; 404 when missing or of a team `caller` cannot read (no leak)."""
+        require_scope(caller, kind.scope("read"))
+        return self._state.require(kind, name, caller)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def create(self, caller: Principal, kind: Kind, body: Any) -> StoredResource:
+        return await self._write(caller, Command("create", kind, body=body, principal=caller))
+
+    async def replace(
+        self, caller: Principal, kind: Kind, name: str, body: Any, if_match: str | None = None
+    ) -> StoredResource:
+        return await self._write(
+            caller, Command("replace", kind, name, body, if_match, principal=caller)
+        )
+
+    async def patch(
+        self, caller: Principal, kind: Kind, name: str, patch: Any, if_match: str | None = None
+    ) -> StoredResource:
+        """RFC 7386 merge patch of the stored JSON."""
+        return await self._write(
+            caller, Command("patch", kind, name, patch, if_match, principal=caller)
+        )
+
+    async def delete(
+        self, caller: Principal, kind: Kind, name: str, if_match: str | None = None
+    ) -> None:
+        """409 while referenced or protected; 412 when `if_match` is stale."""
+        await self._write(
+            caller, Command("delete", kind, name, if_match=if_match, principal=caller)
+        )
+
+    async def _write(self, caller: Principal, cmd: Command) -> StoredResource:
+        require_scope(caller, cmd.kind.scope("write"))
+        res: StoredResource = await self._actor.submit(cmd)
+        return res
