@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,8 +23,6 @@ from flowplane.xds.bootstrap import XdsTls, ads_bootstrap
 if TYPE_CHECKING:
     from flowplane.app import Core
 
-_TEAM_IN_ID = re.compile(r"^team=([^/]+)/")
-
 
 class BootstrapQuery(_Out):
     format: Literal["yaml", "json"] = "yaml"
@@ -44,10 +41,6 @@ def _ts(t: datetime) -> str:
 
 def node_json(info: StreamInfo) -> dict[str, Any]:
     node_id = info.node_id
-    team = info.node_metadata.get("team")
-    if team is None and node_id:
-        m = _TEAM_IN_ID.match(node_id)
-        team = m.group(1) if m else None
     resources = {}
     for type_url, st in info.state.status().items():
         rej = st.last_rejection
@@ -66,7 +59,7 @@ def node_json(info: StreamInfo) -> dict[str, Any]:
         }
     return {
         "id": node_id,
-        "team": team,
+        "team": info.team,  # as xDS scoping decided it, identity included
         "address": info.address,
         "connectedSince": _ts(info.connected_since),
         "protocol": info.protocol,
