@@ -55,6 +55,10 @@ class TxnPlan:
     result: Any = None
     changes: tuple[tuple[Kind, str, BaseModel | None], ...] = ()
     undo: Callable[[], None] | None = None  # exact inverse of `apply` (enables group commit)
+    # One (kind, action, source) per entry of `changes`: the labels it is counted under in
+    # flowplane_config_changes_total once committed (action create|update|delete, source the
+    # API path the change came through, native|platform).
+    counted: tuple[tuple[str, str, str], ...] = ()
 
 
 Validate = Callable[[Kind, BaseModel], object]
@@ -167,6 +171,7 @@ class Command(Txn):
             plan.after,
             ((plan.kind, plan.name, plan.after.model if plan.after else None),),
             undo=lambda: s.apply(Plan(plan.kind, plan.name, plan.after, plan.before)),
+            counted=((plan.kind.value, action, self.source),),
         )
 
 
@@ -345,8 +350,10 @@ class ConfigActor:
             await self._publish(cmd, txn)
 
     async def _publish(self, cmd: Txn, txn: TxnPlan) -> None:
-        """Make a committed change visible, announce it, answer the caller."""
+        """Make a committed change visible, count it, announce it, answer the caller."""
         txn.apply()
+        for labels in txn.counted:  # committed: a refused or failed command never gets here
+            metrics.CONFIG_CHANGES.labels(*labels).inc()
         if txn.changes:
             self.state.serial += 1
             change = ConfigChange(self.state.serial, txn.changes)

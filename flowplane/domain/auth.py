@@ -26,9 +26,10 @@ ROLES: dict[str, frozenset[str]] = {
     "platform-engineer": frozenset(
         _NATIVE | {"apis:read", "apis:write", "nodes:read", "audit:read", "teams:read"}
     ),
-    "api-developer": frozenset(
-        {"apis:read", "apis:write", "clusters:read", "listeners:read", "nodes:read"}
-    ),
+    # api.md: the Platform API only, own teams; the Native API is 403 (no clusters:, routes:,
+    # listeners:). nodes:read stays: it is not the Native API, and it is how an API developer
+    # sees whether their own team's Envoys accepted what their APIs produced.
+    "api-developer": frozenset({"apis:read", "apis:write", "nodes:read"}),
     "data-plane": frozenset({"xds:connect"}),
 }
 Role = Literal["admin", "platform-engineer", "api-developer", "data-plane"]

@@ -49,6 +49,14 @@ class StreamInfo:
         """A node: its first request was accepted and fixed the stream's scope."""
         return self.scope is not None
 
+    @property
+    def team(self) -> str | None:
+        """The node's team: the one `scope_from_node` decided when the scope was fixed (node
+        metadata, node id or the authenticated identity — certificate or data-plane token).
+        None before the first request and for a node without a team. Every reader of a node's
+        team (`GET /api/v1/nodes`) uses this, so what is listed is what xDS serves."""
+        return None if self.scope is None else self.scope.team
+
     def note_rejection(self, rejection: Rejection) -> bool:
         """Record when `rejection` (the last of its type) was first seen; True if it is new."""
         seen = self.rejected_at.get(rejection.type_url)

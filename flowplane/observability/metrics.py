@@ -19,7 +19,13 @@ SNAPSHOT_BUILD_SECONDS = Histogram(
 SNAPSHOT_FAILURES = Counter(
     "flowplane_snapshot_failures_total", "Change batches the snapshot builder refused"
 )
-CONFIG_CHANGES = Counter("flowplane_config_changes_total", "Committed configuration changes")
+CONFIG_CHANGES = Counter(
+    "flowplane_config_changes_total",
+    "Committed configuration changes, by resource kind, action and the API path that made them",
+    # Low cardinality by design: kind cluster|route_config|listener, action
+    # create|update|delete, source native|platform. Never resource or team names.
+    ["kind", "action", "source"],
+)
 ACTOR_FAILURES = Counter(
     "flowplane_actor_failures_total",
     "Unexpected exceptions (bugs) caught by an actor's supervision rule; the actor keeps serving",

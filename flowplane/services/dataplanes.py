@@ -6,7 +6,6 @@ implements it), so nothing here depends on the gRPC edge.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from flowplane.services.security import TokenService
 from flowplane.settings import Settings
 from flowplane.xds.bootstrap import XdsTls, ads_bootstrap
 from flowplane.xds.sotw import TypeStatus
-
-_TEAM_IN_ID = re.compile(r"^team=([^/]+)/")
 
 
 class StreamStatus(Protocol):
@@ -41,13 +38,14 @@ class NodeStream(Protocol):
     @property
     def connected_since(self) -> datetime: ...
     @property
-    def node_metadata(self) -> Mapping[str, Any]: ...
-    @property
     def state(self) -> StreamStatus: ...
     @property
     def node_id(self) -> str | None: ...
     @property
     def accepted(self) -> bool: ...
+    @property
+    def team(self) -> str | None:
+        """The team xDS scoping decided for the node (one rule: `xds.scope.scope_from_node`)."""
 
     def rejection_time(self, type_url: str) -> datetime | None: ...
 
@@ -60,10 +58,6 @@ class NodeDirectory(Protocol):
 
 def node_json(info: NodeStream) -> dict[str, Any]:
     node_id = info.node_id
-    team = info.node_metadata.get("team")
-    if team is None and node_id:
-        m = _TEAM_IN_ID.match(node_id)
-        team = m.group(1) if m else None
     resources = {}
     for type_url, st in info.state.status().items():
         rej = st.last_rejection
@@ -84,7 +78,7 @@ def node_json(info: NodeStream) -> dict[str, Any]:
         }
     return {
         "id": node_id,
-        "team": team,
+        "team": info.team,
         "address": info.address,
         "connectedSince": rfc3339(info.connected_since, "milliseconds"),
         "protocol": info.protocol,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -131,8 +132,18 @@ class _Conn(Generic[ReqT, RespT]):
     Every method runs on the asyncio loop (the trio-side wrappers call them via aio_as_trio).
     """
 
-    def __init__(self, host: str, port: int, method: str, req: type[ReqT], resp: type[RespT]):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        req: type[ReqT],
+        resp: type[RespT],
+        metadata: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.host, self.port, self.method = host, port, method
+        self.metadata, self.tls = metadata, tls
         self.req_type, self.resp_type = req, resp
         self.channel: Channel | None = None
         self.stream: ClientStream[ReqT, RespT] | None = None
@@ -146,9 +157,13 @@ class _Conn(Generic[ReqT, RespT]):
         self._half_closed = False
 
     async def open(self) -> None:
-        self.channel = Channel(self.host, self.port)
+        self.channel = Channel(self.host, self.port, ssl=self.tls)
         stream: ClientStream[ReqT, RespT] = self.channel.request(
-            self.method, Cardinality.STREAM_STREAM, self.req_type, self.resp_type
+            self.method,
+            Cardinality.STREAM_STREAM,
+            self.req_type,
+            self.resp_type,
+            metadata=self.metadata,
         )
         self.stream = await stream.__aenter__()
         try:
@@ -482,8 +497,10 @@ async def _open(
     method: str,
     req: type[Any],
     resp: type[Any],
+    metadata: Mapping[str, str] | None,
+    tls: ssl.SSLContext | None,
 ) -> AsyncIterator[C]:
-    conn: _Conn[Any, Any] = _Conn(host, port, method, req, resp)
+    conn: _Conn[Any, Any] = _Conn(host, port, method, req, resp, metadata, tls)
     await trio_asyncio.aio_as_trio(conn.open)()
     try:
         yield make(conn)
@@ -503,15 +520,21 @@ def sotw_client(
     *,
     node_id: str | None = "conformance",
     node_metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> contextlib.AbstractAsyncContextManager[SotwClient]:
     """Open a SotW ADS stream to `host:port` (on the running trio-asyncio loop).
+
+    `metadata` is sent as the stream's gRPC request metadata (e.g. `{"authorization": "Bearer
+    <data-plane token>"}`); `tls` makes the connection TLS (with a client certificate for mTLS;
+    the context must offer ALPN "h2").
 
     On exit our side is ended cleanly (the server then ends the stream), the reader task is
     cancelled and awaited and the channel closed.
     """
     return _open(
         lambda conn: SotwClient(conn, node_id, node_metadata),
-        host, port, SOTW_METHOD, DiscoveryRequest, DiscoveryResponse,
+        host, port, SOTW_METHOD, DiscoveryRequest, DiscoveryResponse, metadata, tls,
     )  # fmt: skip
 
 
@@ -521,9 +544,11 @@ def delta_client(
     *,
     node_id: str | None = "conformance",
     node_metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> contextlib.AbstractAsyncContextManager[DeltaClient]:
     """Open a delta ADS stream to `host:port`; otherwise like `sotw_client`."""
     return _open(
         lambda conn: DeltaClient(conn, node_id, node_metadata),
-        host, port, DELTA_METHOD, DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+        host, port, DELTA_METHOD, DeltaDiscoveryRequest, DeltaDiscoveryResponse, metadata, tls,
     )  # fmt: skip

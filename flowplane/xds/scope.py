@@ -120,7 +120,8 @@ def scope_from_node(
     Keys read: `team` (str), `scope` ("team" | "allowlist" | "all"), `include_default` (bool),
     `listener_allowlist` (list of listener names). The team comes from metadata, else from a
     node id of the form `team=<team>/...`, else from `identity_team` (the team the edge
-    authenticated: client certificate or token).
+    authenticated: client certificate or token). The scope's `team` is the node's team wherever
+    it is shown (`StreamInfo.team`, `GET /api/v1/nodes`): this function alone decides it.
 
     A non-empty `listener_allowlist` beats the team (scope "allowlist"). Without any team the
     node sees everything — unless `auth_required`.

@@ -171,6 +171,24 @@ async def test_no_privilege_escalation_through_tokens(client: httpx.AsyncClient)
     assert r.status_code == 403
 
 
+async def test_api_developer_is_refused_the_native_api(client: httpx.AsyncClient) -> None:
+    """api.md "Teams, tokens, auth": `api-developer` (the Platform API only, own teams: Native
+    API -> 403). Issue 9: the role could read clusters and listeners. nodes:read is kept (not the
+    Native API; how an API developer sees whether their team's Envoys took their APIs)."""
+    assert (await client.post(f"{N}/clusters", json=cluster_body(team="a"))).status_code == 201
+    for teams in ({}, {"teams": ["a"]}):
+        body = {"name": "dev", "role": "api-developer", **teams}
+        r = await client.post("/api/v1/tokens", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["scopes"] == ["apis:read", "apis:write", "nodes:read"]
+        h = as_(client, r.json()["token"])
+        for path in ("clusters", "route-configs", "listeners"):
+            for url in (f"{N}/{path}", f"{N}/{path}/backend"):
+                r = await client.get(url, headers=h)
+                assert r.status_code == 403 and r.json()["error"] == "forbidden", (teams, url)
+        assert (await client.get("/api/v1/nodes", headers=h)).status_code == 200
+
+
 # --- teams ----------------------------------------------------------------------------------
 
 

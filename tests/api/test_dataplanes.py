@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import re
+import ssl
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import trio
 import yaml
 
 from flowplane.app import make_app, open_core
 from flowplane.domain.resources import Kind
 from flowplane.settings import load_settings
+from flowplane.testing.adsclient import delta_client, sotw_client
+from flowplane.testing.certs import make_pki
 from flowplane.testing.envoy import validate_bootstrap
-from flowplane.testing.plane import admin_token
-from flowplane.xds.types import LISTENER_TYPE, ROUTE_TYPE
+from flowplane.testing.plane import admin_token, run_plane
+from flowplane.xds.types import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from tests.helpers import ok, plane_settings
 
 
 async def test_bootstrap_yaml_points_at_advertised_address(client: httpx.AsyncClient) -> None:
@@ -121,3 +129,79 @@ async def test_bootstrap_asks_envoy_for_the_configured_keepalive(
         async with httpx.AsyncClient(transport=t, base_url="http://x", headers=h) as c:
             doc = (await c.get("/api/v1/teams/a/bootstrap?format=json")).json()
     assert _keepalive(doc) == {"interval": "2.500s", "timeout": "0.750s"}
+
+
+# --- a node's team is the one xDS scoping decided (issue 9, bug 1) ---------------------------
+# api.md "Data planes": GET /api/v1/nodes lists each node's team, and a token bound to teams sees
+# only its teams' nodes. The team is what xDS scoping decided — from node metadata, the node id
+# *or the authenticated identity* — so a node whose team comes only from its data-plane token or
+# client certificate is listed with that team, not `null` (which hid it from its own team).
+
+
+async def _nodes_as_seen_by(api: httpx.AsyncClient, token: str | None = None) -> list[Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = await api.get("/api/v1/nodes", headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+
+
+async def _token(api: httpx.AsyncClient, **body: Any) -> str:
+    r = await api.post("/api/v1/tokens", json={"name": "t", **body})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]  # type: ignore[no-any-return]
+
+
+async def _assert_listed_as_team_a(api: httpx.AsyncClient, node_id: str) -> None:
+    (node,) = await _nodes_as_seen_by(api)  # admin
+    assert (node["id"], node["team"]) == (node_id, "a")
+    viewer_a = await _token(api, role="platform-engineer", teams=["a"])
+    viewer_b = await _token(api, role="platform-engineer", teams=["b"])
+    assert [n["id"] for n in await _nodes_as_seen_by(api, viewer_a)] == [node_id]
+    assert await _nodes_as_seen_by(api, viewer_b) == []
+    r = await api.get(f"/api/v1/nodes/{node_id}", headers={"Authorization": f"Bearer {viewer_a}"})
+    assert r.status_code == 200 and r.json()["team"] == "a"
+    r = await api.get(f"/api/v1/nodes/{node_id}", headers={"Authorization": f"Bearer {viewer_b}"})
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize("client_kind", [sotw_client, delta_client])
+async def test_node_team_from_data_plane_token(
+    db_url: str, client_kind: Callable[..., AbstractAsyncContextManager[Any]]
+) -> None:
+    """Token auth: the node id and metadata say nothing of a team; the token is bound to a."""
+    with trio.fail_after(30):
+        async with run_plane(plane_settings(db_url, xds_auth="token")) as plane:
+            api = plane.api
+            for team in ("a", "b"):
+                ok(await api.post("/api/v1/teams", json={"name": team}))
+            dp = await _token(api, role="data-plane", teams=["a"])
+            async with client_kind(
+                "127.0.0.1", plane.xds_port, node_id="dp-anonymous",
+                metadata={"authorization": f"Bearer {dp}"},
+            ) as c:  # fmt: skip
+                await c.send(CLUSTER_TYPE)
+                await c.recv()  # answered: the stream's scope (and team) is fixed
+                await _assert_listed_as_team_a(api, "dp-anonymous")
+
+
+async def test_node_team_from_mtls_certificate(db_url: str, tmp_path: Path) -> None:
+    """mTLS: the node id and metadata say nothing of a team; the client certificate names a."""
+    pki = make_pki(tmp_path / "pki", teams=("a",))
+    settings = plane_settings(
+        db_url, xds_tls_cert=str(pki.server_cert), xds_tls_key=str(pki.server_key),
+        xds_tls_client_ca=str(pki.ca_cert), xds_auth="mtls",
+    )  # fmt: skip
+    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+    tls.load_cert_chain(pki.client("a").cert, pki.client("a").key)
+    tls.set_alpn_protocols(["h2"])
+    with trio.fail_after(30):
+        async with run_plane(settings) as plane:
+            api = plane.api
+            for team in ("a", "b"):
+                ok(await api.post("/api/v1/teams", json={"name": team}))
+            async with sotw_client(
+                "127.0.0.1", plane.xds_port, node_id="dp-anonymous", tls=tls
+            ) as c:
+                await c.send(CLUSTER_TYPE)
+                await c.recv()
+                await _assert_listed_as_team_a(api, "dp-anonymous")
