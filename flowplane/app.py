@@ -23,6 +23,7 @@ from flowplane.api.fastpath import FastReads
 from flowplane.bootstrap_admin import ensure_admin, flush_auth_activity
 from flowplane.defaults import ensure_default_gateway
 from flowplane.domain.state import ConfigState
+from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub
 from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
@@ -132,6 +133,10 @@ async def run_server(
     """`flowplane serve`: run until SIGTERM/SIGINT, then shut down within the grace period."""
     check_api_tls(settings)
     xds_tls = xds_server_context(settings)
+    # XdsServer.start installs it too; here, before any nursery, a refusal (ConfigurationError:
+    # trio-asyncio is not the version the patch was written for) reaches the CLI as the one-line
+    # message of every other start-up error, and before the database is touched.
+    compat.install_batched_loop()
     # Thousands of long-lived streams make a large, stable heap: collect the young generation
     # less often (the default 700 allocations means a collection every few pushes per stream).
     gc.set_threshold(50_000, 20, 20)
