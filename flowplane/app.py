@@ -22,6 +22,7 @@ from flowplane.api.fastpath import FastReads
 from flowplane.auth.authenticator import Authenticator
 from flowplane.auth.keys import AuthState, load_auth
 from flowplane.domain.state import ConfigState
+from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub
 from flowplane.grpc.server import XdsServer
 from flowplane.services.audit import AuditService
@@ -172,6 +173,10 @@ async def run_server(
     """`flowplane serve`: run until SIGTERM/SIGINT, then shut down within the grace period."""
     check_api_tls(settings)
     xds_tls = xds_server_context(settings)
+    # XdsServer.start installs it too; here, before any nursery, a refusal (ConfigurationError:
+    # trio-asyncio is not the version the patch was written for) reaches the CLI as the one-line
+    # message of every other start-up error, and before the database is touched.
+    compat.install_batched_loop()
     # Thousands of long-lived streams make a large, stable heap: collect the young generation
     # less often (the default 700 allocations means a collection every few pushes per stream).
     gc.set_threshold(50_000, 20, 20)

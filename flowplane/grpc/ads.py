@@ -33,6 +33,7 @@ from grpclib.server import Stream
 
 from flowplane.auth.authenticator import Authenticator
 from flowplane.errors import FlowplaneError, Forbidden, Unauthorized
+from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
@@ -80,9 +81,8 @@ grpcio's default receive limit; Envoy's requests are far smaller (names and vers
 
 async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
     """grpclib's `Stream.recv_message`, refusing a message whose length prefix exceeds `limit`
-    before reading it (grpclib itself reads any size). Uses grpclib internals (pinned 0.4.9)."""
-    raw = stream._stream
-    meta = await raw.recv_data(5)
+    before reading it (grpclib itself reads any size; the raw reads go through `compat`)."""
+    meta = await compat.recv_request_bytes(stream, 5)
     if not meta:
         return None
     if meta[0]:
@@ -92,8 +92,8 @@ async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the {limit}-byte limit"
         )
-    data = await raw.recv_data(length)
-    return stream._recv_type.FromString(data)
+    data = await compat.recv_request_bytes(stream, length)
+    return compat.request_type(stream).FromString(data)
 
 
 def _san_team(cert: dict[str, Any] | None) -> str | None:

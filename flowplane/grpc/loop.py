@@ -9,9 +9,11 @@ asyncio runs every ready callback in one iteration; this does the same: after th
 original code takes, it runs the callbacks already queued (up to `BATCH`) without yielding, then
 returns to trio (so trio tasks still get their turn, and timers are still checked each round).
 
-Installed by `install()` (idempotent). Pinned to trio-asyncio 0.16.0: the replaced method is a
-copy of its `_main_loop_one` plus the drain; `tests/grpc/test_loop.py` checks ordering,
-timers and the asyncio invariants it relies on.
+Importing this module changes nothing: `flowplane.grpc.compat.install_batched_loop()` installs
+`main_loop_one` and `call_soon` into trio-asyncio's loop class when an xDS server starts, after
+checking that trio-asyncio is 0.16.0 (the replaced method is a copy of that version's
+`_main_loop_one` plus the drain). `tests/grpc/test_loop.py` checks ordering, timers and the
+asyncio invariants it relies on; `tests/grpc/test_compat.py` the trio-asyncio internals it reads.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from typing import Any
 
 import trio
 from sniffio import thread_local as sniffio_library
-from trio_asyncio import _base
 from trio_asyncio._handles import AsyncHandle
 
 BATCH = 256
-_installed = False
 
 
 async def _run_one(self: Any, obj: Any) -> None:
@@ -42,7 +42,8 @@ async def _run_one(self: Any, obj: Any) -> None:
             sniffio_library.name = prev_library
 
 
-async def _main_loop_one(self: Any, no_wait: bool = False) -> None:
+async def main_loop_one(self: Any, no_wait: bool = False) -> None:
+    """`BaseTrioEventLoop._main_loop_one` of trio-asyncio 0.16.0, then a drain of the queue."""
     obj = None
     if self._timers:
         timeout = self._timers[0]._when - self.time()
@@ -78,7 +79,9 @@ async def _main_loop_one(self: Any, no_wait: bool = False) -> None:
         await _run_one(self, obj)
 
 
-def _call_soon(self: Any, callback: Any, *args: Any, **context: Any) -> asyncio.Handle:
+def call_soon(self: Any, callback: Any, *args: Any, **context: Any) -> asyncio.Handle:
+    """`BaseTrioEventLoop.call_soon` of trio-asyncio 0.16.0, checking the callback in debug
+    mode only."""
     # asyncio checks that a callback is not a coroutine only in debug mode; trio-asyncio 0.16
     # checks always, and that check (inspect machinery) was ~12% of a push's CPU.
     if self._debug:
@@ -86,11 +89,3 @@ def _call_soon(self: Any, callback: Any, *args: Any, **context: Any) -> asyncio.
     handle = asyncio.Handle(callback, args, self, **context)
     self._queue_handle(handle)
     return handle
-
-
-def install() -> None:
-    global _installed
-    if not _installed:
-        _base.BaseTrioEventLoop._main_loop_one = _main_loop_one
-        _base.BaseTrioEventLoop.call_soon = _call_soon
-        _installed = True

@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import weakref
 from ssl import SSLContext
-from typing import Any
 
 import trio_asyncio
 from grpclib.config import Configuration
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server
 
 from flowplane.auth.authenticator import Authenticator
-from flowplane.grpc import loop as batched_loop
+from flowplane.grpc import compat
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
 from flowplane.grpc.hub import Hub
 
-batched_loop.install()
-
 log = logging.getLogger(__name__)
-
-
-class _Server(Server):
-    """grpclib's server, remembering its connections so stop() can close them (asyncio's
-    Server.close only stops listening; open HTTP/2 connections would otherwise leak)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self.protocols.add(protocol)
-        return protocol
-
-    def close_connections(self) -> None:
-        for protocol in list(self.protocols):
-            conn = getattr(protocol, "connection", None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn._transport.close()
 
 
 def keepalive_config(interval: float, timeout: float) -> Configuration:
@@ -54,13 +26,13 @@ def keepalive_config(interval: float, timeout: float) -> Configuration:
     for hours: an xDS stream is idle for as long as the configuration does not change, so the
     "without data" limits are lifted (no limit on PINGs in a row; spacing = the interval).
     """
-    return Configuration(
-        _keepalive_time=interval,
-        _keepalive_timeout=timeout,
-        _http2_max_pings_without_data=0,
+    return compat.keepalive_configuration(
+        time=interval,
+        timeout=timeout,
+        max_pings_without_data=0,
         # The check is "last PING sent less than this long ago -> skip"; half the interval
         # keeps a timer that fires a little early from skipping a round.
-        _http2_min_sent_ping_interval_without_data=interval / 2,
+        min_sent_ping_interval_without_data=interval / 2,
     )
 
 
@@ -81,23 +53,29 @@ class XdsServer:
         self.authenticator = authenticator
         self.loop = loop
         self.ssl = ssl
-        self._server: _Server | None = None
+        self._server: compat.ConnectionTrackingServer | None = None
 
     async def start(self, host: str, port: int) -> int:
-        """Bind and serve; returns the bound port (useful with port 0)."""
+        """Bind and serve; returns the bound port (useful with port 0).
+
+        First installs the batched trio-asyncio loop (flowplane/grpc/loop.py; process-wide,
+        idempotent): raises ConfigurationError, binding nothing, if trio-asyncio is not the
+        version that patch was written for.
+        """
+        compat.install_batched_loop()
         self.hub.bind_loop(self.loop)
 
         async def _start() -> int:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
             service = AdsService(self.hub, auth=self.auth, authenticator=self.authenticator)
-            server = _Server(
+            server = compat.ConnectionTrackingServer(
                 [service], codec=BytesPassthroughCodec(), config=keepalive_config(*self.keepalive)
             )
             # A deep accept queue: after a control-plane restart every Envoy reconnects at once
             # (xds rule 18); the kernel caps it at net.core.somaxconn.
             await server.start(host, port, reuse_address=True, ssl=self.ssl, backlog=4096)
             self._server = server
-            sockets: Any = getattr(server._server, "sockets", None) or ()
+            sockets = compat.bound_sockets(server)
             return int(sockets[0].getsockname()[1]) if sockets else port
 
         bound: int = await trio_asyncio.aio_as_trio(_start)()

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import trio
 import trio.lowlevel
 import trio_asyncio
 
+from flowplane.grpc import compat
 from flowplane.grpc import loop as batched_loop
 
-batched_loop.install()
+
+@pytest.fixture(autouse=True)
+def _batched() -> None:
+    """Install the patch as a server start does (nothing installs it at import)."""
+    compat.install_batched_loop()
+    assert compat.batched_loop_installed()
 
 
 async def test_callbacks_run_in_order_and_trio_tasks_interleave() -> None:
