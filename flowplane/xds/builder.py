@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from flowplane.domain.resources import Kind, Ref
 from flowplane.domain.resources import references as domain_references
 from flowplane.errors import Conflict, FieldProblem
-from flowplane.xds.scope import IndexUpdate
+from flowplane.xds.scope_index import IndexUpdate
 from flowplane.xds.snapshot import Resource, Snapshot, TypeSnapshot
 
 __all__ = ["Change", "References", "SnapshotBuilder", "Translate"]

@@ -16,15 +16,13 @@ import hashlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 from google.protobuf.message import Message
 
+from flowplane.xds.scope_index import EMPTY_INDEX, ScopeIndex
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from flowplane.xds.wire import encode_any
-
-if TYPE_CHECKING:
-    from flowplane.xds.scope import ScopeIndex
 
 __all__ = [
     "FULL_STATE_TYPES",
@@ -191,7 +189,7 @@ class Snapshot:
     `serial` counts publications by one builder (diagnostics only: replicas compare versions,
     never serials). Types absent from `types` read as empty. `index` describes the domain
     resources behind the xDS resources (teams, references), for per-node scoping
-    (`flowplane.xds.scope`); a snapshot built without one has an empty index.
+    (`flowplane.xds.scope`); a snapshot built without one has `EMPTY_INDEX`.
     """
 
     __slots__ = ("_index", "_memo", "_types", "serial")
@@ -208,16 +206,12 @@ class Snapshot:
                 raise ValueError(f"type snapshot for {ts.type_url!r} is filed under {url!r}")
         self._types: Final = MappingProxyType(dict(types))
         self.serial: Final = serial
-        self._index: Final = index
+        self._index: Final = EMPTY_INDEX if index is None else index
         self._memo: dict[Hashable, object] = {}
 
     @property
     def index(self) -> ScopeIndex:
-        """The scoping index the builder attached (an empty one if none was)."""
-        if self._index is None:
-            from flowplane.xds.scope import EMPTY_INDEX  # here: scope.py imports this module
-
-            return EMPTY_INDEX
+        """The scoping index the builder attached (`EMPTY_INDEX` if none was)."""
         return self._index
 
     def memo(self, key: Hashable, make: Callable[[], T]) -> T:

@@ -53,9 +53,7 @@ def listener_to_proto(listener: Listener) -> listener_pb2.Listener:
     if listener.api_listener:
         hcm = listener.filter_chains[0].filters[0]
         assert isinstance(hcm, HttpConnectionManager)  # the domain guarantees it
-        out.api_listener.api_listener.CopyFrom(
-            pack(_hcm(listener, hcm))
-        )
+        out.api_listener.api_listener.CopyFrom(pack(_hcm(listener, hcm)))
         return out
     # The domain guarantees a non-API listener has both.
     assert listener.address is not None

@@ -16,12 +16,10 @@ Pure functions of bytes and strings: no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from flowplane.xds.snapshot import Resource
+from typing import Protocol
 
 __all__ = [
+    "EncodedResource",
     "delta_response",
     "encode_any",
     "length_delimited",
@@ -29,6 +27,24 @@ __all__ = [
     "varint",
     "with_nonce",
 ]
+
+
+class EncodedResource(Protocol):
+    """What `delta_response` reads of a resource; `flowplane.xds.snapshot.Resource` is one.
+
+    A protocol rather than an import: `snapshot.py` imports this module to encode its `Any`s,
+    and imports inside `xds/` flow one way (DESIGN.md §3).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def any_bytes(self) -> bytes: ...
+
 
 # One-byte lengths (< 128) are by far the commonest: precompute them.
 _SMALL = tuple(bytes((n,)) for n in range(128))
@@ -106,7 +122,7 @@ def with_nonce(body: bytes, nonce: str) -> bytes:
 def delta_response(
     system_version_info: str,
     type_url: str,
-    resources: Sequence[Resource],
+    resources: Sequence[EncodedResource],
     removed: Sequence[str],
     nonce: str,
 ) -> bytes:
