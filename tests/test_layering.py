@@ -124,12 +124,7 @@ LAYERS: Final[dict[str, set[str]]] = {
 
 # removed by the service-layer refactor (issue 9): the imports that break the rules today. Each
 # entry is one (importer, imported) module pair; the set may only shrink (a stale entry fails).
-KNOWN_VIOLATIONS: Final[set[Edge]] = {
-    # cli/ -> actors/: token recovery wires its own config actor instead of calling a service
-    # (or app, the composition root) that does.
-    ("flowplane.cli.token", "flowplane.actors.auth"),
-    ("flowplane.cli.token", "flowplane.actors.config"),
-}
+KNOWN_VIOLATIONS: Final[set[Edge]] = set()
 
 # DESIGN.md §3: "`xds/` and `domain/` import neither trio nor grpclib nor storage"; storage/ knows
 # nothing of the HTTP or gRPC edges.

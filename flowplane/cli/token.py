@@ -1,45 +1,8 @@
-"""`flowplane token create`: make a token straight in the database (recovers a locked-out
-installation). A running server picks the new token up on its first use."""
+"""`flowplane token create`: the recovery token, made in the database by
+`flowplane.services.recovery` (the CLI holds no business rules)."""
 
 from __future__ import annotations
 
-import trio
-import trio_asyncio
+from flowplane.services.recovery import create_token
 
-from flowplane.actors.auth import CreateToken, EnsureSigningKey
-from flowplane.actors.config import ConfigActor, load_state
-from flowplane.auth.keys import load_auth
-from flowplane.domain.auth import SYSTEM
-from flowplane.settings import Settings
-from flowplane.storage import open_repository
-
-
-async def create_token(
-    settings: Settings, name: str, role: str | None, scopes: list[str], teams: list[str]
-) -> str:
-    async with trio_asyncio.open_loop():  # the PostgreSQL driver runs on asyncio
-        return await _create(settings, name, role, scopes, teams)
-
-
-async def _create(
-    settings: Settings, name: str, role: str | None, scopes: list[str], teams: list[str]
-) -> str:
-    repo = await open_repository(settings.database_url)
-    try:
-        await repo.migrate()
-        actor = ConfigActor(repo, await load_state(repo), await load_auth(repo))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(actor.run)
-            await actor.submit(EnsureSigningKey())
-            body: dict[str, object] = {"name": name}
-            if role:
-                body["role"] = role
-            if scopes:
-                body["scopes"] = scopes
-            if teams:
-                body["teams"] = teams
-            _, token = await actor.submit(CreateToken(body, SYSTEM))
-            nursery.cancel_scope.cancel()
-    finally:
-        await repo.aclose()
-    return str(token)
+__all__ = ["create_token"]
