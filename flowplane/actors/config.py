@@ -131,7 +131,12 @@ class Command(Txn):
         self.if_match, self.source, self.principal = if_match, source, principal
 
     def describe(self) -> str:
-        return f"{self.op} {self.kind.label} {self.name or '(new)'} by {self.principal.name}"
+        name = self.name
+        if name is None and isinstance(self.body, dict) and isinstance(self.body.get("name"), str):
+            # A create names its resource only in the body: without it the log of a bug could
+            # not tell which of several creates caused it. Bounded: the body is not validated yet.
+            name = f"{self.body['name'][:100]} (new)"
+        return f"{self.op} {self.kind.label} {name or '(new)'} by {self.principal.name}"
 
     def plan(self, ctx: PlanContext) -> TxnPlan:
         s, p = ctx.state, self.principal

@@ -104,7 +104,7 @@ async def test_a_bug_in_one_plan_of_a_group_commit_fails_that_command_alone(
     core: Core, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Commands waiting together commit in one transaction; the one whose plan raises is
-    answered 500, logged and counted, the others commit."""
+    answered 500, logged by name and counted, the others commit."""
     spy = CountingRepo(core.repo)
     core.actor.repo = spy  # type: ignore[assignment]
     serial, bugs = core.state.serial, failures()
@@ -120,6 +120,8 @@ async def test_a_bug_in_one_plan_of_a_group_commit_fails_that_command_alone(
     assert failures() == bugs + 1
     [report] = bug_reports(caplog)
     assert cmds[1].describe() in report.getMessage()
+    assert "c2" in report.getMessage()  # which of three alike creates hit the bug
+    assert {"c1", "c3"}.isdisjoint(report.getMessage().split())
     assert core.state.serial == serial + 2
     assert [r.name for r in core.state.list_resources(Kind.CLUSTER)] == ["c1", "c3"]
     stored = sorted(r.name for r in await core.repo.load_all())
