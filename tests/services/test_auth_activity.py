@@ -41,9 +41,9 @@ from flowplane.actors.auth import CreateToken, EnsureSigningKey, ReloadTokens
 from flowplane.actors.config import ConfigActor, Txn, load_state
 from flowplane.auth.authenticator import Authenticator
 from flowplane.auth.keys import AuthState, load_auth
-from flowplane.cli.token import create_token
 from flowplane.domain.auth import TokenRecord
 from flowplane.errors import Unauthorized
+from flowplane.services.recovery import create_token
 from flowplane.services.startup import (
     FAILURE_BATCH_SECONDS,
     RELOAD_EVERY_SECONDS,
@@ -52,6 +52,8 @@ from flowplane.services.startup import (
 from flowplane.settings import Settings, load_settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import AuditQuery, AuditRow, Repository, UpdateRow, Write
+
+pytestmark = pytest.mark.timeout(30)  # real seconds: virtual time cannot time out a hang here
 
 STEP = 1 / 64  # virtual seconds per step: a power of two, so sums of steps are exact
 CLIENT = "192.0.2.7"
@@ -245,7 +247,7 @@ async def test_a_flood_of_unknown_tokens_reloads_at_most_once_per_period(
 async def test_a_token_another_process_wrote_is_known_after_the_next_reload(
     tmp_path: Path, mock_clock: MockClock
 ) -> None:
-    """`flowplane token create` writes straight to the database (its own repository and config
+    """`flowplane token create` (flowplane.services.recovery) writes straight to the database (its own repository and config
     actor on the same file). The server does not know the token until its first use asks for a
     reload; a retry after the reload passes. A reload within the period of the last one waits
     for the period to end."""
