@@ -9,7 +9,10 @@ Supervision (one rule for every actor, README "Architecture"): an unexpected exc
 handling a command is a bug. It is logged with the command that caused it, counted in
 `flowplane_actor_failures_total{actor="config"}`, and answered to that caller as a 500; nothing
 of the command was applied (a plan is applied to memory only after its transaction committed),
-and the actor keeps serving the next command.
+and the actor keeps serving the next command. The one exception: if applying a plan to memory
+itself raises, memory may no longer match storage, and the actor stops the process
+(`InconsistentState`, non-zero exit) rather than serve from it; a restart rebuilds memory from
+the database.
 """
 
 from __future__ import annotations
@@ -328,10 +331,10 @@ class ConfigActor:
                 cmd.resolve(_bug(cmd, err))
                 continue
             assert txn.undo is not None
-            txn.apply()
+            self._in_memory(cmd, txn.apply)
             planned.append((cmd, txn))
-        for _, txn in reversed(planned):
-            txn.undo()  # type: ignore[misc]
+        for cmd, txn in reversed(planned):
+            self._in_memory(cmd, txn.undo)  # type: ignore[arg-type]
         if not planned:
             return
         try:
@@ -356,7 +359,7 @@ class ConfigActor:
 
     async def _publish(self, cmd: Txn, txn: TxnPlan) -> None:
         """Make a committed change visible, count it, announce it, answer the caller."""
-        txn.apply()
+        self._in_memory(cmd, txn.apply, committed=True)
         for labels in txn.counted:  # committed: a refused or failed command never gets here
             metrics.CONFIG_CHANGES.labels(*labels).inc()
         if txn.changes:
@@ -365,6 +368,24 @@ class ConfigActor:
             for sub in self._subscribers:
                 await sub.send(change)
         cmd.resolve(txn.result)
+
+    def _in_memory(self, cmd: Txn, step: Callable[[], None], *, committed: bool = False) -> None:
+        """Run a plan's `apply` or `undo`. These never fail for a correct plan; if one does
+        (a bug), memory may be half changed and no longer matches storage, so serving on would
+        answer from a state that is not the database's: the actor stops the process instead
+        (non-zero exit; a restart rebuilds memory from storage), after logging the command."""
+        try:
+            step()
+        except Exception as err:
+            metrics.ACTOR_FAILURES.labels("config").inc()
+            log.critical(
+                "config actor: %s could not be applied to memory%s; stopping the process"
+                " (memory no longer matches storage; a restart rebuilds it)",
+                cmd.describe(), " after its commit" if committed else "",
+                exc_info=err,
+            )  # fmt: skip
+            cmd.resolve(Internal("internal error: the server is restarting"))
+            raise InconsistentState(cmd.describe()) from err
 
     async def _handle(self, cmd: Txn) -> None:
         if isinstance(cmd, MemoryTxn):
@@ -387,6 +408,10 @@ class ConfigActor:
             cmd.resolve(_bug(cmd, err))
             return
         await self._publish(cmd, txn)
+
+
+class InconsistentState(RuntimeError):
+    """Memory no longer matches storage (a plan's apply/undo raised): the process must stop."""
 
 
 def _bug(cmd: Txn, err: Exception) -> Internal:

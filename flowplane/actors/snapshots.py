@@ -10,7 +10,8 @@ Supervision: a batch the builder refuses (a `FlowplaneError`, which means a bug,
 actor validates with the same rules) or that raises anything else is logged with its serial and
 the resources it touched, and counted (`flowplane_snapshot_failures_total`, and for unexpected
 exceptions `flowplane_actor_failures_total{actor="snapshot"}`); the builder is left unchanged, the
-previous snapshot stays published (xds rule 16) and the actor keeps serving.
+previous snapshot stays published (xds rule 16) and the actor keeps serving. The batch's changes
+are then published one at a time, so only the failing change is left out.
 """
 
 from __future__ import annotations
@@ -79,23 +80,39 @@ class SnapshotActor:
                     async for more in changes:
                         batch.extend(more.changes)
                         serial = more.serial
-                try:
-                    self._publish(batch)
-                except FlowplaneError as err:
-                    # The config actor validates every change against the same rules, so this
-                    # means a bug; the previous snapshot stays published (xds rule 16).
-                    metrics.SNAPSHOT_FAILURES.inc()
-                    log.error(
-                        "snapshot not published (serial %s, %s): %s",
-                        serial, _touched(batch), err.message,
-                    )  # fmt: skip
-                except Exception:
-                    metrics.SNAPSHOT_FAILURES.inc()
-                    metrics.ACTOR_FAILURES.labels("snapshot").inc()
-                    log.exception("snapshot not published (serial %s, %s)", serial, _touched(batch))
+                self._build(batch, serial)
                 self.last_serial = serial
                 self._progress.set()
                 self._progress = trio.Event()
+
+    def _build(self, batch: list[Change], serial: int) -> None:
+        """Publish `batch`; if the builder refuses it, publish its changes one at a time, in
+        commit order, skipping only those that fail — so one bad change does not keep the good
+        ones of the same window from ever being served (they would not come again)."""
+        try:
+            self._publish(batch)
+            return
+        except Exception as err:
+            self._failed(err, serial, batch)
+        if len(batch) == 1:
+            return
+        for change in batch:
+            try:
+                self._publish([change])
+            except Exception as err:
+                self._failed(err, serial, [change])
+
+    def _failed(self, err: Exception, serial: int, batch: list[Change]) -> None:
+        metrics.SNAPSHOT_FAILURES.inc()
+        if isinstance(err, FlowplaneError):
+            # The config actor validates every change against the same rules, so this means a
+            # bug; the builder is unchanged and the previous snapshot stays published (rule 16).
+            log.error(
+                "snapshot not published (serial %s, %s): %s", serial, _touched(batch), err.message
+            )
+            return
+        metrics.ACTOR_FAILURES.labels("snapshot").inc()
+        log.error("snapshot not published (serial %s, %s)", serial, _touched(batch), exc_info=err)
 
     async def caught_up(self, serial: int) -> None:
         """Wait until every config change up to `serial` is reflected in the published

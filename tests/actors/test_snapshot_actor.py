@@ -252,3 +252,17 @@ async def test_a_batch_the_builder_refuses_is_counted_but_is_no_actor_failure(
         await feed.change(Kind.ROUTE_CONFIG, "routes", "c1")
         await feed.settled()
         assert names(published.last, ROUTE_TYPE) == {"routes"}
+
+
+async def test_good_changes_in_the_window_of_a_bad_one_are_still_published(
+    autojump_clock: MockClock,
+) -> None:
+    """A refused batch is retried one change at a time, in commit order: only the failing
+    change is left out, so a committed good change is served now (it would not come again)."""
+    async with running(exploding_on("boom")) as (feed, published):
+        await feed.change(Kind.CLUSTER, "c1")
+        await feed.change(Kind.CLUSTER, "boom")
+        await feed.change(Kind.CLUSTER, "c2", 9090)
+        await feed.settled()
+        assert names(published.last, CLUSTER_TYPE) == {"c1", "c2"}
+        assert feed.actor.current is published.last

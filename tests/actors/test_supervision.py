@@ -129,3 +129,39 @@ async def test_a_bug_in_one_plan_of_a_group_commit_fails_that_command_alone(
 
     await core.actor.submit(Command("create", Kind.CLUSTER, body=cluster_body("c2", 9002)))
     assert sorted(r.name for r in await core.repo.load_all()) == ["c1", "c2", "c3"]
+
+
+class ApplyBug(Txn):
+    """A plan that commits (an audit row) but whose `apply` raises: memory would be half
+    changed, so serving on is not allowed."""
+
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        def apply() -> None:
+            raise RuntimeError("bug while applying")
+
+        return TxnPlan([], apply)
+
+
+async def test_a_bug_while_applying_a_committed_plan_stops_the_actor(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    """"if applying a plan to memory itself raises, memory may no longer match storage, and the
+    actor stops the process (`InconsistentState`, non-zero exit) rather than serve from it"."""
+    import trio
+
+    from flowplane.actors.config import ConfigActor, InconsistentState
+
+    actor = ConfigActor(core.repo, core.state, core.auth)
+    bugs = failures()
+    with pytest.raises(BaseExceptionGroup) as caught:  # noqa: PT012 - the nursery re-raises
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            with pytest.raises(Internal):
+                await actor.submit(ApplyBug())
+    leaf = caught.value
+    while isinstance(leaf, BaseExceptionGroup):
+        (leaf,) = leaf.exceptions
+    assert isinstance(leaf, InconsistentState)
+    assert failures() == bugs + 1
+    assert any(r.levelno == logging.CRITICAL and "ApplyBug" in r.getMessage()
+               for r in bug_reports(caplog))  # fmt: skip
