@@ -297,7 +297,7 @@ async def test_bootstrap_with_token_auth_refusals(db_url: str) -> None:
     async with open_core(token_auth(db_url)) as core:
         svc, tokens = core.services.dataplanes, core.services.tokens
         before = tokens.list(ADMIN, Window()).total
-        with pytest.raises(Forbidden, match="tokens:write"):
+        with pytest.raises(Forbidden, match=r"xDS token auth is on: .* needs tokens:write"):
             await svc.bootstrap(caller("listeners:read"), "a", BootstrapOptions())
         with pytest.raises(Forbidden, match="xds:connect"):
             await svc.bootstrap(caller("listeners:read", "tokens:write", teams=["a"]), "a",
