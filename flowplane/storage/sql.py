@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flowplane.errors import StorageError
@@ -148,7 +148,11 @@ def audit_queries(q: AuditQuery, p: Placeholder) -> tuple[str, str, list[Any], l
         add(lambda: f"(actor_id = {p(len(params) - 1)} OR actor_name = {p(len(params))})",
             q.actor, q.actor)  # fmt: skip
     if q.since:
-        add(lambda: f"time >= {p(len(params))}", q.since.isoformat())
+        # Audit times are stored as UTC ISO text and compared as text: compare in UTC too, or
+        # a `since` with another offset would select by wall-clock digits, not by instant.
+        # (A naive `since` is taken as UTC.)
+        since = q.since.astimezone(UTC) if q.since.tzinfo is not None else q.since
+        add(lambda: f"time >= {p(len(params))}", since.isoformat())
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     n = len(params)
     select = (
