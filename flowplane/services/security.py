@@ -17,7 +17,7 @@ from flowplane.auth.authenticator import Authenticator
 from flowplane.auth.keys import AuthState
 from flowplane.domain.auth import Principal, TeamRecord, TokenRecord
 from flowplane.domain.common import rfc3339
-from flowplane.errors import NotFound
+from flowplane.errors import Forbidden, NotFound
 from flowplane.services.common import Page, Window, require_scope
 
 
@@ -113,6 +113,15 @@ class TokenService:
         return IssuedToken(self._view(record), token, replaces=old.id)
 
 
+def _manages_teams(caller: Principal) -> None:
+    """Team records (and so quotas, rate limits included) are managed by callers that stand
+    above teams (api.md: the teams endpoints are admin business): `teams:write` and not bound
+    to teams. A team-bound token could otherwise raise its own team's quotas."""
+    require_scope(caller, "teams:write")
+    if caller.team_bound:
+        raise Forbidden("a token bound to teams cannot create, change or delete team records")
+
+
 class TeamService:
     def __init__(self, auth: AuthState, actor: ConfigActor) -> None:
         self._auth = auth
@@ -133,16 +142,16 @@ class TeamService:
 
     async def create(self, caller: Principal, body: Any) -> TeamRecord:
         """`body` is `{name, description?, quotas?}`; 409 if the name is taken."""
-        require_scope(caller, "teams:write")
+        _manages_teams(caller)
         rec: TeamRecord = await self._actor.submit(ChangeTeam(None, body, caller, create=True))
         return rec
 
     async def patch(self, caller: Principal, name: str, body: Any) -> TeamRecord:
-        require_scope(caller, "teams:write")
+        _manages_teams(caller)
         rec: TeamRecord = await self._actor.submit(ChangeTeam(name, body, caller))
         return rec
 
     async def delete(self, caller: Principal, name: str) -> None:
         """409 while the team owns resources."""
-        require_scope(caller, "teams:write")
+        _manages_teams(caller)
         await self._actor.submit(ChangeTeam(name, None, caller, delete=True))

@@ -131,7 +131,7 @@ async def test_patch_refusals(core: Core) -> None:
     with pytest.raises(NotFound):
         await teams.patch(ADMIN, "nope", {"description": "x"})
     bound = caller("teams:write", teams=["a"])
-    with pytest.raises(NotFound):  # another team's record is missing to a team-bound caller
+    with pytest.raises(Forbidden):  # team records are not a team-bound token's to change
         await teams.patch(bound, "b", {"description": "mine now"})
     assert teams.get(ADMIN, "a").version == teams.get(ADMIN, "b").version == 1
 
@@ -155,7 +155,7 @@ async def test_delete_refusals(core: Core) -> None:
         await teams.delete(ADMIN, "a")
     with pytest.raises(NotFound):
         await teams.delete(ADMIN, "nope")
-    with pytest.raises(NotFound):
+    with pytest.raises(Forbidden):
         await teams.delete(caller("teams:write", teams=["a"]), "b")
     assert [t.name for t in teams.list(ADMIN, Window()).items] == ["a", "b"]
 
@@ -205,3 +205,21 @@ async def test_team_changes_are_persisted(settings: Settings) -> None:
         await core.services.resources.create(ADMIN, Kind.CLUSTER, cluster_body("c1", team="a"))
         with pytest.raises(QuotaExceeded):
             await core.services.resources.create(ADMIN, Kind.CLUSTER, cluster_body("c2", team="a"))
+
+
+async def test_a_team_bound_token_cannot_raise_its_own_quotas(core: Core) -> None:
+    """api.md: the teams endpoints are admin business. With teams:write but bound to team a, a
+    token could otherwise lift a's quotas (requestsPerMinute included) or create teams."""
+    await make(core, "a")
+    teams = core.services.teams
+    bound = caller("teams:write", teams=["a"])
+    for attempt in (
+        teams.patch(bound, "a", {"quotas": {"requestsPerMinute": 1_000_000}}),
+        teams.create(bound, {"name": "mine"}),
+        teams.delete(bound, "a"),
+    ):
+        with pytest.raises(Forbidden, match="bound to teams"):
+            await attempt
+    assert teams.get(ADMIN, "a").quotas == {} and [
+        t.name for t in teams.list(ADMIN, Window()).items
+    ] == ["a"]
