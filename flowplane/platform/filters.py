@@ -4,7 +4,8 @@ per-scope overrides (README "HTTP filters"). Pure: plain dicts in the Native API
 - `rateLimit` -> a `local_rate_limit` override with a token bucket of its own: `requests` tokens,
   refilled to `requests` every `interval`; `keyBy` other than `route` -> the filter's `keyBy`
   (a bucket per client IP / header value).
-- `cors` -> the `cors` per-scope policy (exact origins; `*` -> any origin).
+- `cors` -> the `cors` per-scope policy (exact origins; `*` -> any origin; without `methods`,
+  the methods of the route it is on, so a browser may call them).
 - `jwtAuth` -> a provider and a requirement of the listener's `jwt_authn` filter, named
   `<api id>.<n>`, and a `{"requirementName"}` override where it applies. The JWKS is fetched
   through a generated cluster per distinct JWKS host and port (`<base>.jwks-<n>`, TLS for
@@ -71,11 +72,12 @@ NO_BUCKET: Final[dict[str, Any]] = {"tokenBucket": None}
 """The listener-level `local_rate_limit` config that limits nothing itself."""
 
 
-def cors_policy(c: Cors) -> dict[str, Any]:
-    """The `cors` per-scope policy of a Platform `cors` setting."""
+def cors_policy(c: Cors, route_methods: list[str] | None = None) -> dict[str, Any]:
+    """The `cors` per-scope policy of a Platform `cors` setting on a route with
+    `route_methods` (its default `methods`; None: every method, and Envoy's default)."""
     out: dict[str, Any] = {"origins": [{"exact": o} for o in c.origins]}
-    if c.methods:
-        out["methods"] = list(c.methods)
+    if c.methods or route_methods:
+        out["methods"] = list(c.methods or route_methods or ())
     if c.headers:
         out["headers"] = list(c.headers)
     if c.expose_headers:

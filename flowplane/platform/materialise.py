@@ -26,7 +26,8 @@ route (`keyBy: route`), and a route's CORS policy never inherits fields from ano
 A listener-level `rateLimit` is the exception: one bucket for the whole listener, set on the
 listener's filter (a route whose setting is null disables it there). A route with CORS and
 methods gets a preflight route before it (OPTIONS with Access-Control-Request-Method naming one
-of its methods), since a preflight must match a route for Envoy's CORS filter to answer it.
+of its methods), since a preflight must match a route for Envoy's CORS filter to answer it; a
+CORS policy without `methods` allows the route's methods.
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ def _routes(api: ApiDefinition, plan: JwtPlan) -> list[dict[str, Any]]:
             group.methods += route.methods  # no repeats: conflicts were refused
     out: list[dict[str, Any]] = []
     for group in sorted(groups.values(), key=_specificity):
+        if group.cors is not None:  # its methods default to the route's (known once grouped)
+            group.filters[CORS] = cors_policy(group.cors, group.methods)
         match: dict[str, Any] = {"path": _path_match(group.path)}
         if group.cors is not None and group.methods and "OPTIONS" not in group.methods:
             out.append(_preflight(group, match))
@@ -282,12 +285,11 @@ def _preflight(group: _Group, match: dict[str, Any]) -> dict[str, Any]:
         header["exact"] = methods[0]
     else:
         header["regex"] = "^(" + "|".join(methods) + ")$"
-    assert group.cors is not None
     return {
         "name": _name(["OPTIONS"], group.path, "preflight "),
         "match": match | {"headers": [header], "methods": ["OPTIONS"]},
         "action": group.action,
-        "filters": {CORS: cors_policy(group.cors)},
+        "filters": {CORS: group.filters[CORS]},
     }
 
 

@@ -379,3 +379,15 @@ def test_bad_api_ids_are_refused() -> None:
     for bad in ("", "Upper", "a.b", "x" * 57):
         with pytest.raises(ValueError, match="API id"):
             materialise(api(), api_id=bad)
+
+
+def test_a_cors_policy_without_methods_allows_the_routes_methods() -> None:
+    """Else a browser could not preflight a PUT (Envoy would allow no method by name)."""
+    a = api(routes=[{"path": "/a", "methods": ["PUT"]}, {"path": "/b", "methods": ["GET"]},
+                    {"path": "/b", "methods": ["HEAD"]}, {"path": "/c"}],
+            filters={"cors": CORS})  # fmt: skip
+    routes = {r["name"]: r for r in _routes(a)}
+    assert routes["PUT /a"]["filters"]["cors"]["methods"] == ["PUT"]
+    assert routes["preflight OPTIONS /a"]["filters"]["cors"]["methods"] == ["PUT"]
+    assert routes["GET,HEAD /b"]["filters"]["cors"]["methods"] == ["GET", "HEAD"]
+    assert "methods" not in routes["* /c"]["filters"]["cors"]  # every method: Envoy's default
