@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
+from flowplane.domain import uri_template
 from flowplane.domain.cluster import HttpMethod
 from flowplane.domain.common import ApiModel, Name, PositiveSeconds, Regex, check_regex
 from flowplane.domain.filters import check_overrides
@@ -29,7 +29,6 @@ FilterOverrides = Annotated[
     WithJsonSchema({"type": "object", OVERRIDES_MARKER: True}),
 ]
 
-_TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(=[^{}]*)?\}")
 _RETRY_ON = {
     "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
     "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
@@ -40,33 +39,14 @@ MAX_DIRECT_BODY = 4096  # Envoy's default max_direct_response_body_size_bytes
 
 
 def template_variables(template: str) -> list[str]:
-    return [m.group(1) for m in _TEMPLATE_VAR_RE.finditer(template)]
-
-
-_TEMPLATE_LITERAL_RE = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]*$")
+    """The variables of a (valid) match template, in order."""
+    return uri_template.match_variables(template)
 
 
 def _check_template(value: str) -> None:
-    """Envoy's URI templates: `/a/{id}`, `/{p=**}`, `/{v=a/*}`; a variable's pattern is made of
-    `*`, `**` and literal segments only (no regexes: Envoy refuses them)."""
-    if not value.startswith("/"):
-        raise ValueError("a path template must start with '/'")
-    stripped = _TEMPLATE_VAR_RE.sub("", value)
-    if "{" in stripped or "}" in stripped:
-        raise ValueError("a path template's variables look like {name} or {name=*}")
-    for m in _TEMPLATE_VAR_RE.finditer(value):
-        pattern = (m.group(2) or "=*")[1:]
-        for seg in pattern.split("/"):
-            if seg not in ("*", "**") and (
-                not seg or "*" in seg or not _TEMPLATE_LITERAL_RE.match(seg)
-            ):
-                raise ValueError(
-                    f"variable {m.group(1)!r}: a pattern is '*', '**' or literal segments, "
-                    f"not {pattern!r}"
-                )
-    names = template_variables(value)
-    if len(names) != len(set(names)):
-        raise ValueError("a path template names a variable twice")
+    """Envoy's URI templates: `/a/{id}`, `/{p=**}`, `/{v=a/*}`, by Envoy's own rules
+    (flowplane.domain.uri_template)."""
+    uri_template.match_variables(value)
 
 
 class PathMatch(ApiModel):
@@ -162,7 +142,7 @@ class ForwardAction(ApiModel):
         if self.prefix_rewrite is not None and self.template_rewrite is not None:
             raise ValueError("prefixRewrite and templateRewrite cannot be combined")
         if self.template_rewrite is not None:
-            _check_template(self.template_rewrite)
+            uri_template.rewrite_variables(self.template_rewrite)
         return self
 
 
@@ -223,7 +203,7 @@ class Route(ApiModel):
             if self.match.path.type != "template":
                 raise ValueError("templateRewrite needs a template path match")
             known = set(template_variables(self.match.path.value))
-            missing = set(template_variables(self.action.template_rewrite)) - known
+            missing = set(uri_template.rewrite_variables(self.action.template_rewrite)) - known
             if missing:
                 raise ValueError(f"templateRewrite uses unknown variable(s): {sorted(missing)}")
         return self

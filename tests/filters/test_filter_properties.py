@@ -24,11 +24,16 @@ from tests.filters import (
     test_header_mutation,
     test_jwt_authn,
     test_local_rate_limit,
+    test_local_rate_limit_keys,
 )
 
 GOOD_CONFIGS: dict[str, list[dict[str, Any]]] = {
     "header_mutation": [test_header_mutation.FULL],
-    "local_rate_limit": [test_local_rate_limit.FULL],
+    "local_rate_limit": [
+        test_local_rate_limit.FULL,
+        test_local_rate_limit_keys.NO_BUCKET,
+        test_local_rate_limit_keys.BY_IP,
+    ],
     "cors": [{}],
     "jwt_authn": [
         {
@@ -56,7 +61,7 @@ GOOD_CONFIGS: dict[str, list[dict[str, Any]]] = {
 }
 GOOD_OVERRIDES: dict[str, list[dict[str, Any]]] = {
     "header_mutation": [test_header_mutation.ADD_REQ],
-    "local_rate_limit": [test_local_rate_limit.FULL],
+    "local_rate_limit": [test_local_rate_limit.FULL, test_local_rate_limit_keys.BY_HEADER],
     "cors": [
         {
             "origins": [{"exact": "https://a.test"}, {"regex": "https://.*[.]b[.]test"}],

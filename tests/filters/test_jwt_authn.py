@@ -191,8 +191,8 @@ BAD = [
     ({"rules": _rule({"provider": "p"})}, ".providers", "required"),
     ({"providers": {}, "requirementMap": {"m": {"allowMissing": True}}}, ".providers",
      "at least 1"),
-    ({"providers": {f"p{i}": {"issuer": "me", "localJwks": LOCAL} for i in range(21)},
-      "requirementMap": {"m": {"allowMissing": True}}}, ".providers", "at most 20"),
+    ({"providers": {f"p{i}": {"issuer": "me", "localJwks": LOCAL} for i in range(1001)},
+      "requirementMap": {"m": {"allowMissing": True}}}, ".providers", "at most 1000"),
     ({"providers": {"Bad": {"issuer": "me", "localJwks": LOCAL}},
       "requirementMap": {"m": {"allowMissing": True}}}, ".providers.Bad", "lowercase"),
     # providers, field by field

@@ -2,7 +2,7 @@
 
 Config:
 
-    {"providers": {"<name>": Provider, ...},       # 1..20; names ^[a-z0-9][a-z0-9_-]{0,62}$
+    {"providers": {"<name>": Provider, ...},       # 1..1000; names ^[a-z0-9][a-z0-9._-]{0,62}$
      "rules": [{"match": {"prefix"|"path"|"regex": str}, "requires": Requirement?}, ...]?,
      "requirementMap": {"<name>": Requirement, ...}?}
 
@@ -46,7 +46,11 @@ from flowplane.domain.filters.header_mutation import HeaderName
 from flowplane.errors import FieldProblem
 
 MAX_DEPTH = 5
-_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# A shared gateway's filter holds the providers and requirements of every API on it (the
+# Platform API names them `<api id>.<n>`), hence room for many.
+MAX_PROVIDERS = 1000
+MAX_REQUIREMENTS = 2000
 
 # A provider / requirement name (a key of `providers` / `requirementMap`, or a reference).
 KeyName = Annotated[str, Field(pattern=_KEY_RE.pattern)]
@@ -56,8 +60,8 @@ def _check_keys(value: dict[str, Any]) -> dict[str, Any]:
     bad = [k for k in value if not _KEY_RE.match(k)]
     if bad:
         raise NestedProblems([
-            FieldProblem(k, "a name must be 1-63 characters of lowercase letters, digits, '_' "
-                            "and '-', starting with a letter or digit")
+            FieldProblem(k, "a name must be 1-63 characters of lowercase letters, digits, "
+                            "'.', '_' and '-', starting with a letter or digit")
             for k in bad
         ])  # fmt: skip
     return value
@@ -259,11 +263,15 @@ class Rule(ApiModel):
 
 class JwtAuthnConfig(FilterModel):
     providers: Annotated[
-        dict[str, Provider], Field(min_length=1, max_length=20), AfterValidator(_check_keys)
+        dict[str, Provider],
+        Field(min_length=1, max_length=MAX_PROVIDERS),
+        AfterValidator(_check_keys),
     ]
     rules: Annotated[list[Rule], Field(max_length=200)] = Field(default_factory=list)
     requirement_map: Annotated[
-        dict[str, Requirement], Field(max_length=100), AfterValidator(_check_keys)
+        dict[str, Requirement],
+        Field(max_length=MAX_REQUIREMENTS),
+        AfterValidator(_check_keys),
     ] = Field(default_factory=dict)
 
     @model_validator(mode="after")
