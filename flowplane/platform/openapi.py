@@ -282,7 +282,7 @@ class _Builder:
             if domain is None:
                 if is_ip(first.host):
                     self.problem(
-                        pointer("servers", 0, "url"),
+                        pointer_join(first.where, "url"),
                         f"the first server's host {first.host} is an IP address, not a domain; "
                         "pass the domain option",
                     )
