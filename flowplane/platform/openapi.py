@@ -35,7 +35,8 @@ How a document becomes a definition:
   named by the route's `upstream`; with another path than the document's (the `basePath`) -> the
   route's `rewrite`: the upstream path, that path + the route's path (the gateway keeps serving
   the route under the API's domain and basePath).
-- Webhooks (requests the API makes) and security requirements are not routed: a warning says so.
+- Webhooks (requests the API makes) are not routed, and security requirements are not enforced
+  (only `x-flowplane-jwt-auth` is): a warning says so.
 """
 
 from __future__ import annotations
@@ -108,12 +109,11 @@ def import_openapi(
     seen = {p.field for p in problems}  # the validator's own word on a bad path says less
     problems += [p for p in validate(doc, version, limits) if p.field not in seen]
     if problems:
-        raise BadRequest(f"invalid OpenAPI {version} document: {_count(problems)}", problems)
+        raise _refusal(f"invalid OpenAPI {version} document", problems, limits)
     builder = _Builder(doc, items, limits)
     definition = builder.build(name=name, team=team, domain=domain)
     if builder.problems:
-        problems = builder.problems[: limits.max_problems]
-        raise BadRequest(f"cannot import the document: {_count(builder.problems)}", problems)
+        raise _refusal("cannot import the document", builder.problems, limits)
     if listener_isolation:
         definition["listener"] = {"isolation": True} | ({"port": port} if port else {})
     return ImportResult(definition, builder.warnings, builder.route_sources)
@@ -121,6 +121,14 @@ def import_openapi(
 
 def _count(problems: list[FieldProblem]) -> str:
     return f"{len(problems)} problem(s)"
+
+
+def _refusal(what: str, problems: list[FieldProblem], limits: ImportLimits) -> BadRequest:
+    """A 400 listing the problems; a hostile document's thousands are cut at `max_problems`."""
+    if len(problems) < limits.max_problems:
+        return BadRequest(f"{what}: {_count(problems)}", problems)
+    listed = problems[: limits.max_problems]
+    return BadRequest(f"{what}: {len(listed)} or more problems (the first {len(listed)})", listed)
 
 
 def _check_options(

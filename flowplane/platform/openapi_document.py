@@ -49,7 +49,7 @@ class ImportLimits:
     max_ref_hops: int = 16  # a $ref to a $ref to ... (a value is reached within this many)
     max_operations: int = 2_000  # checked before validation (the validator is the slow part)
     max_routes: int = 500  # the API definition's limit
-    max_problems: int = 100  # a 400 lists at most this many problems (then says how many more)
+    max_problems: int = 100  # a 400 lists at most this many problems (and says there may be more)
 
 
 # --- JSON pointers (RFC 6901) ---------------------------------------------------------------
@@ -233,6 +233,7 @@ def check_shape(doc: Any, limits: ImportLimits) -> None:
         if len(problems) >= limits.max_problems:
             break
     if problems:
+        problems = problems[: limits.max_problems]
         raise BadRequest(
             f"the document is not plain JSON data: {len(problems)} problem(s)", problems
         )
