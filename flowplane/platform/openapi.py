@@ -10,9 +10,12 @@ Nothing is fetched and nothing is stored; the caller validates the definition li
 How a document becomes a definition:
 - `servers` -> the upstream set "default": one upstream per absolute `http(s)` server URL, server
   variables replaced by their defaults; `https` -> TLS (with SNI: the materialiser's business).
-  All servers must share a scheme and a path. A relative URL (or no servers) says nothing about
-  where the API runs (it is relative to wherever the document is served), and neither does a
-  non-HTTP URL: such servers are skipped with a warning, and a document left with none -> 400.
+  All servers must share a scheme and a path. A TLS set sends one SNI, so https servers on other
+  host names than the first server's are skipped with a warning (servers are mostly
+  alternatives: production, sandbox); IP addresses may join it. A relative URL (or no servers)
+  says nothing about where the API runs (it is relative to wherever the document is served),
+  and neither does a non-HTTP URL: such servers are skipped with a warning, and a document left
+  with none -> 400.
 - `domain` = the `domain` option, else the host of the first server (an IP address is not a
   domain: pass the option). `basePath` = the path of the first server (if not "/").
 - `name` = the `name` option, else `info.title` made into a name (`Swagger Petstore` ->
@@ -49,9 +52,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from flowplane.domain.common import NAME_RE, is_ip
+from flowplane.domain.api_definition import ApiRoute, Domain
+from flowplane.domain.api_paths import path_pattern
+from flowplane.domain.common import NAME_RE, Host, Name, is_ip, problems_from
 from flowplane.errors import BadRequest, FieldProblem
 from flowplane.platform.openapi_document import (
     ImportLimits,
@@ -60,7 +65,7 @@ from flowplane.platform.openapi_document import (
     load_document,
     pointer,
 )
-from flowplane.platform.openapi_extensions import EXTENSIONS, PREFIX, is_host
+from flowplane.platform.openapi_extensions import EXTENSIONS, PREFIX, payload_problems
 from flowplane.platform.openapi_validation import validate
 
 __all__ = ["ImportLimits", "ImportResult", "import_openapi"]
@@ -69,9 +74,8 @@ METHODS: Final = ("get", "put", "post", "delete", "options", "head", "patch", "t
 DEFAULT_SET: Final = "default"
 _VERSION_RE: Final = re.compile(r"^3\.([01])\.\d+$")
 _VARIABLE_RE: Final = re.compile(r"\{([^{}]*)\}")
-# RFC 3986 path characters, plus the braces of path templates.
-_PATH_RE: Final = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/{}]*$")
 _TEMPLATE_RE: Final = re.compile(r"^([^{}]|\{[^{}/]+\})*$")  # balanced, non-empty, no nesting
+_ENVOY_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,36 +135,54 @@ def _refusal(what: str, problems: list[FieldProblem], limits: ImportLimits) -> B
     return BadRequest(f"{what}: {len(listed)} or more problems (the first {len(listed)})", listed)
 
 
+_NAME: Final[TypeAdapter[str]] = TypeAdapter(Name)
+_DOMAIN: Final[TypeAdapter[str]] = TypeAdapter(Domain)
+_HOST: Final[TypeAdapter[str]] = TypeAdapter(Host)
+
+
 def _check_options(
     name: str | None, team: str | None, domain: str | None, isolation: bool, port: int | None
 ) -> None:
+    """The query options, by the API definition's own rules (each problem under its name)."""
     problems = []
-    for key, value in (("name", name), ("team", team)):
-        if value is not None and not NAME_RE.match(value):
-            problems.append(
-                FieldProblem(
-                    key,
-                    "must be 1-253 characters of lowercase letters, digits, '-' and '.', "
-                    "starting and ending with a letter or digit",
-                )
-            )
-    if domain is not None and not _is_domain(domain):
-        problems.append(
-            FieldProblem("domain", "must be a lower-case host name, or '*.' and a host name")
-        )
+    for key, value, adapter in (
+        ("name", name, _NAME),
+        ("team", team, _NAME),
+        ("domain", domain, _DOMAIN),
+    ):
+        if value is not None:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as err:
+                problems += [FieldProblem(key, p.message) for p in problems_from(err)]
     if port is not None and not 1 <= port <= 65535:
         problems.append(FieldProblem("port", "must be a port number (1-65535)"))
     if port is not None and not isolation:
         problems.append(
             FieldProblem("port", "applies to an isolated listener only (listenerIsolation=true)")
         )
+    if port is None and isolation:
+        problems.append(FieldProblem("port", "an isolated API's listener needs a port"))
     if problems:
         raise BadRequest(f"invalid import options: {_count(problems)}", problems)
 
 
-def _is_domain(value: str) -> bool:
-    host = value.removeprefix("*.")
-    return value == value.lower() and is_host(host) and not is_ip(host)
+def _is_base_path(path: str) -> bool:
+    if "*" in path or "{" in path or "}" in path or "//" in path:
+        return False
+    try:
+        path_pattern(path)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host(value: str) -> bool:
+    try:
+        _HOST.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _version(doc: dict[str, Any]) -> str:
@@ -245,6 +267,10 @@ class _Server:
     where: str
 
     @property
+    def endpoint(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port or (443 if self.scheme == "https" else 80))
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}" + (f":{self.port}" if self.port else "")
@@ -276,7 +302,7 @@ class _Builder:
         self.route_sources: list[str] = []
         self.upstreams: list[dict[str, Any]] = []
         self.base_path = ""
-        self.sets: dict[tuple[tuple[str, str, int | None], ...], str] = {}
+        self.sets: dict[tuple[tuple[str, str, int], ...], str] = {}
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(FieldProblem(where, message))
@@ -320,12 +346,13 @@ class _Builder:
             parsed = self._server(server, pointer_join(where, i))
             if parsed is not None:
                 usable.append(parsed)
-        if not usable and len(self.problems) == before:  # else those problems say it better
-            self.problem(
-                where,
-                "needs at least one absolute http:// or https:// server URL (a relative URL is "
-                "relative to wherever the document is served, which an import cannot know)",
-            )
+        if not usable:
+            if len(self.problems) == before:  # else those problems say it better
+                self.problem(
+                    where,
+                    "needs at least one absolute http:// or https:// server URL (a relative URL is "
+                    "relative to wherever the document is served, which an import cannot know)",
+                )
             return []
         schemes = sorted({s.scheme for s in usable})
         if len(schemes) > 1:
@@ -337,12 +364,25 @@ class _Builder:
                     f"path {server.path or '/'!r} differs from {usable[0].path or '/'!r}, the "
                     "first server's: one route path cannot reach both",
                 )
-        unique: dict[tuple[str, str, int | None], _Server] = {}
+        unique: dict[tuple[str, str, int], _Server] = {}
+        first = usable[0]
         for server in usable:
-            key = (server.scheme, server.host, server.port)
+            key = server.endpoint
             if key in unique:
                 self.warnings.append(
                     f"{server.where}: the same upstream as {unique[key].where}; used once"
+                )
+            elif (
+                server.scheme == "https"
+                and server.host != first.host
+                and not is_ip(server.host)
+                and not is_ip(first.host)
+            ):
+                # One cluster sends one SNI: a TLS set has one host name. Servers are mostly
+                # alternatives (production, sandbox), so the first one's host is the API's.
+                self.warnings.append(
+                    f"{server.where}: skipped: host {server.host} is not {first.host}, the "
+                    "first server's (a TLS upstream set sends one SNI, so it has one host name)"
                 )
             else:
                 unique[key] = server
@@ -378,20 +418,24 @@ class _Builder:
             self.warnings.append(f"{url_at}: the non-HTTP server URL {url!r} is skipped")
             return None
         host = (parts.hostname or "").lower()
-        if not host or not is_host(host):
+        if not host or not _is_host(host):
             self.problem(url_at, f"{url!r} has no valid host (IP address or DNS name)")
             return None
         if parts.username is not None or parts.query or parts.fragment:
             self.problem(url_at, f"{url!r}: a server URL has no user, query or fragment")
             return None
         path = parts.path.rstrip("/")
-        if path and not _PATH_RE.match(path):
-            self.problem(url_at, f"{url!r}: the path has characters a URL path cannot have")
+        if path and not _is_base_path(path):
+            self.problem(
+                url_at,
+                f"{url!r}: the path must be literal: letters, digits, -._~%!$&'()+,;:@= "
+                "(percent-encode anything else)",
+            )
             return None
         return _Server(parts.scheme.lower(), host, port, path, where)
 
     def _add_set(self, name: str, servers: list[_Server]) -> None:
-        self.sets[tuple(sorted((s.scheme, s.host, s.port) for s in servers))] = name
+        self.sets[tuple(sorted(s.endpoint for s in servers))] = name
         self.upstreams.extend({"name": name, "url": s.url} for s in servers)
 
     def _target(self, servers: Any, where: str) -> _Target | None:
@@ -403,7 +447,7 @@ class _Builder:
         usable = self._servers(servers, where)
         if not usable:
             return None
-        key = tuple(sorted((s.scheme, s.host, s.port) for s in usable))
+        key = tuple(sorted(s.endpoint for s in usable))
         if key not in self.sets:
             self._add_set(f"servers-{len(self.sets)}", usable)
         name = self.sets[key]
@@ -438,14 +482,10 @@ class _Builder:
                 continue
             filter_key, model = EXTENSIONS[key]
             if value is not None:
-                try:
-                    model.model_validate(value)
-                except ValidationError as err:
-                    for e in err.errors(include_url=False):
-                        message = e["msg"].removeprefix("Value error, ")
-                        if e["type"] == "extra_forbidden":
-                            message = "unknown field"
-                        self.problem(pointer_join(at, *e["loc"]), message)
+                problems = payload_problems(model, value)
+                for inside, message in problems:
+                    self.problem(pointer_join(at, *inside), message)
+                if problems:
                     continue
             out[filter_key] = copy.deepcopy(value)
         return out
@@ -460,7 +500,7 @@ class _Builder:
             path_target = self._target(
                 entry.item.get("servers"), pointer_join(entry.where, "servers")
             )
-            key = _VARIABLE_RE.sub("{}", path)
+            key = path_pattern(path).shape  # paths of one shape match the same requests
             route = routes.setdefault(key, _Route(path, entry.where))
             if route.path != path:
                 self.warnings.append(
@@ -477,7 +517,7 @@ class _Builder:
                 if target.upstream is not None:
                     settings["upstream"] = target.upstream
                 if target.path != self.base_path:
-                    settings["rewrite"] = target.path + route.path
+                    settings["rewrite"] = self._rewrite(target.path + route.path, route, op_at)
                 if filters:
                     settings["filters"] = filters
                 if method in route.methods:
@@ -514,13 +554,26 @@ class _Builder:
         return out
 
     def _route_path(self, entry: _PathItem) -> str:
+        """The definition's path for a `paths` key (checked by `_path_problems` already)."""
+        where = pointer("paths", entry.url)
         path = _request_path(entry.url)
         if path != entry.url:
             self.warnings.append(
-                f"{pointer('paths', entry.url)}: {entry.url[len(path) :]!r} is not part of the "
-                f"request path; routed as {path}"
+                f"{where}: {entry.url[len(path) :]!r} is not part of the request path; "
+                f"routed as {path}"
             )
-        return path
+        routed, notes = _envoy_path(path)
+        self.warnings += [f"{where}: {note}" for note in notes]
+        return routed
+
+    def _rewrite(self, rewrite: str, route: _Route, where: str) -> str:
+        """`rewrite` if the definition can have it for `route` (else a problem at `where`)."""
+        try:
+            ApiRoute.model_validate({"path": route.path, "rewrite": rewrite})
+        except ValidationError as err:
+            message = "; ".join(p.message for p in problems_from(err))
+            self.problem(where, f"its servers' path needs the rewrite {rewrite}, but {message}")
+        return rewrite
 
     def _warn_unrouted(self, definition: dict[str, Any]) -> None:
         if self.doc.get("webhooks"):
@@ -549,21 +602,64 @@ def _request_path(url: str) -> str:
 
 
 def _path_problems(items: list[_PathItem]) -> list[FieldProblem]:
-    """Every path is a URL path with well-formed {variables} (the validator does not check
-    this: it merely fails on a malformed template)."""
+    """Every path is a URL path with well-formed {variables} that Envoy can match (the validator
+    does not check this: it merely fails on a malformed template)."""
     problems = []
     for entry in items:
         path = _request_path(entry.url)
         where = pointer("paths", entry.url)
         if not path.startswith("/"):
             continue  # the validator says so
-        if not _PATH_RE.match(path):
-            problems.append(FieldProblem(where, "the path has characters a URL path cannot have"))
-        elif not _TEMPLATE_RE.match(path):
+        if not _TEMPLATE_RE.match(path):
             problems.append(
                 FieldProblem(where, "the path's {variables} are unbalanced, empty or span a '/'")
             )
+            continue
+        try:
+            _envoy_path(path)
+        except ValueError as err:
+            problems.append(FieldProblem(where, f"cannot be routed: {err}"))
     return problems
+
+
+def _envoy_path(path: str) -> tuple[str, list[str]]:
+    """The definition path for an OpenAPI path, and notes on what changed: a variable name Envoy
+    refuses (over 16 characters, or not `[A-Za-z][A-Za-z0-9_]*`) is shortened (names matter only
+    to rewrites, which the import writes itself); a template Envoy cannot match (more than five
+    variables, two in one segment) matches each of its variable segments as `*` (any one
+    segment: the definition's regex paths). ValueError if neither works."""
+    notes: list[str] = []
+    used: set[str] = set()
+
+    def rename(match: re.Match[str]) -> str:
+        name = match.group(1)
+        new = name if _ENVOY_NAME_RE.match(name) and name not in used else _short(name, used)
+        used.add(new)
+        if new != name:
+            notes.append(f"{{{name}}} is {{{new}}} (Envoy's rules for variable names)")
+        return "{" + new + "}"
+
+    renamed = _VARIABLE_RE.sub(rename, path)
+    try:
+        path_pattern(renamed)
+    except ValueError as err:
+        starred = "/".join("*" if "{" in seg else seg for seg in renamed.split("/"))
+        try:
+            path_pattern(starred)
+        except ValueError:
+            raise err from None
+        return starred, [f"matched as {starred}: {err}"]
+    return renamed, notes
+
+
+def _short(name: str, used: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    base = (base if base[:1].isalpha() else "v" + base)[:16]
+    candidate, n = base, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{base[: 16 - len(str(n)) - 1]}_{n}"
+    return candidate
 
 
 def pointer_join(base: str, *parts: str | int) -> str:

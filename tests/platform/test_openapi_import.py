@@ -211,10 +211,31 @@ def test_relative_and_non_http_servers_are_skipped_with_a_warning() -> None:
 
 
 def test_a_server_twice_is_one_upstream() -> None:
-    servers = [{"url": "https://pets.example.com/v1"}, {"url": "https://pets.example.com/v1/"}]
+    servers = [{"url": "https://pets.example.com/v1"}, {"url": "https://pets.example.com:443/v1/"}]
     result = run(doc(servers=servers))
     assert len(result.definition["upstreams"]) == 1
     assert result.warnings == ["/servers/1: the same upstream as /servers/0; used once"]
+
+
+def test_https_servers_on_other_host_names_are_skipped() -> None:
+    """A TLS upstream set sends one SNI, so it has one host name (IP addresses may join it);
+    servers are mostly alternatives (production, sandbox): the first one's host is the API's."""
+    servers = [
+        {"url": "https://api.example.com/v1"},
+        {"url": "https://sandbox.example.com/v1"},
+        {"url": "https://api.example.com:8443/v1"},
+        {"url": "https://10.0.0.7/v1"},
+    ]
+    result = run(doc(servers=servers))
+    assert [u["url"] for u in result.definition["upstreams"]] == [
+        "https://api.example.com", "https://api.example.com:8443", "https://10.0.0.7",
+    ]  # fmt: skip
+    assert [w.split(":")[0] for w in result.warnings] == ["/servers/1"]
+
+
+def test_http_servers_on_other_host_names_share_the_set() -> None:
+    servers = [{"url": "http://a.example.com"}, {"url": "http://b.example.com"}]
+    assert len(run(doc(servers=servers)).definition["upstreams"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -225,7 +246,8 @@ def test_a_server_twice_is_one_upstream() -> None:
         ("https://pets.example.com/v1?x=1", "no user, query or fragment"),
         ("https://pets.example.com:99999", "not a valid URL"),
         ("https://pets_example!.com", "no valid host"),
-        ("https://pets.example.com/a b", "characters a URL path cannot have"),
+        ("https://pets.example.com/a b", "the path must be literal"),
+        ("https://pets.example.com/v*", "the path must be literal"),
     ],
 )
 def test_bad_server_urls_are_refused_at_their_url(url: str, why: str) -> None:
@@ -255,7 +277,7 @@ def test_options_are_checked_by_name() -> None:
 
 def test_listener_isolation_with_a_port() -> None:
     assert "listener" not in run(doc()).definition
-    assert run(doc(), isolation=True).definition["listener"] == {"isolation": True}
+    assert refused(doc(), isolation=True) == {"port": "an isolated API's listener needs a port"}
     d = run(doc(), isolation=True, port=10001, team="payments", name="pets").definition
     assert d["listener"] == {"isolation": True, "port": 10001}
     assert (d["name"], d["team"]) == ("pets", "payments")
@@ -540,16 +562,18 @@ def test_extension_payloads_are_copied_as_written() -> None:
         ("x-flowplane-ratelimit", {"interval": "1s"}, "/requests", "Field required"),
         ("x-flowplane-ratelimit", {"requests": "5", "interval": "1s"}, "/requests", "valid integer"),
         ("x-flowplane-ratelimit", {"requests": 0, "interval": "1s"}, "/requests", "greater than or equal to 1"),
-        ("x-flowplane-ratelimit", {"requests": 5, "interval": "1s", "keyBy": "cookie:a"}, "/keyBy", "header:<header name>"),
+        ("x-flowplane-ratelimit", {"requests": 5, "interval": "1s", "keyBy": "cookie:a"}, "/keyBy", '"header:<name>"'),
         ("x-flowplane-ratelimit", {"requests": 5, "interval": "1s", "burst": 2}, "/burst", "unknown field"),
         ("x-flowplane-ratelimit", [1], "", "valid dictionary"),
+        ("x-flowplane-ratelimit", {"requests": 5, "interval": "1s", "keyBy": "header:a b"}, "/keyBy", "not an HTTP header name"),
         ("x-flowplane-jwt-auth", {**JWT, "jwksUri": "ftp://keys.example"}, "/jwksUri", "http:// or https://"),
         ("x-flowplane-jwt-auth", {**JWT, "issuer": ""}, "/issuer", "at least 1 character"),
         ("x-flowplane-jwt-auth", {**JWT, "audiences": ["a", 7]}, "/audiences/1", "valid string"),
         ("x-flowplane-jwt-auth", {**JWT, "required": "yes"}, "/required", "valid boolean"),
         ("x-flowplane-cors", {"origins": []}, "/origins", "at least 1 item"),
-        ("x-flowplane-cors", {"origins": ["https://app.example/path"]}, "/origins/0", "an origin such as"),
-        ("x-flowplane-cors", {"origins": ["*"], "allowCredentials": True}, "", "cannot be used with the origin '*'"),
+        ("x-flowplane-cors", {"origins": ["https://app.example/path"]}, "/origins/0", "an origin is"),
+        ("x-flowplane-cors", {"origins": ["*"], "allowCredentials": True}, "/origins/0", "cannot be combined with allowCredentials"),
+        ("x-flowplane-cors", {"origins": ["*"], "methods": ["GET", "GET"]}, "/methods/1", "listed twice"),
         ("x-flowplane-cors", {"origins": ["*"], "methods": ["FETCH"]}, "/methods/0", "Input should be"),
         ("x-flowplane-cors", {"origins": ["*"], "headers": ["x a"]}, "/headers/0", "should match pattern"),
         ("x-flowplane-cors", {"origins": ["*"], "maxAgeSeconds": 86401}, "/maxAgeSeconds", "less than or equal"),
