@@ -25,9 +25,11 @@ How a document becomes a definition:
   A `#fragment` or `?query` in a path (a common way to document variants of one request) is not
   part of the request path: it is dropped, and variants with equal settings share a route (else
   400: a router cannot tell them apart). Paths equal but for their variable names likewise.
-- Routes are ordered most specific first, because the definition's paths are prefixes and
-  templates matched in order: more segments first, then literal segments before templated ones
-  (OpenAPI's own rule: `/pets/mine` before `/pets/{id}`), then document order.
+- Routes are in document order: the materialiser orders the Native routes most specific first.
+- Envoy's URI templates have rules of their own (flowplane.domain.uri_template): a variable name
+  Envoy refuses is shortened (`{retention_policy_assignment_id}` -> `{retention_policy}`), and a
+  path Envoy cannot match as a template (two variables in one segment, more than five) matches
+  each variable segment as `*` (one segment of anything); a warning says so.
 - Extensions (api.md; payloads in openapi_extensions): at the document level -> the API's
   `filters`; at the path item level -> the `filters` of each route of that path; at the
   operation level -> the route's `filters`, overriding the path item's per key. `null` at the
@@ -533,11 +535,8 @@ class _Builder:
                         self.warnings.append(f"{op_at} shares the route of {earlier}")
                     continue
                 route.methods[method] = (op_at, settings)
-        ordered = sorted(
-            (r for r in routes.values() if r.methods), key=lambda r: _specificity(r.path)
-        )
         out: list[dict[str, Any]] = []
-        for route in ordered:
+        for route in (r for r in routes.values() if r.methods):
             groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
             for method, (_, settings) in route.methods.items():
                 key = json.dumps(settings, sort_keys=True)
@@ -664,8 +663,3 @@ def _short(name: str, used: set[str]) -> str:
 
 def pointer_join(base: str, *parts: str | int) -> str:
     return base + pointer(*parts)
-
-
-def _specificity(path: str) -> tuple[int, tuple[int, ...]]:
-    segments = path.strip("/").split("/")
-    return (-len(segments), tuple(1 if "{" in s or "*" in s else 0 for s in segments))
