@@ -16,6 +16,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
+from flowplane.actors.platform import Gateway, load_apis
 from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, RestServices, create_app
 from flowplane.api.fastpath import FastReads
@@ -27,7 +28,8 @@ from flowplane.grpc.hub import Hub
 from flowplane.grpc.server import XdsServer
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
-from flowplane.services.gateway import ensure_default_gateway
+from flowplane.services.gateway import LISTENER, ROUTES, ensure_default_gateway
+from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
 from flowplane.services.startup import ensure_admin, flush_auth_activity
@@ -77,6 +79,9 @@ def _services(
         teams=TeamService(auth, actor),
         audit=AuditService(repo),
         dataplanes=DataPlaneService(hub, tokens, settings, xds_port),
+        platform=PlatformService(
+            state, actor, Gateway(LISTENER, ROUTES) if settings.default_gateway else None
+        ),
         authenticator=authenticator,
     )
 
@@ -91,6 +96,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         state = await load_state(repo)
+        await load_apis(repo, state)
         auth = await load_auth(repo)
         state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
         actor = ConfigActor(

@@ -65,8 +65,8 @@ LAYERS: Final[dict[str, set[str]]] = {
     "xds": {"errors", "domain"},  # sans-I/O: translate, snapshot, scope, stream machines
     "auth": {"errors", "domain", "storage"},  # tokens, keys, the Authenticator
     "observability": {"errors", "settings"},
-    "actors": {"errors", "domain", "storage", "xds", "auth", "observability"},
     "platform": {"errors", "domain"},  # API definitions -> native resources: pure
+    "actors": {"errors", "domain", "storage", "xds", "auth", "observability", "platform"},
     "services": {
         "errors",
         "settings",

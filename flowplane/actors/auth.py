@@ -184,6 +184,11 @@ class ChangeTeam(Txn):
             if old is None or not self.principal.can_read_team(name):
                 raise NotFound(f"team {name!r} does not exist")
             if self.delete:
+                apis = [a for a in cfg.apis.values() if a.team == name]
+                if apis:
+                    raise Conflict(
+                        f"team {name!r} still owns {len(apis)} API(s), e.g. {apis[0].name!r}"
+                    )
                 users = [r for r in cfg.all() if r.team == name]
                 if users:
                     raise Conflict(

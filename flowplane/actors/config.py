@@ -209,6 +209,7 @@ def row_of(res: StoredResource) -> ResourceRow:
         spec=res.spec,
         created_at=res.created_at,
         updated_at=res.updated_at,
+        owner=res.owner,
     )
 
 
@@ -224,6 +225,7 @@ def resource_of(row: ResourceRow) -> StoredResource:
         created_at=row.created_at,
         updated_at=row.updated_at,
         model=parse_spec(kind, row.spec),
+        owner=row.owner,
     )
 
 

@@ -20,6 +20,7 @@ from flowplane.api.dataplanes import dataplanes_blueprint
 from flowplane.api.http import error_response, json_response
 from flowplane.api.native import native_blueprint
 from flowplane.api.openapi import FlowplaneOpenAPI
+from flowplane.api.platform import platform_blueprint
 from flowplane.api.schemas import HealthOut
 from flowplane.api.security import security_blueprint
 from flowplane.auth.authenticator import Authenticator
@@ -35,6 +36,7 @@ from flowplane.errors import (
 )
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
+from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
 
@@ -88,6 +90,7 @@ class RestServices:
     teams: TeamService
     audit: AuditService
     dataplanes: DataPlaneService
+    platform: PlatformService
     authenticator: Authenticator
 
 
@@ -180,6 +183,7 @@ def create_app(
         return await send_from_directory(SWAGGER_DIR, filename)
 
     app.register_blueprint(native_blueprint(services.resources))
+    app.register_blueprint(platform_blueprint(services.platform))
     app.register_blueprint(dataplanes_blueprint(services.dataplanes))
     app.register_blueprint(security_blueprint(services.tokens, services.teams, services.audit))
     return app

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
 
 from flowplane.domain.common import problems_from
 from flowplane.errors import BadRequest, FlowplaneError, PayloadTooLarge, UnsupportedMediaType
+from flowplane.services.common import Page
+
+T = TypeVar("T")
 
 MAX_JSON_DEPTH = 64
 
@@ -87,6 +91,13 @@ def error_response(err: FlowplaneError) -> Response:
     for k, v in err.headers.items():
         resp.headers[k] = v
     return resp
+
+
+def page_response(page: Page[T], render: Callable[[T], Any]) -> Response:
+    """A list response: `{items, total, limit, offset}` with each item rendered."""
+    body = {"items": [render(i) for i in page.items], "total": page.total,
+            "limit": page.limit, "offset": page.offset}  # fmt: skip
+    return json_response(body)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -49,7 +49,14 @@ _IF_MATCH = {
 # Operations documented without a success response get the one their method returns here.
 _SUCCESS = {"get": 200, "post": 201, "put": 200, "patch": 200, "delete": 204}
 # Non-native operations that answer 409: a team name taken, a team that still owns resources.
-_CONFLICTS = {"security.create_team", "security.patch_team", "security.delete_team"}
+_CONFLICTS = {
+    "security.create_team", "security.patch_team", "security.delete_team",
+    "platform.create_api", "platform.import_openapi",  # name taken in the team, domain taken
+}  # fmt: skip
+# Platform operations that take If-Match and answer 409/412 like the Native ones.
+_VERSIONED = {"platform.put_api", "platform.patch_api", "platform.delete_api",
+              "platform.append_route"}  # fmt: skip
+_IMPORT_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
 
 
 def _success(method: str, endpoint: str) -> dict[str, Any]:
@@ -129,7 +136,7 @@ def _document_filters(schemas: dict[str, Any]) -> None:
     }
     schemas["FilterOverrides"] = {
         "type": "object",
-        "description": "Per-scope filter overrides: a filter's name -> {\"disabled\": true} or "
+        "description": 'Per-scope filter overrides: a filter\'s name -> {"disabled": true} or '
         "the override config of the filter type of that name (typed overrides are keyed by "
         "the type; a filter with a custom name can only be disabled).",
         "properties": overrides,
@@ -160,6 +167,7 @@ class FlowplaneOpenAPI(OpenAPIProvider):
         components.update(error_components)
         public = RULES.get(rule.endpoint or "") == PUBLIC
         native = (rule.endpoint or "").startswith("native.")
+        merge_patchable = native or rule.endpoint == "platform.patch_api"
         for operations in paths.values():
             for method, op in operations.items():
                 responses = dict(op["responses"])
@@ -175,9 +183,16 @@ class FlowplaneOpenAPI(OpenAPIProvider):
                     codes.add(400)
                 if not any(200 <= int(c) < 300 for c in responses):
                     responses[_SUCCESS[method]] = _success(method, rule.endpoint or "")
+                if rule.endpoint == "platform.import_openapi":
+                    op["requestBody"] = {
+                        "description": "An OpenAPI 3.0 or 3.1 document, JSON or YAML",
+                        "content": {t: {"schema": {}} for t in _IMPORT_TYPES},
+                    }
+                    responses[200] = _success("put", "")
+                    responses[201] = _success("post", "")
                 if method in _WRITES:
                     if method == "patch" and "requestBody" not in op:
-                        types = (_MERGE_PATCH, _JSON) if native else (_JSON,)
+                        types = (_MERGE_PATCH, _JSON) if merge_patchable else (_JSON,)
                         op["requestBody"] = {
                             "required": True,
                             "description": "The fields to change (RFC 7386 merge patch)",
@@ -186,7 +201,7 @@ class FlowplaneOpenAPI(OpenAPIProvider):
                     if "requestBody" in op:
                         op["requestBody"] = {**op["requestBody"], "required": True}
                         codes |= {400, 413, 415}
-                if native and method in {"put", "patch", "delete"}:
+                if (native and method in {"put", "patch", "delete"}) or rule.endpoint in _VERSIONED:
                     params.append(_IF_MATCH)
                     codes |= {409, 412}
                 if rule.endpoint in _CONFLICTS:

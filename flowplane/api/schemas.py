@@ -42,6 +42,13 @@ class ListQuery(_Out):
     team: str | None = None
 
 
+class OwnerOut(_Out):
+    """What made a resource on the Platform path (absent for Native-made resources)."""
+
+    kind: Literal["api"]
+    id: str
+
+
 def out_model(kind: Kind) -> type[BaseModel]:
     """The stored resource as returned: the client's fields plus server-managed metadata."""
     base = kind.model
@@ -50,6 +57,7 @@ def out_model(kind: Kind) -> type[BaseModel]:
         "source": (Literal["native", "platform"], ...),
         "created_at": (datetime, ...),
         "updated_at": (datetime, ...),
+        "owner": (OwnerOut | None, None),
     }
     return create_model(f"{base.__name__}Resource", __base__=base, **fields)
 

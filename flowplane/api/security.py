@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
 
 from pydantic import Field, field_validator
 from quart import Blueprint, Response, g
 from quart_schema import document_querystring, document_request, tag
 
-from flowplane.api.http import json_body, json_response, query
+from flowplane.api.http import json_body, json_response, page_response, query
 from flowplane.api.schemas import ListQuery, _Out
 from flowplane.domain.auth import TeamSpec, TokenCreate
 from flowplane.services.audit import AuditFilter, AuditService, entry_json
-from flowplane.services.common import Page, Window
+from flowplane.services.common import Window
 from flowplane.services.security import IssuedToken, TeamService, TokenService
 
 
@@ -39,10 +38,6 @@ class AuditQueryIn(_Out):
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
-def page_json(page: Page[Any], items: list[Any]) -> dict[str, Any]:
-    return {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
-
-
 def _issued(t: IssuedToken) -> Response:
     return json_response(t.to_json(), 201, {"Location": f"/api/v1/tokens/{t.view.record.id}"})
 
@@ -58,7 +53,7 @@ def security_blueprint(tokens: TokenService, teams: TeamService, audit: AuditSer
         """Tokens this caller may see (admins: all)."""
         q = query(ListQuery)
         page = tokens.list(g.principal, Window(q.limit, q.offset), team=q.team)
-        return json_response(page_json(page, [t.to_json() for t in page.items]))
+        return page_response(page, lambda t: t.to_json())
 
     @bp.post("/tokens")
     @tag(["tokens"])
@@ -101,7 +96,7 @@ def security_blueprint(tokens: TokenService, teams: TeamService, audit: AuditSer
         """Teams this caller belongs to (admins: all)."""
         q = query(ListQuery)
         page = teams.list(g.principal, Window(q.limit, q.offset))
-        return json_response(page_json(page, [t.to_json() for t in page.items]))
+        return page_response(page, lambda t: t.to_json())
 
     @bp.post("/teams")
     @tag(["teams"])
@@ -139,6 +134,6 @@ def security_blueprint(tokens: TokenService, teams: TeamService, audit: AuditSer
         q = query(AuditQueryIn)
         f = AuditFilter(q.resource_type, q.team, q.actor, q.since)
         page = await audit.query(g.principal, f, Window(q.limit, q.offset))
-        return json_response(page_json(page, [entry_json(r) for r in page.items]))
+        return page_response(page, entry_json)
 
     return bp

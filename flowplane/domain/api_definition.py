@@ -211,6 +211,9 @@ class ApiRoute(ApiModel):
     timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] | None = None
     rewrite: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     filters: Filters | None = None
+    # A path without variables or '*' matches as a prefix unless `exact` (the OpenAPI import
+    # sets it: an OpenAPI path names one path, and nothing below it should reach the upstream).
+    exact: bool = False
 
     @model_validator(mode="after")
     def _rewrite(self) -> ApiRoute:

@@ -47,7 +47,7 @@ _SCOPE_RESOURCE: dict[Kind, str] = {
     Kind.LISTENER: "listeners",
 }
 
-READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt")
+READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt", "owner")
 
 
 def client_spec(data: Any) -> Any:
@@ -104,6 +104,7 @@ class StoredResource:
     created_at: datetime
     updated_at: datetime
     model: BaseModel = field(compare=False, repr=False)
+    owner: str | None = None  # the id of the Platform API that made it (None: Native-made)
 
     @property
     def etag(self) -> str:
@@ -124,4 +125,6 @@ class StoredResource:
             createdAt=rfc3339(self.created_at, "microseconds"),
             updatedAt=rfc3339(self.updated_at, "microseconds"),
         )
+        if self.owner is not None:
+            out["owner"] = {"kind": "api", "id": self.owner}
         return out

@@ -12,8 +12,9 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from flowplane.domain.apis import ApiRecord, check_native_write
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.listener import Listener
 from flowplane.domain.resources import (
@@ -64,7 +65,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-def etag_matches(if_match: str | None, current: StoredResource) -> bool:
+class _Versioned(Protocol):
+    @property
+    def etag(self) -> str: ...
+
+
+def etag_matches(if_match: str | None, current: _Versioned) -> bool:
+    """RFC 9110 If-Match against a resource's ETag (`*` matches anything; weak tags compared by
+    their value): the one If-Match check of every versioned thing."""
     if if_match is None:
         return True
     for tag in (t.strip() for t in if_match.split(",")):
@@ -85,6 +93,7 @@ class ConfigState:
         self.serial = 0  # +1 per committed change (kept by the config actor)
         self.protected: dict[Ref, str] = {}  # resources that cannot be deleted, and why
         self.team_quotas: dict[str, dict[str, Any]] = {}  # team -> quotas (kept by the actor)
+        self.apis: dict[str, ApiRecord] = {}  # Platform API id -> its definition
 
     # --- reading -------------------------------------------------------------------------
     def get(self, kind: Kind, name: str) -> StoredResource | None:
@@ -131,6 +140,7 @@ class ConfigState:
         source: str,
         now: datetime | None = None,
         principal: Principal = SYSTEM,
+        owner: str | None = None,
     ) -> Plan:
         if isinstance(body, dict) and "team" not in body and len(principal.teams) == 1:
             # A token bound to one team creates in that team unless told otherwise.
@@ -152,6 +162,7 @@ class ConfigState:
             created_at=now,
             updated_at=now,
             model=model,
+            owner=owner,
         )
         self._check(after, principal)
         return Plan(kind, name, None, after)
@@ -181,10 +192,12 @@ class ConfigState:
                     [FieldProblem("name", f"must be {name!r} (the name in the URL)")],
                 )
         model = parse_spec(kind, body)
+        spec = client_spec(body)
+        if source != "platform":
+            check_native_write(self.apis.values(), before, spec)
         if model.team != before.team:  # type: ignore[attr-defined]
             self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
             self._check_quota(kind, model.team)  # type: ignore[attr-defined]
-        spec = client_spec(body)
         after = replace(
             before,
             team=model.team,  # type: ignore[attr-defined]
@@ -215,7 +228,12 @@ class ConfigState:
         )  # fmt: skip
 
     def plan_delete(
-        self, kind: Kind, name: str, if_match: str | None, principal: Principal = SYSTEM
+        self,
+        kind: Kind,
+        name: str,
+        if_match: str | None,
+        principal: Principal = SYSTEM,
+        source: str = "native",
     ) -> Plan:
         before = self.require(kind, name, principal)
         self._check_write(principal, kind, name, before.team)
@@ -226,6 +244,8 @@ class ConfigState:
         why = self.protected.get(Ref(kind, name))
         if why is not None:
             raise Conflict(f"{kind.label} {name!r} cannot be deleted: {why}")
+        if source != "platform":
+            check_native_write(self.apis.values(), before, None)
         users = self.referrers(kind, name)
         if users:
             raise Conflict(
@@ -261,10 +281,15 @@ class ConfigState:
 
         def usable(r: Ref) -> bool:
             target = self.get(r.kind, r.name)
-            return (
-                target is not None
-                and principal.can_read_team(target.team)
-                and (target.team is None or target.team == res.team)
+            if target is None:
+                return False
+            if res.team is None and target.owner is not None:
+                # A shared resource (the shared gateway's route config and listener) may use a
+                # team's upstreams that a Platform API made: that is how a shared-mode API is
+                # served. What a team's data planes receive stays self-contained.
+                return True
+            return principal.can_read_team(target.team) and (
+                target.team is None or target.team == res.team
             )
 
         missing = sorted(

@@ -178,6 +178,7 @@ class _Group:
     action: dict[str, Any]
     filters: dict[str, Any]
     cors: Cors | None
+    exact: bool = False
 
 
 def _routes(api: ApiDefinition, plan: JwtPlan) -> list[dict[str, Any]]:
@@ -187,19 +188,21 @@ def _routes(api: ApiDefinition, plan: JwtPlan) -> list[dict[str, Any]]:
         action = _action(api, route, path)
         effective = _effective(api, route)
         filters = _route_filters(api, effective, plan)
-        key = json.dumps([path, action, filters], sort_keys=True)
+        key = json.dumps([path, route.exact, action, filters], sort_keys=True)
         group = groups.get(key)
         if group is None:
             cors = effective.get("cors")
             assert cors is None or isinstance(cors, Cors)
-            groups[key] = _Group(i, path, list(route.methods or []) or None, action, filters, cors)
+            groups[key] = _Group(
+                i, path, list(route.methods or []) or None, action, filters, cors, route.exact
+            )
         elif group.methods is not None and route.methods:
             group.methods += route.methods  # no repeats: conflicts were refused
     out: list[dict[str, Any]] = []
     for group in sorted(groups.values(), key=_specificity):
         if group.cors is not None:  # its methods default to the route's (known once grouped)
             group.filters[CORS] = cors_policy(group.cors, group.methods)
-        match: dict[str, Any] = {"path": _path_match(group.path)}
+        match: dict[str, Any] = {"path": _path_match(group.path, exact=group.exact)}
         if group.cors is not None and group.methods and "OPTIONS" not in group.methods:
             out.append(_preflight(group, match))
         if group.methods:
@@ -228,8 +231,10 @@ def _specificity(group: _Group) -> tuple[int, tuple[int, ...], int]:
     return (-len(segments), tuple(rank(s) for s in segments), group.first)
 
 
-def _path_match(path: str) -> dict[str, str]:
+def _path_match(path: str, *, exact: bool = False) -> dict[str, str]:
     pattern = path_pattern(path)
+    if exact and pattern.kind == "prefix":
+        return {"type": "exact", "value": pattern.value}
     return {"type": pattern.kind, "value": pattern.value}
 
 

@@ -542,7 +542,10 @@ class _Builder:
                 key = json.dumps(settings, sort_keys=True)
                 groups.setdefault(key, (settings, []))[1].append(method.upper())
             for settings, methods in groups.values():
-                out.append({"path": route.path, "methods": methods, **settings})
+                # An OpenAPI path names one path: a literal one matches exactly (a prefix would
+                # let every path below it reach the upstream).
+                exact = {} if "{" in route.path or "*" in route.path else {"exact": True}
+                out.append({"path": route.path, "methods": methods, **exact, **settings})
                 self.route_sources.append(route.where)
         if not out and not self.problems:
             self.problem("/paths", "has no operations: there is nothing to route")

@@ -13,6 +13,7 @@ from typing import Any
 
 from flowplane.actors.config import Command, ConfigActor, Protect
 from flowplane.domain.resources import Kind, Ref
+from flowplane.platform.materialise import gateway_http_filters
 from flowplane.settings import Settings, split_address
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ def gateway_bodies(address: str) -> tuple[dict[str, Any], dict[str, Any]]:
                     {
                         "type": "httpConnectionManager",
                         "routeConfigName": ROUTES,
-                        "httpFilters": [{"type": "router"}],
+                        # The Platform layer's chain from the start (api.md "Filters on the
+                        # shared gateway"), so the first API does not rewrite the listener.
+                        "httpFilters": gateway_http_filters([]),
                     }
                 ]
             }

@@ -23,6 +23,7 @@ class ResourceRow:
     spec: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    owner: str | None = None  # the id of the Platform API that made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class AuditQuery:
 
 Write = Upsert | Delete | Row | UpdateRow | DeleteRow | AuditRow
 
-TABLES = {"teams": "name", "tokens": "id", "signing_keys": "kid"}
+TABLES = {"teams": "name", "tokens": "id", "signing_keys": "kid", "apis": "id"}
 """ The small tables and their primary keys. """
 
 

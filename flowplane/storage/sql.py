@@ -25,9 +25,9 @@ from flowplane.storage.base import (
 Placeholder = Callable[[int], str]  # 1-based parameter index -> placeholder text
 Statement = tuple[str, tuple[Any, ...]]
 
-JSON_COLUMNS = frozenset({"quotas", "scopes", "teams"})
+JSON_COLUMNS = frozenset({"quotas", "scopes", "teams", "spec", "generated"})
 RESOURCE_SELECT = (
-    "SELECT kind, name, team, version, source, spec, created_at, updated_at"
+    "SELECT kind, name, team, version, source, spec, created_at, updated_at, owner"
     " FROM resources ORDER BY kind, name"
 )
 AUDIT_COLUMNS = (
@@ -65,10 +65,10 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
             out.append(
                 (
                     "INSERT INTO resources (kind, name, team, version, source, spec, created_at,"
-                    f" updated_at) VALUES ({_marks(p, 8)}) ON CONFLICT (kind, name) DO UPDATE"
-                    " SET team = excluded.team, version = excluded.version,"
+                    f" updated_at, owner) VALUES ({_marks(p, 9)}) ON CONFLICT (kind, name) DO"
+                    " UPDATE SET team = excluded.team, version = excluded.version,"
                     " source = excluded.source, spec = excluded.spec,"
-                    " updated_at = excluded.updated_at",
+                    " updated_at = excluded.updated_at, owner = excluded.owner",
                     (
                         r.kind,
                         r.name,
@@ -78,6 +78,7 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                         json.dumps(r.spec, separators=(",", ":")),
                         r.created_at.isoformat(),
                         r.updated_at.isoformat(),
+                        r.owner,
                     ),
                 )
             )
@@ -166,6 +167,7 @@ def resource_from(r: Sequence[Any]) -> ResourceRow:
     return ResourceRow(
         kind=r[0], name=r[1], team=r[2], version=r[3], source=r[4], spec=json.loads(r[5]),
         created_at=datetime.fromisoformat(r[6]), updated_at=datetime.fromisoformat(r[7]),
+        owner=r[8],
     )  # fmt: skip
 
 

@@ -41,6 +41,8 @@ class Upstream:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[ReceivedRequest] = field(default_factory=list)
+    # path -> a JSON body served instead of the echo (e.g. a JWKS document for jwt_authn)
+    documents: dict[str, bytes] = field(default_factory=dict)
     connections: int = 0  # connections accepted so far (shows keep-alive at work)
 
     @property
@@ -96,11 +98,12 @@ class Upstream:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         self.requests.append(ReceivedRequest(method, path, headers, bytes(body)))
 
-        payload = f"{self.name} {method} {path}".encode()
+        document = self.documents.get(path)
+        payload = f"{self.name} {method} {path}".encode() if document is None else document
         response = h11.Response(
             status_code=200,
             headers=[
-                ("content-type", "text/plain"),
+                ("content-type", "text/plain" if document is None else "application/json"),
                 ("content-length", str(len(payload))),
                 ("x-upstream", self.name),
             ],
@@ -112,10 +115,13 @@ class Upstream:
 
 
 @asynccontextmanager
-async def run_upstream(name: str, *, host: str = "127.0.0.1") -> AsyncIterator[Upstream]:
+async def run_upstream(
+    name: str, *, host: str = "127.0.0.1", documents: dict[str, bytes] | None = None
+) -> AsyncIterator[Upstream]:
     """Run an `Upstream` called `name` for the duration of the block, then stop it (listener and
-    open connections closed) even if the block raises or is cancelled."""
-    upstream = Upstream(name=name, host=host)
+    open connections closed) even if the block raises or is cancelled. `documents` maps paths
+    to JSON bodies served as they are."""
+    upstream = Upstream(name=name, host=host, documents=dict(documents or {}))
     async with trio.open_nursery() as nursery:
         await nursery.start(upstream.serve)
         try:

@@ -98,7 +98,7 @@ def test_petstore_3_0() -> None:
         "basePath": "/v1",
         "upstreams": [{"name": "default", "url": "http://petstore.swagger.io"}],
     }
-    assert d["routes"] == [
+    assert routes_shape(d["routes"]) == [
         {"path": "/pets", "methods": ["GET", "POST"]},
         {"path": "/pets/{petId}", "methods": ["GET"]},
     ]
@@ -318,7 +318,7 @@ def test_operations_of_a_path_share_a_route_only_with_equal_settings() -> None:
             "patch": op(**{"x-flowplane-ratelimit": None}),
         }
     }
-    assert run(doc(paths=paths)).definition["routes"] == [
+    assert routes_shape(run(doc(paths=paths)).definition["routes"]) == [
         {"path": "/pets/{id}", "methods": ["GET", "HEAD"]},
         {"path": "/pets/{id}", "methods": ["PUT", "DELETE"], "filters": {"rateLimit": limit}},
         {"path": "/pets/{id}", "methods": ["PATCH"], "filters": {"rateLimit": None}},
@@ -337,7 +337,7 @@ def test_fragments_and_queries_in_paths_are_not_part_of_the_request_path() -> No
         "/search?type=pets": {"get": op()},
     }
     result = run(doc(paths=paths))
-    assert result.definition["routes"] == [
+    assert routes_shape(result.definition["routes"]) == [
         {"path": "/files/{file_id}", "methods": ["GET"]},
         {"path": "/search", "methods": ["GET"]},
     ]
@@ -361,7 +361,9 @@ def test_paths_differing_only_in_variable_names_are_one_route() -> None:
         "/pets/{name}": {"delete": op(parameters=[_path_param("name")])},
     }
     result = run(doc(paths=paths))
-    assert result.definition["routes"] == [{"path": "/pets/{id}", "methods": ["GET", "DELETE"]}]
+    assert routes_shape(result.definition["routes"]) == [
+        {"path": "/pets/{id}", "methods": ["GET", "DELETE"]}
+    ]
     assert result.warnings[0].startswith("/paths/~1pets~1{name} is the same route as")
 
 
@@ -388,7 +390,7 @@ def test_a_path_item_reference_is_followed() -> None:
     ]
     document["components"]["pathItems"]["Pets"]["get"]["x-flowplane-ratelimit"]["requests"] = 3
     result = run(document)
-    assert result.definition["routes"] == [
+    assert routes_shape(result.definition["routes"]) == [
         {
             "path": "/pets",
             "methods": ["GET"],
@@ -416,7 +418,7 @@ def test_operation_and_path_item_servers() -> None:
         {"name": "default", "url": "https://pets.example.com"},
         {"name": "servers-1", "url": "https://upload.example.com"},
     ]
-    assert d["routes"] == [
+    assert routes_shape(d["routes"]) == [
         {
             "path": "/files",
             "methods": ["POST"],
@@ -478,7 +480,7 @@ def test_document_level_extension_becomes_an_api_filter(
 ) -> None:
     d = run(doc(**{key: payload})).definition
     assert d["filters"] == {filter_key: payload}
-    assert d["routes"] == [{"path": "/pets", "methods": ["GET"]}]
+    assert routes_shape(d["routes"]) == [{"path": "/pets", "methods": ["GET"]}]
 
 
 @pytest.mark.parametrize(("key", "filter_key", "payload"), EXTENSIONS)
@@ -487,7 +489,7 @@ def test_operation_level_extension_becomes_a_route_filter(
 ) -> None:
     d = run(doc(paths={"/pets": {"get": op(**{key: payload}), "post": op()}})).definition
     assert "filters" not in d
-    assert d["routes"] == [
+    assert routes_shape(d["routes"]) == [
         {"path": "/pets", "methods": ["GET"], "filters": {filter_key: payload}},
         {"path": "/pets", "methods": ["POST"]},
     ]
@@ -498,7 +500,7 @@ def test_path_item_level_extension_applies_to_each_operation_of_the_path(
     key: str, filter_key: str, payload: dict[str, Any]
 ) -> None:
     paths = {"/pets": {key: payload, "get": op(), "post": op()}, "/toys": {"get": op()}}
-    assert run(doc(paths=paths)).definition["routes"] == [
+    assert routes_shape(run(doc(paths=paths)).definition["routes"]) == [
         {"path": "/pets", "methods": ["GET", "POST"], "filters": {filter_key: payload}},
         {"path": "/toys", "methods": ["GET"]},
     ]
@@ -521,7 +523,7 @@ def test_operation_overrides_path_item_per_key_and_null_disables() -> None:
     )
     d = run(document).definition
     assert d["filters"] == {"rateLimit": RATE}
-    assert d["routes"] == [
+    assert routes_shape(d["routes"]) == [
         {"path": "/pets", "methods": ["GET"], "filters": {"rateLimit": None, "jwtAuth": JWT}},
         {
             "path": "/pets",
@@ -598,7 +600,9 @@ def test_every_extension_problem_is_listed_at_once() -> None:
 
 def test_other_extensions_are_ignored() -> None:
     document = doc(**{"x-logo": {"url": "x"}}, paths={"/pets": {"x-a": 1, "get": op(**{"x-b": 2})}})
-    assert run(document).definition["routes"] == [{"path": "/pets", "methods": ["GET"]}]
+    assert routes_shape(run(document).definition["routes"]) == [
+        {"path": "/pets", "methods": ["GET"]}
+    ]
 
 
 # --- what the validator refuses ---------------------------------------------------------------
@@ -672,7 +676,7 @@ paths:
       responses:
         200: {description: ok}
 """
-    assert run(text, "application/yaml").definition["routes"] == [
+    assert routes_shape(run(text, "application/yaml").definition["routes"]) == [
         {"path": "/pets", "methods": ["GET"]}
     ]
 
@@ -692,7 +696,7 @@ paths:
 """
     limit = {"requests": 10, "interval": "1s"}
     d = run(text, "text/yaml").definition
-    assert d["routes"] == [
+    assert routes_shape(d["routes"]) == [
         {"path": "/pets", "methods": ["GET", "POST"], "filters": {"rateLimit": limit}}
     ]
 
@@ -720,3 +724,21 @@ def test_a_refusal_is_a_bad_request_with_a_message() -> None:
     assert isinstance(err, BadRequest) and err.status == 400
     assert err.to_json()["error"] == "bad_request"
     assert err.message == "cannot import the document: 1 problem(s)"
+
+
+def routes_shape(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The routes without `exact` (set on every literal path: `test_literal_paths_match_exactly`
+    checks it), so the other tests read as the document they import."""
+    return [{k: v for k, v in r.items() if k != "exact"} for r in routes]
+
+
+def test_literal_paths_match_exactly() -> None:
+    """An OpenAPI path names one path: a literal one is imported with `exact: true` (as a prefix,
+    `/pets` would also send `/pets/42/x` and `/petsfoo` to the upstream); one with variables is a
+    URI template, which matches its own segments only."""
+    param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths = {"/pets": {"get": op()}, "/pets/{id}": {"get": op(parameters=[param])}}
+    routes = run(doc(paths=paths)).definition["routes"]
+    by_path = {r["path"]: r for r in routes}
+    assert by_path["/pets"]["exact"] is True
+    assert "exact" not in by_path["/pets/{id}"]

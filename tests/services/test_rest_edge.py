@@ -19,6 +19,7 @@ from flowplane.errors import FlowplaneError, Forbidden
 from flowplane.services.audit import AuditFilter
 from flowplane.services.common import Window
 from flowplane.services.dataplanes import BootstrapOptions
+from flowplane.services.platform import ImportOptions
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from tests.services.helpers import all_but, assert_scope_refused, caller, run
 
@@ -68,6 +69,22 @@ OPERATIONS: dict[str, tuple[str, str, Args]] = {
     "security.patch_team": ("teams", "patch", lambda: ("t", {"description": "d"})),
     "security.delete_team": ("teams", "delete", lambda: ("t",)),
     "security.list_audit": ("audit", "query", lambda: (AuditFilter(), Window())),
+    "platform.list_apis": ("platform", "list", lambda: (Window(),)),
+    "platform.create_api": ("platform", "create", lambda: ({"name": "a"},)),
+    "platform.get_api": ("platform", "get", lambda: ("no-such-id",)),
+    "platform.put_api": ("platform", "replace", lambda: ("no-such-id", {"name": "a"})),
+    "platform.patch_api": ("platform", "patch", lambda: ("no-such-id", {})),
+    "platform.delete_api": ("platform", "delete", lambda: ("no-such-id",)),
+    "platform.append_route": ("platform", "append_route", lambda: ("no-such-id", {"path": "/"})),
+    "platform.import_openapi": (
+        "platform",
+        "import_openapi",
+        lambda: (b"{}", "application/json", ImportOptions(domain="x.example.com")),
+    ),
+    "platform.list_endpoints": ("platform", "endpoints", lambda: (Window(),)),
+    "platform.get_endpoint": ("platform", "endpoint", lambda: ("x",)),
+    "platform.list_services": ("platform", "services", lambda: (Window(),)),
+    "platform.get_service": ("platform", "service", lambda: ("x",)),
 }
 
 AUTHENTICATED = sorted(endpoint for endpoint, scope in RULES.items() if scope != PUBLIC)

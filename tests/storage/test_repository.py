@@ -104,3 +104,25 @@ async def test_closed_repository_raises_storage_error(repo_url: str, aio_loop: A
     await repo.aclose()
     with pytest.raises(StorageError):
         await repo.ping()
+
+
+async def test_resource_owner_and_api_rows(repo: Repository) -> None:
+    """Migration 0003: a Native resource records the Platform API that made it, and API
+    definitions (client JSON + what they generated) round-trip in their own table."""
+    await repo.migrate()
+    owned = ResourceRow("cluster", "pets.default", "t", 1, "platform", {"name": "pets.default"},
+                        NOW, NOW, owner="api-1")  # fmt: skip
+    await repo.write([Upsert(owned), Upsert(row("plain"))])
+    loaded = {r.name: r for r in await repo.load_all()}
+    assert loaded["pets.default"].owner == "api-1"
+    assert loaded["plain"].owner is None
+    spec = {"name": "pets", "domain": "pets.example.com", "routes": [{"path": "/p/{id}"}]}
+    generated = {"clusters": {"t.pets.default": {"name": "t.pets.default"}}}
+    values = {"name": "pets", "team": "t", "version": 1, "spec": spec, "generated": generated,
+              "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    await repo.write([Row("apis", "api-1", values)])
+    (api,) = await repo.load_rows("apis")
+    assert (api["id"], api["spec"], api["generated"]) == ("api-1", spec, generated)
+    assert datetime.fromisoformat(api["created_at"]) == NOW
+    await repo.write([DeleteRow("apis", "api-1")])
+    assert await repo.load_rows("apis") == []

@@ -1,0 +1,443 @@
+"""The config-actor transaction of the Platform API: one API definition and everything it
+generates, changed in one transaction (api.md "Platform API", Materialisation).
+
+`ApplyApi` plans the definition's change and the Native changes it implies against the committed
+state: the API's clusters, its virtual host in the shared gateway's route config (shared mode) or
+its own route config and listener (isolation), the gateway listener's filter chain when the set
+of shared-mode providers changes, and the deletion of what the API no longer generates. Every
+Native change goes through the same `ConfigState` planning as a Native write (references, team
+rules, quotas, listener addresses) and the same extra validation (the xDS translator), with
+`source: platform` and the API as owner. The steps are applied to memory one by one while
+planning, so each sees the previous ones, and undone before returning: if any step is refused the
+whole command is refused and nothing has changed. Unchanged resources are not written (they keep
+their versions), so re-importing the same document changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from flowplane.actors.config import PlanContext, Txn, TxnPlan, row_of
+from flowplane.auth.audit import audit_row
+from flowplane.domain.api_definition import parse_api_definition
+from flowplane.domain.apis import GENERATED_KEYS, VHOSTS, ApiRecord, api_client_spec
+from flowplane.domain.auth import SYSTEM, Principal
+from flowplane.domain.resources import Kind
+from flowplane.domain.state import ConfigState, Plan, etag_matches, merge_patch
+from flowplane.errors import (
+    BadRequest,
+    Conflict,
+    FieldProblem,
+    FlowplaneError,
+    Forbidden,
+    Internal,
+    NotFound,
+    PreconditionFailed,
+    QuotaExceeded,
+)
+from flowplane.platform.materialise import gateway_http_filters, materialise
+from flowplane.storage.base import Delete, DeleteRow, Repository, Row, Upsert, Write
+
+ApiOp = Literal["create", "replace", "patch", "delete"]
+ORDER = (Kind.CLUSTER, Kind.ROUTE_CONFIG, Kind.LISTENER)  # creates/updates; deletes reversed
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The shared gateway that shared-mode APIs join (None: there is none, isolation only)."""
+
+    listener: str
+    route_config: str
+
+
+@dataclass(frozen=True, slots=True)
+class NativeChange:
+    """One Native resource an API write creates, updates or deletes (for dry runs and audit)."""
+
+    action: Literal["create", "update", "delete"]
+    kind: Kind
+    name: str
+    spec: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "kind": self.kind.value,
+            "name": self.name,
+            "spec": self.spec,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiOutcome:
+    """What an API write did (or, on a dry run, would do)."""
+
+    api: ApiRecord | None  # None after a delete
+    changes: tuple[NativeChange, ...]
+    created: bool = False
+
+
+@dataclass
+class _Steps:
+    """Native plans applied to memory one by one while planning (each sees the previous)."""
+
+    state: ConfigState
+    validate: Callable[[Kind, BaseModel], object] | None
+    plans: list[Plan] = field(default_factory=list)
+    changes: list[NativeChange] = field(default_factory=list)
+
+    def add(self, plan: Plan, action: Literal["create", "update", "delete"]) -> None:
+        if plan.after is not None and self.validate is not None:
+            self.validate(plan.kind, plan.after.model)
+        self.state.apply(plan)
+        self.plans.append(plan)
+        self.changes.append(
+            NativeChange(action, plan.kind, plan.name, plan.after.spec if plan.after else None)
+        )
+
+    def undo(self) -> None:
+        for plan in reversed(self.plans):
+            self.state.apply(Plan(plan.kind, plan.name, plan.after, plan.before))
+
+    def redo(self) -> None:
+        for plan in self.plans:
+            self.state.apply(plan)
+
+
+def _visible_api(state: ConfigState, api_id: str, principal: Principal) -> ApiRecord:
+    api = state.apis.get(api_id)
+    if api is None or not principal.can_read_team(api.team):
+        raise NotFound(f"API {api_id!r} does not exist")
+    return api
+
+
+class ApplyApi(Txn):
+    """Create, replace, merge-patch or delete one API definition with what it generates."""
+
+    def __init__(
+        self,
+        op: ApiOp,
+        api_id: str | None,
+        body: Any,
+        if_match: str | None,
+        principal: Principal,
+        gateway: Gateway | None,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        super().__init__()
+        self.op, self.api_id, self.body, self.if_match = op, api_id, body, if_match
+        self.principal, self.gateway, self.dry_run = principal, gateway, dry_run
+
+    def describe(self) -> str:
+        return f"{self.op} API {self.api_id or '(new)'} by {self.principal.name}"
+
+    # -- the definition ---------------------------------------------------------------------
+    def _after(
+        self, state: ConfigState, before: ApiRecord | None, now: datetime
+    ) -> ApiRecord | None:
+        p = self.principal
+        if self.op == "delete":
+            return None
+        body = self.body
+        if self.op == "patch":
+            if not isinstance(body, dict):
+                raise BadRequest("a PATCH body is a JSON object (RFC 7386 merge patch)")
+            assert before is not None
+            body = merge_patch(before.spec, body)
+        if isinstance(body, dict) and "team" not in body:
+            if before is not None:
+                body = {**body, "team": before.team}
+            elif len(p.teams) == 1:
+                body = {**body, "team": next(iter(p.teams))}
+        spec = api_client_spec(body)
+        model = parse_api_definition(spec)
+        team: str | None = model.team
+        name: str = model.name
+        if not p.can_write_team(team):
+            if team is None:
+                raise Forbidden("only admins manage shared (team-less) APIs; give the API a team")
+            raise Forbidden(f"this token cannot write APIs of team {team!r}")
+        if before is not None:
+            if name != before.name:
+                raise BadRequest(
+                    "an API cannot be renamed", [FieldProblem("name", f"must be {before.name!r}")]
+                )
+            if team != before.team:
+                raise BadRequest(
+                    "an API cannot move to another team",
+                    [FieldProblem("team", f"must be {before.team!r}")],
+                )
+            if _isolated(before.model) and not _isolated(model):
+                raise BadRequest(
+                    "listener isolation cannot be switched off once on",
+                    [FieldProblem("listener.isolation", "must stay true")],
+                )
+        for other in state.apis.values():
+            if before is not None and other.id == before.id:
+                continue
+            if other.team == team and other.name == name:
+                raise Conflict(
+                    f"API {name!r} already exists" + (f" in team {team!r}" if team else "")
+                )
+            if other.model.domain == model.domain:
+                owner = other.label if p.can_read_team(other.team) else "another team's API"
+                raise Conflict(
+                    f"domain {model.domain!r} is taken by {owner}",
+                    [FieldProblem("domain", "taken")],
+                )
+        if before is None and team is not None:
+            limit = state.team_quotas.get(team, {}).get("maxApis")
+            used = sum(1 for a in state.apis.values() if a.team == team)
+            if limit is not None and used >= limit:
+                raise QuotaExceeded(f"team {team!r} has reached its quota of {limit} APIs")
+        if not _isolated(model) and self.gateway is None:
+            raise BadRequest(
+                "there is no shared gateway (FLOWPLANE_DEFAULT_GATEWAY is off): set"
+                " listener.isolation to true",
+                [FieldProblem("listener.isolation", "must be true without a shared gateway")],
+            )
+        api_id = before.id if before is not None else (self.api_id or str(uuid.uuid4()))
+        return ApiRecord(
+            id=api_id, name=name, team=team, version=before.version + 1 if before else 1,
+            spec=spec, generated={}, created_at=before.created_at if before else now,
+            updated_at=now, model=model,
+        )  # fmt: skip
+
+    # -- the plan -------------------------------------------------------------------------
+    def plan(self, ctx: PlanContext) -> TxnPlan:
+        state, p = ctx.state, self.principal
+        now = datetime.now(UTC)
+        before = None
+        if self.op != "create":
+            assert self.api_id is not None
+            before = _visible_api(state, self.api_id, p)
+            if not p.can_write_team(before.team):
+                raise Forbidden(f"this token cannot write APIs of team {before.team!r}")
+            if not etag_matches(self.if_match, before):
+                raise PreconditionFailed(
+                    f"API {before.name!r} is at version {before.version};"
+                    f" If-Match was {self.if_match}"
+                )
+        after = self._after(state, before, now)
+        steps = _Steps(state, ctx.validate)
+        try:
+            generated = self._materialise(state, steps, before, after)
+        except BaseException:
+            steps.undo()
+            raise
+        if after is not None:
+            after = replace(after, generated=generated)
+        # The shared gateway's filter chain follows the set of shared-mode APIs.
+        others = {k: v for k, v in state.apis.items() if before is None or k != before.id}
+        if after is not None:
+            others[after.id] = after
+        try:
+            self._gateway_listener(state, steps, others)
+        except BaseException:
+            steps.undo()
+            raise
+        steps.undo()  # memory back to the committed state; `apply` redoes it after the commit
+        outcome = ApiOutcome(after, tuple(steps.changes), created=before is None)
+        if self.dry_run:
+            return TxnPlan([], lambda: None, outcome)
+        subject = after or before
+        assert subject is not None
+        writes: list[Write] = []
+        for plan, ch in zip(steps.plans, steps.changes, strict=True):
+            writes.append(
+                Upsert(row_of(plan.after)) if plan.after else Delete(plan.kind.value, plan.name)
+            )
+            writes.append(audit_row(
+                p, ch.action, ch.kind.value, ch.name, (plan.after or plan.before).team,  # type: ignore[union-attr]
+                plan.before.spec if plan.before else None, ch.spec,
+            ))  # fmt: skip
+        writes.append(
+            Row("apis", after.id, after.row_values()) if after else DeleteRow("apis", subject.id)
+        )
+        api_action = "create" if before is None else ("delete" if after is None else "update")
+        writes.append(audit_row(
+            p, api_action, "api", subject.id, subject.team,
+            before.to_json() if before else None, after.to_json() if after else None,
+        ))  # fmt: skip
+
+        def apply() -> None:
+            steps.redo()
+            if after is None:
+                state.apis.pop(subject.id, None)
+            else:
+                state.apis[after.id] = after
+
+        def undo() -> None:
+            steps.undo()
+            if before is None:
+                state.apis.pop(subject.id, None)
+            else:
+                state.apis[before.id] = before
+
+        return TxnPlan(
+            writes,
+            apply,
+            outcome,
+            tuple((pl.kind, pl.name, pl.after.model if pl.after else None) for pl in steps.plans),
+            undo=undo,
+            counted=tuple((ch.kind.value, ch.action, "platform") for ch in steps.changes),
+        )
+
+    def _materialise(
+        self, state: ConfigState, steps: _Steps, before: ApiRecord | None, after: ApiRecord | None
+    ) -> dict[str, dict[str, Any]]:
+        """Plan the Native side; return what `after` generated (empty for a delete)."""
+        owner = (after or before).id  # type: ignore[union-attr]
+        p = SYSTEM if self.principal.admin else self.principal
+        desired: dict[Kind, dict[str, dict[str, Any]]] = {k: {} for k in ORDER}
+        vhost: dict[str, Any] | None = None
+        if after is not None:
+            out = materialise(after.model, api_id=after.id)
+            team = {} if after.team is None else {"team": after.team}
+            for c in out.clusters:
+                desired[Kind.CLUSTER][c["name"]] = {**c, **team}
+            if out.route_config is not None:
+                desired[Kind.ROUTE_CONFIG][out.route_config["name"]] = {**out.route_config, **team}
+            if out.listener is not None:
+                desired[Kind.LISTENER][out.listener["name"]] = {**out.listener, **team}
+            vhost = out.virtual_host if out.route_config is None else None
+        # creates and updates, inner first (a route config's clusters exist before it does)
+        for kind in ORDER:
+            for name, gen in sorted(desired[kind].items()):
+                self._upsert(state, steps, kind, name, gen, owner, p)
+            if kind is Kind.ROUTE_CONFIG:
+                self._shared_vhost(state, steps, before, vhost, p)
+        # deletes, outer first (a listener goes before the route config it names)
+        for kind in reversed(ORDER):
+            for name in sorted(before.owned(kind) if before else ()):
+                if name not in desired[kind] and state.get(kind, name) is not None:
+                    res = state.get(kind, name)
+                    assert res is not None
+                    if res.owner == owner:
+                        steps.add(
+                            state.plan_delete(kind, name, None, p, source="platform"), "delete"
+                        )
+        generated: dict[str, dict[str, Any]] = {
+            GENERATED_KEYS[k]: desired[k] for k in ORDER if desired[k]
+        }
+        if vhost is not None and self.gateway is not None:
+            generated[VHOSTS] = {self.gateway.route_config: vhost}
+        return generated
+
+    def _upsert(
+        self, state: ConfigState, steps: _Steps, kind: Kind, name: str, gen: dict[str, Any],
+        owner: str, p: Principal,
+    ) -> None:  # fmt: skip
+        existing = state.get(kind, name)
+        if existing is None:
+            steps.add(state.plan_create(kind, gen, "platform", principal=p, owner=owner), "create")
+            return
+        if existing.owner != owner:
+            raise Conflict(
+                f"{kind.label} {name!r} already exists and was not made by this API",
+                [FieldProblem("name", f"{kind.label} {name!r} is taken")],
+            )
+        # Native-only additions survive: the API's fields replace theirs, the rest is kept.
+        spec = {**existing.spec, **gen}
+        if spec == existing.spec:
+            return
+        steps.add(
+            state.plan_replace(kind, name, spec, None, source="platform", principal=p), "update"
+        )
+
+    def _shared_vhost(
+        self, state: ConfigState, steps: _Steps, before: ApiRecord | None,
+        vhost: dict[str, Any] | None, p: Principal,
+    ) -> None:  # fmt: skip
+        old = before.vhosts() if before else {}
+        if self.gateway is None and vhost is None and not old:
+            return
+        targets = set(old) | (
+            {self.gateway.route_config} if vhost is not None and self.gateway else set()
+        )
+        for rc_name in sorted(targets):
+            rc = state.get(Kind.ROUTE_CONFIG, rc_name)
+            if rc is None:
+                raise BadRequest(f"the shared gateway's route config {rc_name!r} does not exist")
+            old_vh = old.get(rc_name)
+            hosts = [v for v in rc.spec.get("virtualHosts", []) if v != old_vh]
+            new_vh = vhost if self.gateway and rc_name == self.gateway.route_config else None
+            if new_vh is not None:
+                clash = [v.get("name") for v in hosts if v.get("name") == new_vh.get("name")]
+                if clash:
+                    raise Conflict(
+                        f"route config {rc_name!r} already has a virtual host {clash[0]!r}"
+                    )
+                # in place of the old one, so other APIs' hosts keep their order
+                idx = (
+                    rc.spec.get("virtualHosts", []).index(old_vh)
+                    if old_vh in rc.spec.get("virtualHosts", [])
+                    else len(hosts)
+                )
+                hosts.insert(idx, new_vh)
+            spec = {**rc.spec, "virtualHosts": hosts}
+            if spec != rc.spec:
+                steps.add(
+                    state.plan_replace(
+                        Kind.ROUTE_CONFIG, rc_name, spec, None, source="platform", principal=SYSTEM
+                    ),
+                    "update",
+                )
+
+    def _gateway_listener(
+        self, state: ConfigState, steps: _Steps, apis: dict[str, ApiRecord]
+    ) -> None:
+        if self.gateway is None:
+            return
+        lis = state.get(Kind.LISTENER, self.gateway.listener)
+        if lis is None:
+            return
+        shared = sorted((a.id, a.model) for a in apis.values() if not _isolated(a.model))
+        spec = gateway_listener_spec(lis.spec, gateway_http_filters(shared))
+        if spec != lis.spec:
+            steps.add(
+                state.plan_replace(
+                    Kind.LISTENER, lis.name, spec, None, source="platform", principal=SYSTEM
+                ),
+                "update",
+            )
+
+
+def gateway_listener_spec(
+    spec: dict[str, Any], http_filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`spec` (the gateway listener) with its HTTP connection manager's filters replaced."""
+    chains = []
+    for chain in spec.get("filterChains", []):
+        filters = [
+            {**f, "httpFilters": http_filters} if f.get("type") == "httpConnectionManager" else f
+            for f in chain.get("filters", [])
+        ]
+        chains.append({**chain, "filters": filters})
+    return {**spec, "filterChains": chains}
+
+
+def _isolated(model: Any) -> bool:
+    listener = getattr(model, "listener", None)
+    return bool(listener is not None and listener.isolation)
+
+
+async def load_apis(repo: Repository, state: ConfigState) -> None:
+    """Start-up: the stored API definitions into `state.apis` (after the Native resources)."""
+    for r in await repo.load_rows("apis"):
+        try:
+            model = parse_api_definition(r["spec"])
+        except FlowplaneError as err:
+            raise Internal(f"stored API {r['name']!r} no longer validates: {err.message}") from err
+        state.apis[r["id"]] = ApiRecord(
+            id=r["id"], name=r["name"], team=r["team"], version=r["version"], spec=r["spec"],
+            generated=r["generated"], created_at=datetime.fromisoformat(r["created_at"]),
+            updated_at=datetime.fromisoformat(r["updated_at"]), model=model,
+        )  # fmt: skip

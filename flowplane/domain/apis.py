@@ -1,0 +1,139 @@
+"""Stored Platform API definitions, and the rule that keeps the two paths from fighting: what an
+API generated belongs to it (api.md "Platform API", Materialisation).
+
+An `ApiRecord` keeps the client's definition (`spec`) and what it generated (`generated`: the
+Native specs of the clusters, route configs and listeners it made, and the virtual host it put
+into a shared route config). A Native write may add fields to a platform-made resource (they
+survive every later Platform update) but may not change or remove a generated one (409 naming the
+API), nor delete the resource, nor touch the API's virtual host in the shared gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from flowplane.domain.api_definition import ApiDefinition
+from flowplane.domain.common import rfc3339
+from flowplane.domain.resources import Kind, StoredResource
+from flowplane.errors import Conflict, FieldProblem
+
+API_READ_ONLY = ("id", "version", "createdAt", "updatedAt", "generated")
+
+# `generated` keys, by Native kind.
+GENERATED_KEYS = {
+    Kind.CLUSTER: "clusters",
+    Kind.ROUTE_CONFIG: "routeConfigs",
+    Kind.LISTENER: "listeners",
+}
+VHOSTS = "virtualHosts"  # route config name -> the virtual host the API put there
+
+
+def api_client_spec(data: Any) -> Any:
+    """The client's JSON minus what the server manages (a GET can be PUT back)."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k not in API_READ_ONLY}
+    return data
+
+
+@dataclass(frozen=True)
+class ApiRecord:
+    id: str
+    name: str
+    team: str | None
+    version: int
+    spec: dict[str, Any]
+    generated: dict[str, dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+    model: ApiDefinition = field(compare=False, repr=False)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    @property
+    def label(self) -> str:
+        return f"API {self.name!r}" + ("" if self.team is None else f" of team {self.team!r}")
+
+    def owned(self, kind: Kind) -> Mapping[str, dict[str, Any]]:
+        """Native name -> the spec this API generated for it."""
+        return self.generated.get(GENERATED_KEYS[kind], {})
+
+    def vhosts(self) -> Mapping[str, dict[str, Any]]:
+        """Shared route config name -> the virtual host this API put there."""
+        return self.generated.get(VHOSTS, {})
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.spec)
+        out.update(
+            id=self.id,
+            name=self.name,
+            team=self.team,
+            version=self.version,
+            createdAt=rfc3339(self.created_at, "microseconds"),
+            updatedAt=rfc3339(self.updated_at, "microseconds"),
+            generated={GENERATED_KEYS[k]: sorted(self.owned(k)) for k in GENERATED_KEYS}
+            | {VHOSTS: {rc: vh.get("name") for rc, vh in sorted(self.vhosts().items())}},
+        )
+        return out
+
+    @cached_property
+    def storage_bytes(self) -> int:
+        import json
+
+        return len(json.dumps(self.spec, separators=(",", ":")))
+
+    def row_values(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "team": self.team,
+            "version": self.version,
+            "spec": self.spec,
+            "generated": self.generated,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _changed_fields(generated: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k, v in generated.items() if spec.get(k) != v)
+
+
+def check_native_write(
+    apis: Iterable[ApiRecord], before: StoredResource, after_spec: Mapping[str, Any] | None
+) -> None:
+    """409 if a Native write (`after_spec` None: a delete) changes what an API generated."""
+    for api in apis:
+        gen = api.owned(before.kind).get(before.name)
+        if gen is not None:
+            if after_spec is None:
+                raise Conflict(
+                    f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id}):"
+                    " delete or change the API instead"
+                )
+            bad = _changed_fields(gen, after_spec)
+            if bad:
+                raise Conflict(
+                    f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id});"
+                    f" these fields belong to the API: {', '.join(bad)}",
+                    [FieldProblem(f, f"owned by {api.label}") for f in bad],
+                )
+        if before.kind is Kind.ROUTE_CONFIG:
+            vhost = api.vhosts().get(before.name)
+            if vhost is None:
+                continue
+            mine = [v for v in (after_spec or {}).get("virtualHosts", []) if v == vhost]
+            if not mine:
+                raise Conflict(
+                    f"virtual host {vhost.get('name')!r} of route config {before.name!r} belongs"
+                    f" to {api.label} (id {api.id}): change the API instead",
+                    [
+                        FieldProblem(
+                            "virtualHosts", f"{vhost.get('name')!r} is owned by {api.label}"
+                        )
+                    ],
+                )
