@@ -32,7 +32,14 @@ from flowplane.domain.resources import Kind, Ref, StoredResource, parse_spec
 from flowplane.domain.state import ConfigState, Plan
 from flowplane.errors import FlowplaneError, Internal, StorageError
 from flowplane.observability import metrics
-from flowplane.storage.base import Delete, Repository, ResourceRow, Upsert, Write
+from flowplane.storage.base import (
+    Delete,
+    Repository,
+    ResourceRow,
+    Upsert,
+    Write,
+    WriteOutcomeUnknown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +348,9 @@ class ConfigActor:
             return
         try:
             await self.repo.write([w for _, txn in planned for w in txn.writes])
+        except WriteOutcomeUnknown as err:
+            await self._settle(err, planned)
+            return
         except Exception as err:
             failure = (
                 err
@@ -359,8 +369,32 @@ class ConfigActor:
         for cmd, txn in planned:
             await self._publish(cmd, txn)
 
-    async def _publish(self, cmd: Txn, txn: TxnPlan) -> None:
-        """Make a committed change visible, count it, announce it, answer the caller."""
+    async def _settle(
+        self, unknown: WriteOutcomeUnknown, planned: list[tuple[Txn, TxnPlan]]
+    ) -> None:
+        """A commit whose outcome is unknown: the callers are told so (503), but memory must
+        match the database before the next command is planned against it. So the single writer
+        asks the database until it answers, and applies the plans if they committed; commands
+        arriving meanwhile wait (and time out) rather than plan against a state that may be
+        stale."""
+        for cmd, _ in planned:
+            cmd.resolve(unknown)
+        delay = 0.05
+        while (outcome := await self.repo.write_outcome(unknown.write_id)) is None:
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        log.warning(
+            "write %s, whose outcome was answered as unknown, %s: %s",
+            unknown.write_id, "committed" if outcome else "did not commit",
+            "; ".join(c.describe() for c, _ in planned),
+        )  # fmt: skip
+        if outcome:
+            for cmd, txn in planned:
+                await self._publish(cmd, txn, reply=False)
+
+    async def _publish(self, cmd: Txn, txn: TxnPlan, *, reply: bool = True) -> None:
+        """Make a committed change visible, count it, announce it, answer the caller (unless it
+        was already answered: `_settle`)."""
         self._in_memory(cmd, txn.apply, committed=True)
         for labels in txn.counted:  # committed: a refused or failed command never gets here
             metrics.CONFIG_CHANGES.labels(*labels).inc()
@@ -369,7 +403,8 @@ class ConfigActor:
             change = ConfigChange(self.state.serial, txn.changes)
             for sub in self._subscribers:
                 await sub.send(change)
-        cmd.resolve(txn.result)
+        if reply:
+            cmd.resolve(txn.result)
 
     def _in_memory(self, cmd: Txn, step: Callable[[], None], *, committed: bool = False) -> None:
         """Run a plan's `apply` or `undo`. These never fail for a correct plan; if one does
@@ -403,6 +438,9 @@ class ConfigActor:
         try:
             txn = cmd.plan(self.context)
             await self.repo.write(txn.writes)
+        except WriteOutcomeUnknown as err:
+            await self._settle(err, [(cmd, txn)])
+            return
         except FlowplaneError as err:
             cmd.resolve(err)
             return

@@ -12,6 +12,8 @@ from datetime import datetime
 from importlib import resources as importlib_resources
 from typing import Any, Protocol
 
+from flowplane.errors import StorageError
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceRow:
@@ -100,6 +102,16 @@ class Migration:
     sql: str
 
 
+class WriteOutcomeUnknown(StorageError):
+    """The connection was lost while a transaction was committing and the database could not be
+    asked whether it committed. `write_id` is the transaction's id in `write_log`:
+    `Repository.write_outcome(write_id)` tells the outcome once the database answers."""
+
+    def __init__(self, message: str, write_id: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+        self.write_id = write_id
+
+
 class Repository(Protocol):
     """Storage as the config actor sees it. Every method raises `StorageError` on driver failure."""
 
@@ -114,7 +126,15 @@ class Repository(Protocol):
         ...
 
     async def write(self, writes: Sequence[Write]) -> None:
-        """Apply `writes` in one transaction: all of them, or (on error) none."""
+        """Apply `writes` in one transaction, recorded under a fresh id in `write_log`. Returns
+        only if it committed (even when the connection failed after COMMIT). Raises
+        `StorageError` if it did not commit, and `WriteOutcomeUnknown` if that cannot be known
+        yet (then the caller must not assume either outcome: see `write_outcome`)."""
+        ...
+
+    async def write_outcome(self, write_id: str) -> bool | None:
+        """Whether the write `write_id` committed (True), did not and never will (False), or
+        cannot be known yet (None: the database does not answer). Never raises StorageError."""
         ...
 
     async def load_rows(self, table: str) -> list[dict[str, Any]]:

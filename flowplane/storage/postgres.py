@@ -9,6 +9,8 @@ their own schema (created if missing).
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,9 +20,17 @@ import asyncpg
 import trio_asyncio
 
 from flowplane.errors import ConfigurationError, StorageError
-from flowplane.storage.base import AuditQuery, AuditRow, ResourceRow, Write, load_migrations
+from flowplane.storage.base import (
+    AuditQuery,
+    AuditRow,
+    ResourceRow,
+    Write,
+    WriteOutcomeUnknown,
+    load_migrations,
+)
 from flowplane.storage.sql import (
     RESOURCE_SELECT,
+    WRITE_LOG_LOOKUP,
     audit_from,
     audit_queries,
     decode_record,
@@ -28,9 +38,11 @@ from flowplane.storage.sql import (
     resource_from,
     split_statements,
     table_select,
+    write_log_statements,
     write_statements,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -53,6 +65,7 @@ class PostgresRepository:
         self.dsn, self.schema = _split_url(url)
         self._pool: asyncpg.Pool | None = None
         self._loop = loop
+        self._uncertain: dict[str, int | None] = {}  # write id -> backend pid that ran it
 
     @classmethod
     async def open(
@@ -89,8 +102,10 @@ class PostgresRepository:
                 return await fn()
             except (TimeoutError, asyncpg.PostgresError, OSError) as err:
                 raise StorageError(f"PostgreSQL error: {err}") from err
-            except asyncpg.InterfaceError as err:
-                raise StorageError(f"PostgreSQL connection problem: {err}") from err
+            except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as err:
+                raise StorageError(
+                    f"PostgreSQL connection problem: {err}", headers={"Retry-After": "1"}
+                ) from err
 
         result: T = await trio_asyncio.aio_as_trio(guarded, loop=self._loop)()
         return result
@@ -140,14 +155,88 @@ class PostgresRepository:
         return await self._run(load)
 
     async def write(self, writes: Sequence[Write]) -> None:
-        statements = write_statements(writes, dollar)
+        write_id = uuid.uuid4().hex
+        statements = [*write_statements(writes, dollar), *write_log_statements(write_id, dollar)]
+        # How far the transaction got; read after a failure, so the answer matches the database:
+        # an error before COMMIT was sent means "not committed" (the server rolls back an open
+        # transaction whose connection ends); after COMMIT returned, "committed", whatever the
+        # pool does with the connection afterwards; in between, nobody knows yet.
+        stage = "begin"
+        backend: int | None = None
 
         async def tx() -> None:
-            async with self.pool.acquire() as c, c.transaction():
+            nonlocal stage, backend
+            c = await self.pool.acquire()
+            try:
+                backend = c.get_server_pid()
+                await c.execute("BEGIN")
                 for sql, params in statements:
                     await c.execute(sql, *params)
+                stage = "commit"
+                await c.execute("COMMIT")
+                stage = "committed"
+            except BaseException:
+                # Never hand back a connection in an unknown state (cancelled mid-statement, or
+                # inside a transaction): closing it makes the server roll back what is open.
+                c.terminate()
+                raise
+            finally:
+                try:
+                    await self.pool.release(c)
+                except Exception as err:  # the commit's outcome is already known; see above
+                    # (the pool closes a connection it could not reset)
+                    log.debug("PostgreSQL connection not returned to the pool: %s", err)
 
-        await self._run(tx)
+        try:
+            await self._run(tx)
+        except StorageError as err:
+            if stage != "commit":
+                raise
+            self._uncertain[write_id] = backend
+            outcome = await self.write_outcome(write_id)
+            if outcome is None:
+                raise WriteOutcomeUnknown(
+                    f"the outcome of the write is unknown: the connection to PostgreSQL was lost"
+                    f" while it committed and the database could not be asked ({err.message})",
+                    write_id,
+                ) from err
+            if not outcome:
+                raise
+            log.info("write %s committed although its connection failed: %s", write_id, err)
+
+    async def write_outcome(self, write_id: str) -> bool | None:
+        """Look the write up on a fresh connection. If it is absent while the backend that ran
+        it is still alive, that backend could yet commit it: end it (pg_terminate_backend) and
+        look again once it is gone."""
+        backend = self._uncertain.get(write_id)
+        lookup = WRITE_LOG_LOOKUP.format("$1")
+
+        async def check() -> bool | None:
+            settings = {"search_path": self.schema} if self.schema else None
+            conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=settings)
+            try:
+                if await conn.fetchval(lookup, write_id):
+                    return True
+                for _ in range(100):
+                    if backend is None or not await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend
+                    ):
+                        # Its transaction has ended; it may have committed since the first look.
+                        return bool(await conn.fetchval(lookup, write_id))
+                    await conn.fetchval("SELECT pg_terminate_backend($1)", backend)
+                    await asyncio.sleep(0.01)
+                return None
+            finally:
+                await conn.close()
+
+        try:
+            outcome = await self._run(check)
+        except StorageError as err:
+            log.warning("could not look up the outcome of write %s: %s", write_id, err.message)
+            return None
+        if outcome is not None:
+            self._uncertain.pop(write_id, None)
+        return outcome
 
     async def load_rows(self, table: str) -> list[dict[str, Any]]:
         select = table_select(table)

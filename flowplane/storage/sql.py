@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowplane.errors import StorageError
@@ -130,6 +130,28 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                 )
             )
     return out
+
+
+WRITE_LOG_KEEP = timedelta(days=1)
+
+
+def write_log_statements(write_id: str, p: Placeholder) -> list[Statement]:
+    """Record `write_id` in the transaction being committed (and prune day-old ids: an outcome
+    is looked up seconds after its commit, never a day later)."""
+    now = datetime.now(UTC)
+    return [
+        (
+            f"DELETE FROM write_log WHERE committed_at < {p(1)}",
+            ((now - WRITE_LOG_KEEP).isoformat(),),
+        ),
+        (
+            f"INSERT INTO write_log (id, committed_at) VALUES ({p(1)}, {p(2)})",
+            (write_id, now.isoformat()),
+        ),
+    ]
+
+
+WRITE_LOG_LOOKUP = "SELECT count(*) FROM write_log WHERE id = {}"
 
 
 def audit_queries(q: AuditQuery, p: Placeholder) -> tuple[str, str, list[Any], list[Any]]:

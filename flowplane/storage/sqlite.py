@@ -7,8 +7,10 @@ acknowledged change survives a crash or power loss.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +19,17 @@ from typing import Any, TypeVar
 import trio
 
 from flowplane.errors import ConfigurationError, StorageError
-from flowplane.storage.base import AuditQuery, AuditRow, ResourceRow, Write, load_migrations
+from flowplane.storage.base import (
+    AuditQuery,
+    AuditRow,
+    ResourceRow,
+    Write,
+    WriteOutcomeUnknown,
+    load_migrations,
+)
 from flowplane.storage.sql import (
     RESOURCE_SELECT,
+    WRITE_LOG_LOOKUP,
     audit_from,
     audit_queries,
     decode_record,
@@ -27,9 +37,11 @@ from flowplane.storage.sql import (
     resource_from,
     split_statements,
     table_select,
+    write_log_statements,
     write_statements,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -108,7 +120,7 @@ class SqliteRepository:
                     )
                     c.execute("COMMIT")
                 except BaseException:
-                    c.execute("ROLLBACK")
+                    _rollback(c)
                     raise
                 applied.append(f"{m.version:04d}_{m.name}")
             return applied
@@ -121,7 +133,8 @@ class SqliteRepository:
         )
 
     async def write(self, writes: Sequence[Write]) -> None:
-        statements = write_statements(writes, qmark)
+        write_id = uuid.uuid4().hex
+        statements = [*write_statements(writes, qmark), *write_log_statements(write_id, qmark)]
 
         def tx() -> None:
             c = self.conn
@@ -131,10 +144,29 @@ class SqliteRepository:
                     c.execute(sql, params)
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                # A failed COMMIT either left the transaction open (roll it back) or ended it;
+                # SQLite ends it by rolling back, but look the write up rather than assume.
+                if not c.in_transaction:
+                    outcome = _committed(c, write_id)
+                    if outcome:
+                        log.info("write %s committed although COMMIT reported an error", write_id)
+                        return
+                    if outcome is None:
+                        raise WriteOutcomeUnknown(
+                            "the outcome of the write is unknown: COMMIT failed and the database"
+                            f" could not be read back ({self.path})",
+                            write_id,
+                        ) from None
+                _rollback(c)
                 raise
 
         await self._run(tx)
+
+    async def write_outcome(self, write_id: str) -> bool | None:
+        try:
+            return await self._run(lambda: _committed(self.conn, write_id))
+        except StorageError:
+            return None
 
     async def load_rows(self, table: str) -> list[dict[str, Any]]:
         select = table_select(table)
@@ -166,3 +198,23 @@ class SqliteRepository:
                 self._conn = None
 
         await self._run(close)
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if there still is one. SQLite rolls back on its own after
+    some errors (a full disk, an I/O error): a ROLLBACK then fails with "no transaction is
+    active", and that second error must not replace the first, which is the cause."""
+    if not c.in_transaction:
+        return
+    try:
+        c.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        log.warning("SQLite ROLLBACK failed after an error: %s", err)
+
+
+def _committed(c: sqlite3.Connection, write_id: str) -> bool | None:
+    """Whether `write_id` is in the write log (None: the database cannot be read)."""
+    try:
+        return bool(c.execute(WRITE_LOG_LOOKUP.format("?"), (write_id,)).fetchone()[0])
+    except sqlite3.Error:
+        return None
