@@ -90,7 +90,7 @@ def _services(
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Open storage, migrate, rebuild state and the first snapshot, run the actors; close all
     on exit."""
-    repo = await open_repository(settings.database_url)
+    repo = await open_repository(settings.database_url, time_limit=settings.storage_timeout_seconds)
     try:
         applied = await repo.migrate()
         if applied:

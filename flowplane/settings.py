@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     mailbox_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     shutdown_grace_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     snapshot_debounce_seconds: Annotated[float, Field(ge=0, le=10)] = 0.005
+    # The deadline of one storage call: a write not committed by then is answered 503 with
+    # Retry-After (saying whether it was applied), and readiness answers "not ready".
+    storage_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     api_tls_cert: str | None = None
     api_tls_key: str | None = None
     xds_tls_cert: str | None = None

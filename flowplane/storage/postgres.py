@@ -59,9 +59,16 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit((scheme, parts.netloc, parts.path, rest, "")), schema
 
 
+class _Deadline(Exception):
+    """The storage deadline passed (kept apart from driver timeouts to say so)."""
+
+
 class PostgresRepository:
-    def __init__(self, url: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, url: str, loop: asyncio.AbstractEventLoop | None = None, timeout: float = 5.0
+    ) -> None:
         self.url = url
+        self.timeout = timeout
         self.dsn, self.schema = _split_url(url)
         self._pool: asyncpg.Pool | None = None
         self._loop = loop
@@ -69,7 +76,7 @@ class PostgresRepository:
 
     @classmethod
     async def open(
-        cls, url: str, loop: asyncio.AbstractEventLoop | None = None
+        cls, url: str, loop: asyncio.AbstractEventLoop | None = None, time_limit: float = 5.0
     ) -> PostgresRepository:
         """Connect. `loop` is the trio-asyncio loop to run on (default: the current one)."""
         if loop is None:
@@ -78,8 +85,8 @@ class PostgresRepository:
                 raise ConfigurationError(
                     "the PostgreSQL backend needs a trio-asyncio loop (flowplane serve opens it)"
                 )
-        repo = cls(url, loop)
-        await repo._run(repo._connect)
+        repo = cls(url, loop, time_limit)
+        await repo._run(repo._connect, limited=False)
         return repo
 
     async def _connect(self) -> None:
@@ -94,12 +101,24 @@ class PostgresRepository:
             self.dsn, min_size=1, max_size=4, timeout=10, server_settings=settings
         )
 
-    async def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run an asyncpg coroutine on the asyncio side; driver errors become StorageError."""
+    async def _run(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
+        """Run an asyncpg coroutine on the asyncio side within the storage deadline (unless not
+        `limited`); driver errors and the deadline become StorageError."""
 
         async def guarded() -> T:
             try:
-                return await fn()
+                if not limited:
+                    return await fn()
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        return await fn()
+                except TimeoutError as err:
+                    raise _Deadline from err
+            except _Deadline:
+                raise StorageError(
+                    f"PostgreSQL did not answer within {self.timeout:g} s",
+                    headers={"Retry-After": "1"},
+                ) from None
             except (TimeoutError, asyncpg.PostgresError, OSError) as err:
                 raise StorageError(f"PostgreSQL error: {err}") from err
             except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as err:
@@ -146,7 +165,7 @@ class PostgresRepository:
                     await c.execute("SELECT pg_advisory_unlock(727274)")
             return applied
 
-        return await self._run(apply)
+        return await self._run(apply, limited=False)  # a migration takes what it takes
 
     async def load_all(self) -> list[ResourceRow]:
         async def load() -> list[ResourceRow]:
@@ -155,6 +174,8 @@ class PostgresRepository:
         return await self._run(load)
 
     async def write(self, writes: Sequence[Write]) -> None:
+        if not writes:
+            return  # nothing to commit (and no transaction to record)
         write_id = uuid.uuid4().hex
         statements = [*write_statements(writes, dollar), *write_log_statements(write_id, dollar)]
         # How far the transaction got; read after a failure, so the answer matches the database:
@@ -191,7 +212,9 @@ class PostgresRepository:
             await self._run(tx)
         except StorageError as err:
             if stage != "commit":
-                raise
+                raise StorageError(
+                    f"{err.message}: the write was not applied", headers=err.headers
+                ) from err
             self._uncertain[write_id] = backend
             outcome = await self.write_outcome(write_id)
             if outcome is None:
@@ -213,7 +236,7 @@ class PostgresRepository:
 
         async def check() -> bool | None:
             settings = {"search_path": self.schema} if self.schema else None
-            conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=settings)
+            conn = await asyncpg.connect(self.dsn, timeout=self.timeout, server_settings=settings)
             try:
                 if await conn.fetchval(lookup, write_id):
                     return True
@@ -270,4 +293,4 @@ class PostgresRepository:
             async def close() -> None:
                 await pool.close()
 
-            await self._run(close)
+            await self._run(close, limited=False)

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,17 +56,49 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix) :]
 
 
+# Errors after which this connection cannot write even once the cause is fixed (a file that was
+# read-only when it was opened stays read-only for the connection's life): reopen before the next
+# call. Primary result codes (the low byte of the extended code).
+_REOPEN_ON = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN})
+
+
+class _Call:
+    """One storage call shared by the trio side and its worker thread. When the deadline passes,
+    the trio side marks the call abandoned; the thread checks the mark before it COMMITs (and
+    rolls back instead), so "timed out before COMMIT" means "not applied"."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.abandoned = False
+        self.committing = False
+
+    def begin_commit(self) -> None:
+        with self.guard:
+            if self.abandoned:
+                raise _Abandoned
+            self.committing = True
+
+
+class _Abandoned(Exception):
+    """The caller gave up (deadline) before this call committed anything."""
+
+
 class SqliteRepository:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url
         self.path = sqlite_path(url)
+        self.timeout = timeout
         self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowplane-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._reopen = False  # set after an error a new connection may not have
+        self._read_only: str | None = None  # why this connection cannot write, if it cannot
 
     @classmethod
-    async def open(cls, url: str) -> SqliteRepository:
-        repo = cls(url)
-        await repo._run(repo._connect)
+    async def open(cls, url: str, time_limit: float = 5.0) -> SqliteRepository:
+        repo = cls(url, time_limit)
+        await repo._run(lambda _: repo._connect())
         return repo
 
     def _connect(self) -> None:
@@ -74,20 +107,75 @@ class SqliteRepository:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
+        # A lock held by another connection is waited for until the storage deadline at most.
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         conn.execute("PRAGMA foreign_keys=ON")
-        self._conn = conn
+        self._conn, self._reopen = conn, False
+        self._read_only = _not_writable(conn, self.path)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    def _reconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._connect()
+
+    async def _run(
+        self,
+        fn: Callable[[_Call], T],
+        *,
+        write_id: str | None = None,
+        what: str = "read",
+        limited: bool = True,
+    ) -> T:
+        """Run `fn` in a worker thread, holding the connection, within the storage deadline;
+        driver errors become StorageError. Past the deadline the caller is answered (503 with
+        Retry-After) and the thread is left to finish: a write it had not started to COMMIT
+        rolls back ("not applied"); one caught inside COMMIT has an unknown outcome
+        (`WriteOutcomeUnknown`, settled later through `write_outcome`)."""
+        call = _Call()
+
         def locked() -> T:
-            with self._lock:
-                try:
-                    return fn()
-                except sqlite3.Error as err:
-                    raise StorageError(f"SQLite error on {self.path}: {err}") from err
+            if not self._lock.acquire(timeout=self.timeout if limited else -1):
+                raise _Abandoned
+            try:
+                with call.guard:
+                    if call.abandoned:
+                        raise _Abandoned
+                if self._reopen or (what == "write" and self._read_only):
+                    self._reconnect()
+                return fn(call)
+            except sqlite3.Error as err:
+                if err.sqlite_errorcode & 0xFF in _REOPEN_ON:
+                    self._reopen = True
+                raise StorageError(f"SQLite error on {self.path}: {err}") from err
+            finally:
+                self._lock.release()
 
-        # Never abandon a thread mid-transaction: a cancelled caller waits for the commit/rollback.
-        return await trio.to_thread.run_sync(locked, abandon_on_cancel=False)
+        # The deadline is kept by a waiting thread, in real time: a frozen filesystem or a
+        # held lock is a real-time stall whatever clock trio runs on.
+        try:
+            work = self._threads.submit(locked)
+        except RuntimeError:  # shut down by aclose
+            raise StorageError("the SQLite repository is closed") from None
+        try:
+            return await trio.to_thread.run_sync(work.result, self.timeout, abandon_on_cancel=True)
+        except (TimeoutError, _Abandoned):
+            pass
+        finally:
+            with call.guard:
+                call.abandoned = True  # too late to stop a call that has finished: no effect
+                committing = call.committing and not work.done()
+        if committing and write_id is not None:
+            raise WriteOutcomeUnknown(
+                f"the outcome of the write is unknown: SQLite did not finish committing it within"
+                f" {self.timeout:g} s ({self.path})",
+                write_id,
+            )
+        outcome = ": the write was not applied" if what == "write" else ""
+        raise StorageError(
+            f"SQLite did not answer within {self.timeout:g} s ({self.path}){outcome}",
+            headers={"Retry-After": "1"},
+        )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -98,7 +186,7 @@ class SqliteRepository:
     async def migrate(self) -> list[str]:
         migrations = load_migrations("sqlite")
 
-        def apply() -> list[str]:
+        def apply(call: _Call) -> list[str]:
             c = self.conn
             c.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -118,6 +206,7 @@ class SqliteRepository:
                         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
                         (m.version, m.name, datetime.now(UTC).isoformat()),
                     )
+                    call.begin_commit()
                     c.execute("COMMIT")
                 except BaseException:
                     _rollback(c)
@@ -125,23 +214,28 @@ class SqliteRepository:
                 applied.append(f"{m.version:04d}_{m.name}")
             return applied
 
-        return await self._run(apply)
+        return await self._run(apply, what="write", limited=False)  # takes what it takes
 
     async def load_all(self) -> list[ResourceRow]:
         return await self._run(
-            lambda: [resource_from(r) for r in self.conn.execute(RESOURCE_SELECT).fetchall()]
+            lambda _: [resource_from(r) for r in self.conn.execute(RESOURCE_SELECT).fetchall()]
         )
 
     async def write(self, writes: Sequence[Write]) -> None:
+        if not writes:
+            return  # nothing to commit (and no transaction to record)
         write_id = uuid.uuid4().hex
         statements = [*write_statements(writes, qmark), *write_log_statements(write_id, qmark)]
 
-        def tx() -> None:
+        def tx(call: _Call) -> None:
             c = self.conn
+            if self._read_only:
+                raise StorageError(self._read_only)  # reopened just now, still read-only
             c.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
                     c.execute(sql, params)
+                call.begin_commit()
                 c.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT either left the transaction open (roll it back) or ended it;
@@ -160,18 +254,18 @@ class SqliteRepository:
                 _rollback(c)
                 raise
 
-        await self._run(tx)
+        await self._run(tx, write_id=write_id, what="write")
 
     async def write_outcome(self, write_id: str) -> bool | None:
         try:
-            return await self._run(lambda: _committed(self.conn, write_id))
+            return await self._run(lambda _: _committed(self.conn, write_id))
         except StorageError:
             return None
 
     async def load_rows(self, table: str) -> list[dict[str, Any]]:
         select = table_select(table)
 
-        def load() -> list[dict[str, Any]]:
+        def load(_: _Call) -> list[dict[str, Any]]:
             cur = self.conn.execute(select)
             names = [d[0] for d in cur.description]
             return [decode_record(names, r) for r in cur.fetchall()]
@@ -181,7 +275,7 @@ class SqliteRepository:
     async def query_audit(self, q: AuditQuery) -> tuple[list[AuditRow], int]:
         count_sql, select_sql, params, page_params = audit_queries(q, qmark)
 
-        def query() -> tuple[list[AuditRow], int]:
+        def query(_: _Call) -> tuple[list[AuditRow], int]:
             total = self.conn.execute(count_sql, params).fetchone()[0]
             rows = self.conn.execute(select_sql, page_params).fetchall()
             return [audit_from(r) for r in rows], int(total)
@@ -189,15 +283,48 @@ class SqliteRepository:
         return await self._run(query)
 
     async def ping(self) -> None:
-        await self._run(lambda: self.conn.execute("SELECT 1").fetchone())
+        """The database answers and this connection can write (a read-only file is reopened
+        here too, so readiness follows a fixed permission without a restart)."""
+
+        def ping(_: _Call) -> None:
+            self.conn.execute("SELECT 1").fetchone()
+            if self._read_only:
+                self._reconnect()
+                if self._read_only:
+                    raise StorageError(self._read_only)
+
+        await self._run(ping)
 
     async def aclose(self) -> None:
-        def close() -> None:
+        def close(_: _Call) -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
-        await self._run(close)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._run(close)
+        finally:
+            self._threads.shutdown(wait=False)
+
+
+def _not_writable(c: sqlite3.Connection, path: str) -> str | None:
+    """Why `c` cannot write (None if it can). SQLite opens a file it may not write read-only
+    without saying so, and BEGIN IMMEDIATE still succeeds: only a change to a page fails. So
+    change one (the header's user_version, to its own value) and roll back."""
+    try:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            c.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            _rollback(c)
+    except sqlite3.Error as err:
+        if err.sqlite_errorcode & 0xFF in _REOPEN_ON:
+            return f"SQLite error on {path}: {err}"
+    return None
 
 
 def _rollback(c: sqlite3.Connection) -> None:
