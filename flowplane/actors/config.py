@@ -272,6 +272,7 @@ class ConfigActor:
         self.mailbox_size = mailbox_size
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Txn] | None = None
+        self._inbox: trio.MemoryReceiveChannel[Txn] | None = None
 
     @property
     def state(self) -> ConfigState:
@@ -290,7 +291,7 @@ class ConfigActor:
         self, *, task_status: trio.TaskStatus[ConfigActor] = trio.TASK_STATUS_IGNORED
     ) -> None:
         send, inbox = trio.open_memory_channel[Txn](self.mailbox_size)
-        self._mailbox = send
+        self._mailbox, self._inbox = send, inbox
         task_status.started(self)
         async with inbox:
             while True:
@@ -381,6 +382,7 @@ class ConfigActor:
             cmd.resolve(unknown)
         delay = 0.05
         while (outcome := await self.repo.write_outcome(unknown.write_id)) is None:
+            self._refuse_waiting()
             await trio.sleep(delay)
             delay = min(delay * 2, 2.0)
         log.warning(
@@ -391,6 +393,24 @@ class ConfigActor:
         if outcome:
             for cmd, txn in planned:
                 await self._publish(cmd, txn, reply=False)
+
+    def _refuse_waiting(self) -> None:
+        """While an outcome is being settled, commands already waiting are answered at once
+        (503, not applied) rather than waiting for a database that does not answer."""
+        if self._inbox is None:
+            return
+        while True:
+            try:
+                cmd = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            cmd.resolve(
+                StorageError(
+                    "storage is unavailable (the outcome of an earlier write is not known yet):"
+                    " the change was not applied",
+                    headers={"Retry-After": "1"},
+                )
+            )
 
     async def _publish(self, cmd: Txn, txn: TxnPlan, *, reply: bool = True) -> None:
         """Make a committed change visible, count it, announce it, answer the caller (unless it

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import trio
 
 from flowplane.actors.config import Command
 from flowplane.app import Core
 from flowplane.domain.resources import Kind
+from flowplane.errors import StorageError
 from flowplane.storage.base import Write, WriteOutcomeUnknown
 from flowplane.testing.factories import cluster_body
 from tests.actors.test_group_commit import submit_all
@@ -52,12 +54,21 @@ async def test_unknown_outcome_is_answered_as_such_and_settled_before_the_next_c
     await core.actor.submit(Command("create", Kind.CLUSTER, body=cluster_body("a", port=1)))
     core.actor.repo = LostAnswer(core.repo, commits=commits, unknown_for=3)  # type: ignore[assignment]
     lost = Command("replace", Kind.CLUSTER, "a", cluster_body("a", port=2), if_match='"1"')
-    after = Command("patch", Kind.CLUSTER, "a", {"connectTimeoutSeconds": 2})
     [answer] = await submit_all(core, [lost])
     assert isinstance(answer, WriteOutcomeUnknown)
     assert answer.status == 503 and "unknown" in answer.message
-    # Answered before the outcome was found: the next command waits for it.
-    results = [answer, await core.actor.submit(after)]
+    # Answered before the outcome was found. A command arriving while the actor asks is
+    # refused at once (not applied), not left waiting for a database that does not answer.
+    with pytest.raises(StorageError, match="not applied") as exc:
+        await core.actor.submit(Command("patch", Kind.CLUSTER, "a", {"connectTimeoutSeconds": 3}))
+    assert exc.value.headers["Retry-After"] == "1"
+    while True:  # once the outcome is known, commands are served again
+        try:
+            after = Command("patch", Kind.CLUSTER, "a", {"connectTimeoutSeconds": 2})
+            results = [answer, await core.actor.submit(after)]
+            break
+        except StorageError:
+            await trio.sleep(1)
     assert core.actor.repo.lookups == 4  # type: ignore[attr-defined]
     # The next command was planned against the settled state: on top of the lost write if it
     # committed, on top of version 1 if it did not.

@@ -16,6 +16,7 @@ import json
 import random
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -39,8 +40,8 @@ KILL_SECONDS = 12.0
 MIN_KILLS = 200
 
 
-@pytest.fixture
-async def pg_app() -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+@asynccontextmanager
+async def open_pg_app(**extra: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
     """The real app on its own schema; its connections carry their own application_name, so
     the killer ends only them (other test sessions share this server)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -49,6 +50,7 @@ async def pg_app() -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
         database_url=f"{PG}?schema={schema}&application_name={app_name}",
         api_address="127.0.0.1:0",
         default_gateway=False,
+        **extra,
     )
     async with trio_asyncio.open_loop() as loop:
         try:
@@ -69,6 +71,12 @@ async def pg_app() -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
                     await conn.close()
 
             await trio_asyncio.aio_as_trio(drop, loop=loop)()
+
+
+@pytest.fixture
+async def pg_app() -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    async with open_pg_app() as app:
+        yield app
 
 
 async def test_answers_match_the_database_while_backends_are_killed(
@@ -174,3 +182,40 @@ async def test_answers_match_the_database_while_backends_are_killed(
         f"kills={kills} answers={len(answers)} ok={len(ok)} failed={len(failed)}"
         f" unknown={len(unknown)}"
     )
+
+
+async def test_a_lock_held_by_another_connection_meets_the_deadline() -> None:
+    """Issue 11, item 2: "Writes must fail with 503 + Retry-After after a configurable deadline
+    (and say whether the outcome is known); readiness must answer." """
+    async with open_pg_app(storage_timeout_seconds=0.5) as (client, schema, _):
+        assert (await client.post(f"{N}/clusters", json=cluster_body("a"))).status_code == 201
+        other = await trio_asyncio.aio_as_trio(asyncpg.connect)(
+            PG, server_settings={"search_path": schema}
+        )
+        try:
+            await trio_asyncio.aio_as_trio(other.execute)(
+                "BEGIN; LOCK TABLE resources IN ACCESS EXCLUSIVE MODE"
+            )
+            with trio.fail_after(3):  # the deadline (0.5 s) and then some, not the whole stall
+                r = await client.post(f"{N}/clusters", json=cluster_body("late"))
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] == "1"
+            assert "not applied" in r.json()["message"]
+            with trio.fail_after(2):
+                assert (await client.get("/readyz")).status_code == 200
+                assert (await client.get("/api/v1/audit")).status_code == 200
+            await trio_asyncio.aio_as_trio(other.execute)("ROLLBACK")
+        finally:
+            await trio_asyncio.aio_as_trio(other.close)()
+        assert (await client.get(f"{N}/clusters/late")).status_code == 404
+        assert (await client.post(f"{N}/clusters", json=cluster_body("late"))).status_code == 201
+
+        async def creates() -> int:
+            conn = await asyncpg.connect(PG, server_settings={"search_path": schema})
+            try:
+                n = await conn.fetchval("SELECT count(*) FROM audit WHERE resource_name = 'late'")
+                return int(n)
+            finally:
+                await conn.close()
+
+        assert await trio_asyncio.aio_as_trio(creates)() == 1  # the refused write never committed
