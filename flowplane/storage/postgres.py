@@ -109,11 +109,14 @@ class PostgresRepository:
             try:
                 if not limited:
                     return await fn()
+                deadline = asyncio.timeout(self.timeout)
                 try:
-                    async with asyncio.timeout(self.timeout):
+                    async with deadline:
                         return await fn()
                 except TimeoutError as err:
-                    raise _Deadline from err
+                    if deadline.expired():  # not a driver's own timeout
+                        raise _Deadline from err
+                    raise
             except _Deadline:
                 raise StorageError(
                     f"PostgreSQL did not answer within {self.timeout:g} s",
@@ -211,12 +214,17 @@ class PostgresRepository:
         try:
             await self._run(tx)
         except StorageError as err:
+            if stage == "committed":  # e.g. the deadline hit while the pool reset the connection
+                log.info("write %s committed; afterwards: %s", write_id, err.message)
+                return
             if stage != "commit":
                 raise StorageError(
                     f"{err.message}: the write was not applied", headers=err.headers
                 ) from err
             self._uncertain[write_id] = backend
-            outcome = await self.write_outcome(write_id)
+            for _ in range(3):  # a fresh connection may fail too (the same fault, still on)
+                if (outcome := await self.write_outcome(write_id)) is not None:
+                    break
             if outcome is None:
                 raise WriteOutcomeUnknown(
                     f"the outcome of the write is unknown: the connection to PostgreSQL was lost"
@@ -224,7 +232,9 @@ class PostgresRepository:
                     write_id,
                 ) from err
             if not outcome:
-                raise
+                raise StorageError(
+                    f"{err.message}: the write was not applied", headers=err.headers
+                ) from err
             log.info("write %s committed although its connection failed: %s", write_id, err)
 
     async def write_outcome(self, write_id: str) -> bool | None:

@@ -145,9 +145,16 @@ class SqliteRepository:
                     self._reconnect()
                 return fn(call)
             except sqlite3.Error as err:
-                if err.sqlite_errorcode & 0xFF in _REOPEN_ON:
+                code = err.sqlite_errorcode & 0xFF
+                if code in _REOPEN_ON:
                     self._reopen = True
-                raise StorageError(f"SQLite error on {self.path}: {err}") from err
+                # (A write that failed in COMMIT and was not looked up as committed: rolled back.)
+                outcome = ": the write was not applied" if what == "write" else ""
+                busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                raise StorageError(
+                    f"SQLite error on {self.path}: {err}{outcome}",
+                    headers={"Retry-After": "1"} if busy else None,
+                ) from err
             finally:
                 self._lock.release()
 
@@ -164,7 +171,9 @@ class SqliteRepository:
         finally:
             with call.guard:
                 call.abandoned = True  # too late to stop a call that has finished: no effect
-                committing = call.committing and not work.done()
+                committing = call.committing
+        if work.done() and not isinstance(work.exception(), _Abandoned):
+            return work.result()  # it finished just as the deadline passed: its own outcome
         if committing and write_id is not None:
             raise WriteOutcomeUnknown(
                 f"the outcome of the write is unknown: SQLite did not finish committing it within"
