@@ -4,6 +4,10 @@ Needs the trio-asyncio loop that `flowplane serve` opens in its root nursery. Ev
 one transaction; a connection pool (small: the config actor is the single writer) serves the
 occasional reads. A database URL's query may set `schema=NAME` to keep Flowplane's tables in
 their own schema (created if missing).
+
+Every call has a deadline (`time_limit`, FLOWPLANE_STORAGE_TIMEOUT_SECONDS). Each write records
+its id in `write_log` in the same transaction; `write` answers what the database did, looking
+that id up on a fresh connection when the connection was lost during COMMIT.
 """
 
 from __future__ import annotations

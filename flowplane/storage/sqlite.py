@@ -1,8 +1,13 @@
 """SQLite backend: the embedded default.
 
-One connection, used from worker threads (`trio.to_thread`) under a lock, so the event loop never
-blocks on disk. WAL journal with `synchronous=FULL`: a commit that returned is on disk, so an
-acknowledged change survives a crash or power loss.
+One connection, used from worker threads under a lock, so the event loop never blocks on disk.
+WAL journal with `synchronous=FULL`: a commit that returned is on disk, so an acknowledged change
+survives a crash or power loss.
+
+Every call has a deadline (`time_limit`, FLOWPLANE_STORAGE_TIMEOUT_SECONDS): past it the caller
+is answered and the thread left to finish (see `_run` for what that means for a write). A
+connection that found itself read-only is reopened before the next write and by `ping`, so a
+fixed permission takes effect without a restart. Each write records its id in `write_log`.
 """
 
 from __future__ import annotations

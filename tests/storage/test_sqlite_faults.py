@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -129,3 +131,32 @@ async def test_lock_held_by_another_connection_meets_the_deadline(tmp_path: Path
             other.close()
         assert (await client.get(f"{N}/clusters/late")).status_code == 404
         assert (await client.post(f"{N}/clusters", json=cluster_body("late"))).status_code == 201
+
+
+async def test_a_commit_stalled_past_the_deadline_is_unknown_then_settled(tmp_path: Path) -> None:
+    """A stall inside COMMIT (a frozen filesystem; here the connection's trace callback sleeps
+    as COMMIT starts, in the storage thread): the caller is told the outcome is unknown within
+    the deadline; once the commit finishes, memory follows the database without a restart."""
+    async with app(tmp_path / "stall.db", storage_timeout_seconds=0.3) as (core, client):
+        assert (await client.post(f"{N}/clusters", json=cluster_body("a"))).status_code == 201
+        armed = threading.Event()
+
+        def stall(sql: str) -> None:
+            if sql == "COMMIT" and armed.is_set():
+                armed.clear()
+                time.sleep(1.0)
+
+        repo = core.repo
+        assert isinstance(repo, SqliteRepository)
+        await repo._run(lambda _: repo.conn.set_trace_callback(stall))
+        armed.set()
+        with trio.fail_after(1):  # answered at the deadline, not after the stall
+            r = await client.put(
+                f"{N}/clusters/a", json=cluster_body("a", port=9), headers={"If-Match": '"1"'}
+            )
+        assert r.status_code == 503, r.text
+        assert "unknown" in r.json()["message"]
+        with trio.fail_after(10):  # the actor settles on its own: watch what the API serves
+            while (await client.get(f"{N}/clusters/a")).json()["version"] != 2:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert [row.version for row in await repo.load_all()] == [2]
