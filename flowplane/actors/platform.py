@@ -15,6 +15,7 @@ their versions), so re-importing the same document changes nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -203,6 +204,10 @@ class ApplyApi(Txn):
                 " listener.isolation to true",
                 [FieldProblem("listener.isolation", "must be true without a shared gateway")],
             )
+        if team is not None:
+            size = len(json.dumps(spec, separators=(",", ":")).encode())
+            if before is None or size > before.spec_bytes:
+                state.check_storage(team, size, replacing=before)
         api_id = before.id if before is not None else (self.api_id or str(uuid.uuid4()))
         return ApiRecord(
             id=api_id, name=name, team=team, version=before.version + 1 if before else 1,

@@ -10,6 +10,7 @@ API), nor delete the resource, nor touch the API's virtual host in the shared ga
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,10 +83,9 @@ class ApiRecord:
         return out
 
     @cached_property
-    def storage_bytes(self) -> int:
-        import json
-
-        return len(json.dumps(self.spec, separators=(",", ":")))
+    def spec_bytes(self) -> int:
+        """The size of the stored definition (what a team's maxStorageBytes quota counts)."""
+        return len(json.dumps(self.spec, separators=(",", ":")).encode())
 
     def row_values(self) -> dict[str, Any]:
         return {

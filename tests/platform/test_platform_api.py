@@ -300,3 +300,22 @@ async def test_import_refusals_change_nothing(api: httpx.AsyncClient) -> None:
     )
     assert ok(await api.get(f"{P}/apis"), 200)["total"] == 0
     assert await vhosts(api) == hosts
+
+
+async def test_quota_max_storage_bytes_counts_both_paths(api: httpx.AsyncClient) -> None:
+    """api.md: maxStorageBytes is the bytes of the team's stored JSON — Native resources and
+    API definitions alike; over it, 403 quota_exceeded and nothing stored."""
+    import json
+
+    cluster = {"name": "c1", "team": "payments", "endpoints": [{"host": "127.0.0.1", "port": 9}]}
+    size = len(json.dumps(cluster, separators=(",", ":")))
+    await team(api, "payments", maxStorageBytes=size + 10)
+    ok(await api.post(f"{N}/clusters", json=cluster))
+    resp = await api.post(f"{N}/clusters", json={**cluster, "name": "c2"})
+    assert resp.status_code == 403 and resp.json()["error"] == "quota_exceeded", resp.text
+    resp = await api.post(f"{P}/apis", json=pets())
+    assert resp.status_code == 403 and "maxStorageBytes" in resp.json()["message"]
+    assert ok(await api.get(f"{N}/clusters"), 200)["total"] == 1
+    assert ok(await api.get(f"{P}/apis"), 200)["total"] == 0
+    # a write that does not grow the team's JSON is allowed even at the limit
+    ok(await api.put(f"{N}/clusters/c1", json=cluster), 200)
