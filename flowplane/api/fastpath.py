@@ -90,7 +90,7 @@ class FastReads:
                 await _send(send, err.status, headers, body)
                 return
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            m = _PATH_RE.match(scope["path"])
+            m = _PATH_RE.fullmatch(scope["path"])
             principal = None
             if m is not None:
                 principal = self._principal(scope, _KINDS[m.group(1)].scope("read"))
