@@ -101,7 +101,12 @@ def create_app(
     *,
     max_body_bytes: int,
 ) -> QuartTrio:
-    app = QuartTrio("flowplane")
+    # werkzeug answers a path with `//` by a 308 to the merged path, with an HTML body, and Quart
+    # returns routing redirects as they are (no error handler sees them). Without merging, such
+    # a path is the JSON 404; no route here ends in `/` (the other redirect, strict_slashes).
+    # No static folder: Quart's `/static/<path:filename>` rule would be added before the setting.
+    app = QuartTrio("flowplane", static_folder=None)
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/swagger-ui/static/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/swagger-ui/static/swagger-ui.css"

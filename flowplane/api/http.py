@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,12 +39,43 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def decode_json(raw: bytes) -> Any:
+    """The value of a JSON request body, or BadRequest.
+
+    RFC 8259 §8.1: JSON exchanged between systems is UTF-8 with no byte order mark, so anything
+    else is refused (`json.loads` on bytes would guess UTF-16/32 and accept it). §4 leaves
+    duplicate keys undefined; silently keeping the last (`"team":"a","team":"b"` stored as b)
+    would let two readers of one body disagree, so a duplicate key is refused too. NaN and
+    Infinity are not JSON; nesting is bounded.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        raise BadRequest("the body starts with a byte order mark: send UTF-8 JSON without one")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadRequest(
+            f"the body is not UTF-8 (byte {err.start}: {err.reason}); JSON bodies must be UTF-8"
+        ) from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError) as err:
+    except _DuplicateKey as err:
+        raise BadRequest(f"the JSON body has the key {err.args[0]!r} twice in one object") from None
+    except ValueError as err:
         raise BadRequest(f"the body is not valid JSON: {err}") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")

@@ -101,7 +101,7 @@ def _san_team(cert: dict[str, Any] | None) -> str | None:
     (`spiffe://<trust domain>/team/<team>`), if any."""
     for kind, value in (cert or {}).get("subjectAltName", ()):
         if kind == "URI":
-            m = _SPIFFE_TEAM.match(value)
+            m = _SPIFFE_TEAM.fullmatch(value)
             if m:
                 return m.group(1)
     return None
@@ -202,9 +202,7 @@ class AdsService:
         except (StreamTerminatedError, ConnectionError, asyncio.CancelledError):
             raise
         except FlowplaneError as err:
-            log.warning(
-                "xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err
-            )
+            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err)
             raise GRPCError(Status(err.grpc_status), err.message) from None
         except GRPCError:
             raise
