@@ -18,9 +18,12 @@ Semantics follow PGV's C++ validators (what Envoy runs): scalar rules apply to p
 even when zero (unless `ignore_empty`), to a oneof member or an optional field only when it is
 set, and to a wrapper type (`UInt32Value`, ...) through its `value` when the wrapper is set;
 set message fields, repeated items and map values are checked recursively unless
-`message.skip`. Not implemented (no Envoy proto in xds-protos uses them): the string
-well-known formats `email`, `uri` and `uri_ref`, and the timestamp rules `lt_now`, `gt_now`
-and `within`; they are ignored, never reported.
+`message.skip`. Besides the annotations, every Duration is held to the range Envoy itself
+enforces on all durations it loads (`_envoy_duration`).
+
+Not implemented (no Envoy proto in xds-protos uses them): the string well-known formats
+`email`, `uri` and `uri_ref`, and the timestamp rules `lt_now`, `gt_now` and `within`; they
+are ignored, never reported.
 """
 
 from __future__ import annotations
@@ -380,6 +383,28 @@ def _any_check(sub: Any) -> Check | None:
     return check
 
 
+# Not a PGV rule, but Envoy applies it to every Duration of every resource it loads
+# (MessageUtil::validateDurationFields, Any included): no negative parts, and seconds below
+# INT64_MAX / 10^9 so the value fits in int64 nanoseconds ("Invalid duration: Duration
+# out-of-range"). Measured with `envoy --mode validate`: 9223372035.999s passes, 9223372036s
+# does not.
+_ENVOY_MAX_SECONDS = (2**63 - 1) // 1_000_000_000  # 9223372036, excluded
+
+
+def _envoy_duration(d: Any) -> tuple[str, ...]:
+    if d.seconds < 0 or d.nanos < 0:
+        return ("value must not be negative (Envoy's duration limit)",)
+    if d.seconds >= _ENVOY_MAX_SECONDS or d.nanos > 999_999_999:
+        return (f"value must be less than {_ENVOY_MAX_SECONDS}s (Envoy's duration limit)",)
+    return _OK
+
+
+def _both(first: Check | None, second: Check) -> Check:
+    if first is None:
+        return second
+    return lambda v: first(v) + second(v)
+
+
 # --- per-message plans ------------------------------------------------------------------------
 
 
@@ -443,7 +468,9 @@ def _reaches(desc: Descriptor) -> bool:
         return False
     _reach[name] = True  # provisional, for cycles
     found = any(_msg_flag_oneof(o) for o in desc.oneofs) or any(
-        _rules_of(fd) is not None or (fd.type == _MESSAGE and _reaches(_value_desc(fd)))
+        _rules_of(fd) is not None
+        or (fd.type == _MESSAGE and _value_desc(fd).full_name == _DURATION)
+        or (fd.type == _MESSAGE and _reaches(_value_desc(fd)))
         for fd in desc.fields
     )
     _reach[name] = found
@@ -494,7 +521,8 @@ def _field_plan(fd: FieldDescriptor) -> _Field | None:
         and value_fd.message_type.full_name not in _WRAPPERS
         and _reaches(value_fd.message_type)
     )
-    if rules is None and not recurse:
+    is_duration = value_fd.type == _MESSAGE and value_fd.message_type.full_name == _DURATION
+    if rules is None and not recurse and not is_duration:
         return None
     kind = rules.WhichOneof("type") if rules is not None else None
     required: str | None = None
@@ -511,6 +539,11 @@ def _field_plan(fd: FieldDescriptor) -> _Field | None:
             list_check, key_check, item_check = _map_checks(fd, rules.map)
     elif rules is not None:
         check = _value_check(fd, rules)
+    if is_duration:
+        if fd.is_repeated:
+            item_check = _both(item_check, _envoy_duration)
+        else:
+            check = _both(check, _envoy_duration)
     unwrap = is_msg and not is_map and fd.message_type.full_name in _WRAPPERS
     when_absent: tuple[str, ...] = ()
     if fd.containing_oneof is not None:

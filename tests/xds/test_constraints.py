@@ -71,9 +71,26 @@ def test_duration_required_and_range() -> None:
     uri.timeout.seconds = 4294967296
     assert found(uri) == {"timeout": ["value must be inside range [0s, 4294967296s)"]}
     uri.timeout.seconds = -1
-    assert found(uri) == {"timeout": ["value must be inside range [0s, 4294967296s)"]}
+    assert found(uri) == {
+        "timeout": [
+            "value must be inside range [0s, 4294967296s)",
+            "value must not be negative (Envoy's duration limit)",
+        ]
+    }
     uri.timeout.seconds = 4294967295
     assert found(uri) == {}
+
+
+def test_every_duration_is_held_to_envoys_int64_nanosecond_limit() -> None:
+    # RouteAction.timeout declares no rule, but Envoy refuses any Duration whose seconds reach
+    # INT64_MAX / 10^9 ("Invalid duration: Duration out-of-range"), or that is negative.
+    a = rc_pb2.RouteAction(cluster="c")
+    a.timeout.seconds = 9223372036
+    assert found(a) == {"timeout": ["value must be less than 9223372036s (Envoy's duration limit)"]}
+    a.timeout.seconds, a.timeout.nanos = 9223372035, 999_999_999
+    assert found(a) == {}
+    a.timeout.seconds = -1
+    assert found(a) == {"timeout": ["value must not be negative (Envoy's duration limit)"]}
 
 
 # --- numbers, wrappers --------------------------------------------------------------------------
