@@ -195,17 +195,17 @@ def _string_check(rules: Any, is_bytes: bool) -> Check | None:
 
             def c(v: Any) -> str | None:
                 size = len(v.encode()) if in_bytes and isinstance(v, str) else len(v)
-                return None if test(size, n) else f"value length must be {text} {n} {u}"
+                return None if test(size, n) else f"value length must be {text}{n} {u}"
 
             checks.append(c)
 
     length("len", lambda a, b: a == b, "", in_bytes=is_bytes)
-    length("min_len", lambda a, b: a >= b, "at least", in_bytes=is_bytes)
-    length("max_len", lambda a, b: a <= b, "at most", in_bytes=is_bytes)
+    length("min_len", lambda a, b: a >= b, "at least ", in_bytes=is_bytes)
+    length("max_len", lambda a, b: a <= b, "at most ", in_bytes=is_bytes)
     if not is_bytes:
         length("len_bytes", lambda a, b: a == b, "", in_bytes=True)
-        length("min_bytes", lambda a, b: a >= b, "at least", in_bytes=True)
-        length("max_bytes", lambda a, b: a <= b, "at most", in_bytes=True)
+        length("min_bytes", lambda a, b: a >= b, "at least ", in_bytes=True)
+        length("max_bytes", lambda a, b: a <= b, "at most ", in_bytes=True)
 
     def simple(field: str, test: Callable[[Any, Any], bool], text: str) -> None:
         if has(field):
