@@ -3,7 +3,9 @@ each on a real Envoy message and field that declares it (the rule is quoted from
 
 from __future__ import annotations
 
+import copy
 import time
+from typing import Any
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -22,12 +24,17 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.type.v3 import http_status_pb2, percent_pb2
 from google.protobuf.message import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from flowplane.domain.filters import parse_config, parse_override
 from flowplane.domain.resources import Kind, parse_spec
 from flowplane.errors import BadRequest
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.xds.constraints import Violation, violations
+from flowplane.xds.filters import filter_config, override_config
 from flowplane.xds.translate import check_resource
+from tests.filters.test_filter_properties import GOOD_CONFIGS, GOOD_OVERRIDES, REFUSED, mutated
 
 
 def found(msg: Message) -> dict[str, list[str]]:
@@ -346,3 +353,41 @@ def test_cost_per_resource_is_microseconds() -> None:
         violations(msg)
     per = (time.perf_counter() - start) / 100
     assert per < 1e-3, f"{per * 1e6:.0f} us per cluster"
+
+
+# --- typed filter configs ------------------------------------------------------------------------
+
+GOOD = [(t, c) for t, cs in GOOD_CONFIGS.items() for c in cs]
+GOOD_OV = [(t, o) for t, os_ in GOOD_OVERRIDES.items() for o in os_]
+
+
+@pytest.mark.parametrize(("filter_type", "config"), GOOD, ids=[t for t, _ in GOOD])
+def test_known_good_filter_configs_pass(filter_type: str, config: dict[str, Any]) -> None:
+    """The filter tests' known-good configs (Envoy accepts them there) break no declared rule:
+    the checker is not stricter than Envoy on any filter type."""
+    msg = filter_config(filter_type, parse_config(filter_type, copy.deepcopy(config)))
+    assert violations(msg) == []
+
+
+@pytest.mark.parametrize(("filter_type", "override"), GOOD_OV, ids=[t for t, _ in GOOD_OV])
+def test_known_good_filter_overrides_pass(filter_type: str, override: dict[str, Any]) -> None:
+    model = parse_override(filter_type, copy.deepcopy(override))
+    assert model is not None
+    assert violations(override_config(filter_type, model)) == []
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(data=st.data())
+def test_checking_any_accepted_filter_config_never_raises(data: st.DataObject) -> None:
+    """Mutated configs (as in the filter property tests): whatever the domain accepts, the
+    check returns a list of violations (a 400 at most), never an exception (a 500)."""
+    filter_type = data.draw(st.sampled_from(sorted(GOOD_CONFIGS)))
+    config = data.draw(mutated(GOOD_CONFIGS[filter_type]))
+    try:
+        model = parse_config(filter_type, config)
+    except REFUSED:
+        return
+    for v in violations(filter_config(filter_type, model)):
+        assert v.path and v.message
