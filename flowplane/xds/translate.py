@@ -44,7 +44,8 @@ def translate_resource(kind: Kind, model: BaseModel) -> list[tuple[str, str, Mes
 
     Clusters carry their endpoints inline (`load_assignment`), so a cluster is one Cluster.
     Does not fail for a model the domain accepted (typed filters included); the config actor
-    still runs it before storing anything, as the last check that what is stored can be served.
+    runs it (through `check_resource`) before storing anything, as the last check that what is
+    stored can be served.
     """
     if kind is Kind.CLUSTER:
         assert isinstance(model, Cluster)
