@@ -38,7 +38,7 @@ from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
 from flowplane.tls import check_api_tls, xds_server_context
 from flowplane.xds.builder import SnapshotBuilder
-from flowplane.xds.translate import translate_resource
+from flowplane.xds.translate import check_resource, translate_resource
 
 log = logging.getLogger("flowplane")
 
@@ -100,7 +100,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         auth = await load_auth(repo)
         state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
         actor = ConfigActor(
-            repo, state, auth, validate=translate_resource, mailbox_size=settings.mailbox_size
+            repo, state, auth, validate=check_resource, mailbox_size=settings.mailbox_size
         )
         authenticator = Authenticator(auth, default_rate_per_minute=settings.rate_limit_per_minute)
         readiness = Readiness()
