@@ -10,7 +10,9 @@ document whose validation is cut off by `max_validation_steps`).
 `--rest` times the whole `POST /api/v1/platform/import/openapi` for the largest document instead:
 it starts `flowplane serve` as its own process (a fresh SQLite file, the default gateway on)
 and, per run, times a dry run (no API yet), the first import (the API created and materialised
-in one transaction), a re-import of the same document (nothing changes) and a delete (untimed).
+in one transaction), a re-import of the same document (nothing changes) and a delete (untimed),
+then the pure importer on the same document in this process (the share of the REST time that is
+the import itself).
 
     .venv/bin/python benchmarks/bench_openapi_import.py --rest [--runs 7]
 """
@@ -130,18 +132,22 @@ def rest(runs: int) -> None:
     body = gzip.decompress((DATA / "box-openapi.json.gz").read_bytes())
     imp = "/api/v1/platform/import/openapi?domain=api.box.com"
     times: dict[str, list[float]] = {"dry run (no API yet)": [], "first import": [],
-                                     "re-import (unchanged)": []}  # fmt: skip
+                                     "re-import (unchanged)": [],
+                                     "importer alone": []}  # fmt: skip
     print(f"# {time.strftime('%Y-%m-%d')} {_machine()}")
     with _server() as (base, token):
         routes = 0
         for _ in range(runs):
-            for label, path in zip(times, (imp + "&dryRun=true", imp, imp), strict=True):
+            for label, path in zip(list(times)[:3], (imp + "&dryRun=true", imp, imp), strict=True):
                 t0 = time.perf_counter()
                 out = _call(base, token, "POST", path, body)
                 times[label].append(time.perf_counter() - t0)
             assert out["changes"] == [], "a re-import of the same document changes nothing"
             routes = len(out["api"]["routes"])
             _call(base, token, "DELETE", f"/api/v1/platform/apis/{out['api']['id']}")
+            # the same document through the pure importer, in this process, in the same run (a
+            # shared machine's load changes from run to run: this is the row to compare with)
+            times["importer alone"] += _timed(body, "application/json", 1)
         print(f"POST /import/openapi, box-openapi.json ({len(body) / 1e6:.2f} MB, {routes} routes),"
               f" median of {runs}")  # fmt: skip
         for label, values in times.items():
