@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import Response, request
+from quart import Response, current_app, request
 
 from flowplane.domain.common import problems_from
 from flowplane.errors import BadRequest, FlowplaneError, PayloadTooLarge, UnsupportedMediaType
@@ -17,6 +17,8 @@ from flowplane.services.common import Page
 T = TypeVar("T")
 
 MAX_JSON_DEPTH = 64
+BODY_LIMIT_KEY = "FLOWPLANE_MAX_BODY_BYTES"
+"""The app config key of the JSON body limit (the OpenAPI import has a larger one of its own)."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -95,12 +97,12 @@ async def json_body(*extra_types: str) -> Any:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type or 'none'}"
         )
-    limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    limit: int = current_app.config[BODY_LIMIT_KEY]
+    if (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     raw = await request.get_data(cache=False, as_text=False)
     assert isinstance(raw, bytes)
-    if limit is not None and len(raw) > limit:
+    if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     return decode_json(raw)
 
