@@ -26,13 +26,14 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryResponse,
 )
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
 from flowplane.auth.authenticator import Authenticator
-from flowplane.errors import FlowplaneError, Forbidden, Unauthorized
+from flowplane.errors import BadRequest, FlowplaneError, Forbidden, Unauthorized
 from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.observability import metrics
@@ -81,7 +82,11 @@ grpcio's default receive limit; Envoy's requests are far smaller (names and vers
 
 async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
     """grpclib's `Stream.recv_message`, refusing a message whose length prefix exceeds `limit`
-    before reading it (grpclib itself reads any size; the raw reads go through `compat`)."""
+    before reading it (grpclib itself reads any size; the raw reads go through `compat`).
+
+    Raises `BadRequest` (gRPC INVALID_ARGUMENT) for bytes that do not parse as the request type:
+    a client's malformed message is its error, not a crash of the stream actor.
+    """
     meta = await compat.recv_request_bytes(stream, 5)
     if not meta:
         return None
@@ -93,7 +98,13 @@ async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
             Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the {limit}-byte limit"
         )
     data = await compat.recv_request_bytes(stream, length)
-    return compat.request_type(stream).FromString(data)
+    kind = compat.request_type(stream)
+    try:
+        return kind.FromString(data)
+    except DecodeError:
+        raise BadRequest(
+            f"the request is not a valid {kind.DESCRIPTOR.full_name} protobuf message"
+        ) from None
 
 
 def _san_team(cert: dict[str, Any] | None) -> str | None:
@@ -202,9 +213,7 @@ class AdsService:
         except (StreamTerminatedError, ConnectionError, asyncio.CancelledError):
             raise
         except FlowplaneError as err:
-            log.warning(
-                "xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err
-            )
+            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err)
             raise GRPCError(Status(err.grpc_status), err.message) from None
         except GRPCError:
             raise
