@@ -36,6 +36,7 @@ from flowplane.auth.authenticator import Authenticator
 from flowplane.errors import BadRequest, FlowplaneError, Forbidden, Unauthorized
 from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub, StreamInfo
+from flowplane.grpc.nacklog import NackLog
 from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
 from flowplane.xds.scope import scope_from_node, scoped
@@ -129,6 +130,8 @@ class AdsService:
         self.hub = hub
         self.auth = auth
         self.authenticator = authenticator
+        # A client decides how often it NACKs: log per node, rate-limited (issue 11, item 12).
+        self.nacks = NackLog(log)
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -228,6 +231,7 @@ class AdsService:
                 with contextlib.suppress(BaseException):
                     await reader
             self.hub.unregister(info)
+            self.nacks.close(_log_key(info))
             metrics.XDS_STREAMS.labels(protocol).dec()
 
     async def _read(
@@ -269,11 +273,12 @@ class AdsService:
             rej = st.last_rejection
             if rej is not None and info.note_rejection(rej):
                 metrics.XDS_NACKS.labels(_short(type_url)).inc()
-                log.warning(
-                    "node %s rejected %s version %s (%s): %s",
-                    info.node_id, _short(type_url), rej.version,
-                    ", ".join(rej.resource_names) or "-", rej.message,
-                )  # fmt: skip
+                self.nacks.nack(_log_key(info), rej)
+
+
+def _log_key(info: StreamInfo) -> str:
+    """Whom the NACK log names: the node, or the peer address of a stream without a node id."""
+    return info.node_id or info.address
 
 
 @functools.cache
