@@ -32,7 +32,7 @@ from flowplane.services.gateway import LISTENER, ROUTES, ensure_default_gateway
 from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
-from flowplane.services.startup import ensure_admin, flush_auth_activity
+from flowplane.services.startup import ensure_admin, flush_auth_activity, keep_audit
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
@@ -121,6 +121,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             admin_token = await ensure_admin(actor)
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
+            nursery.start_soon(keep_audit, repo, settings.audit_keep_days)
             core: Core | None = None
             services = _services(settings, repo, state, actor, auth, authenticator, hub,
                                  lambda: core.xds_port if core else None)  # fmt: skip
