@@ -38,6 +38,7 @@ from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
 from flowplane.tls import check_api_tls, xds_server_context
 from flowplane.xds.builder import SnapshotBuilder
+from flowplane.xds.sotw import NameLimits
 from flowplane.xds.translate import translate_resource
 
 log = logging.getLogger("flowplane")
@@ -197,6 +198,9 @@ async def run_server(
         xds = XdsServer(
             core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator,
             keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
+            limits=NameLimits(
+                settings.xds_max_names_per_request, settings.xds_max_names_per_stream
+            ),
         )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)

@@ -41,7 +41,7 @@ from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
 from flowplane.xds.scope import scope_from_node, scoped
 from flowplane.xds.snapshot import Snapshot
-from flowplane.xds.sotw import Outbound, Request, SotwStream, TypeStatus
+from flowplane.xds.sotw import NameLimits, Outbound, Request, SotwStream, TypeStatus
 
 _SPIFFE_TEAM = re.compile(r"^spiffe://[^/]+/team/([a-z0-9]([a-z0-9.-]*[a-z0-9])?)$")
 
@@ -125,9 +125,15 @@ class AdsService:
     `xds:connect`) sent as `authorization: Bearer <jwt>` metadata."""
 
     def __init__(
-        self, hub: Hub, *, auth: str = "none", authenticator: Authenticator | None = None
+        self,
+        hub: Hub,
+        *,
+        auth: str = "none",
+        authenticator: Authenticator | None = None,
+        limits: NameLimits | None = None,
     ) -> None:
         self.hub = hub
+        self.limits = limits or NameLimits()
         self.auth = auth
         self.authenticator = authenticator
         # A client decides how often it NACKs: log per node, rate-limited (issue 11, item 12).
@@ -147,10 +153,10 @@ class AdsService:
         }
 
     async def stream_sotw(self, stream: Stream[Any, Any]) -> None:
-        await self._serve(stream, "sotw", SotwStream(), Request.from_proto)
+        await self._serve(stream, "sotw", SotwStream(self.limits), Request.from_proto)
 
     async def stream_delta(self, stream: Stream[Any, Any]) -> None:
-        await self._serve(stream, "delta", DeltaStream(), DeltaRequest.from_proto)
+        await self._serve(stream, "delta", DeltaStream(self.limits), DeltaRequest.from_proto)
 
     def _still_valid(self, token_id: str) -> None:
         assert self.authenticator is not None
