@@ -39,7 +39,7 @@ from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.grpc.nacklog import NackLog
 from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
-from flowplane.xds.scope import scope_from_node, scoped
+from flowplane.xds.scope import release, retain, scope_from_node, scoped
 from flowplane.xds.snapshot import Snapshot
 from flowplane.xds.sotw import NameLimits, Outbound, Request, SotwStream, TypeStatus
 
@@ -237,6 +237,8 @@ class AdsService:
                 with contextlib.suppress(BaseException):
                     await reader
             self.hub.unregister(info)
+            if info.scope is not None:
+                release(info.scope)  # the scope's cached view goes with its last stream
             self.nacks.close(_log_key(info))
             metrics.XDS_STREAMS.labels(protocol).dec()
 
@@ -266,6 +268,7 @@ class AdsService:
                         node.id if node is not None else None, info.node_metadata,
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
+                    retain(info.scope)  # released when the stream ends (`_serve`)
                 owes = state.on_request(convert(msg))
                 if msg.HasField("error_detail"):  # only a NACK can record a rejection
                     self._note_rejections(info)

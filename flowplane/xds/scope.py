@@ -41,6 +41,8 @@ __all__ = [
     "Scope",
     "ScopeIndex",
     "ScopeKind",
+    "release",
+    "retain",
     "scope_from_node",
     "scoped",
 ]
@@ -208,6 +210,27 @@ def _allowlist(value: object) -> frozenset[str]:
 # its allowlist); eviction, oldest first, only costs that reuse.
 _last_views: dict[Scope, tuple[Snapshot, int]] = {}
 _last_views_bytes = 0
+# Scope -> streams using it (`retain`/`release`): a scope's last view is dropped with its last
+# stream, so what clients asked for is released with their streams (issue 11, item 11).
+_streams: dict[Scope, int] = {}
+
+
+def retain(scope: Scope) -> None:
+    """A stream now serves `scope` (call `release` when it ends)."""
+    _streams[scope] = _streams.get(scope, 0) + 1
+
+
+def release(scope: Scope) -> None:
+    """A stream serving `scope` ended; with the last one, the scope's cached view is dropped."""
+    global _last_views_bytes
+    left = _streams.get(scope, 0) - 1
+    if left > 0:
+        _streams[scope] = left
+        return
+    _streams.pop(scope, None)
+    old = _last_views.pop(scope, None)
+    if old is not None:
+        _last_views_bytes -= old[1]
 
 
 def view_cost(scope: Scope, view: Snapshot) -> int:

@@ -20,6 +20,7 @@ import pytest
 import trio
 from grpclib.const import Status
 
+import flowplane.xds.scope as scope_module
 from flowplane.settings import Settings
 from flowplane.testing.adsclient import AdsStreamEnded, DeltaClient, delta_client, sotw_client
 from flowplane.testing.factories import cluster_body
@@ -157,3 +158,25 @@ def test_name_limits_are_settings(db_url: str) -> None:
         10_000,
         20_000,
     )
+
+
+async def test_allowlist_scopes_are_released_when_their_streams_close(db_url: str) -> None:
+    """A node's listener allowlist (up to 1,000 names) keys a cached view; it goes with the
+    node's last stream."""
+    with trio.fail_after(20):
+        async with run_plane(plane_settings(db_url)) as plane:
+            ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
+            await plane.settled()
+            allow = [f"listener-{i}" for i in range(999)]
+            for i in range(5):
+                meta = {"listener_allowlist": [*allow, f"own-{i}"]}
+                async with sotw_client(
+                    "127.0.0.1", plane.xds_port, node_id=f"al-{i}", node_metadata=meta
+                ) as c:
+                    await c.send(CLUSTER_TYPE)
+                    await c.recv()
+                    mine = [s for s in scope_module._last_views if f"own-{i}" in s.allowlist]
+                    assert len(mine) == 1
+            await _until_no_streams(plane)
+            assert not [s for s in scope_module._last_views if "listener-0" in s.allowlist]
+            assert not [s for s in scope_module._streams if "listener-0" in s.allowlist]

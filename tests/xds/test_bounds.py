@@ -18,7 +18,7 @@ import pytest
 import flowplane.xds.scope as scope_module
 from flowplane.errors import QuotaExceeded
 from flowplane.xds.delta import DeltaRequest, DeltaStream
-from flowplane.xds.scope import Scope, scoped
+from flowplane.xds.scope import Scope, release, retain, scoped
 from flowplane.xds.snapshot import MEMO_BYTES, Snapshot, TypeSnapshot, names_digest
 from flowplane.xds.sotw import NameLimits, Request, SotwStream
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE
@@ -135,3 +135,21 @@ def test_last_views_per_scope_are_bounded_by_bytes(monkeypatch: pytest.MonkeyPat
         scoped(snap, Scope.for_allowlist(names(f"s{i}-", 1000)))
         assert scope_module._last_views_bytes <= 100_000
     assert len(scope_module._last_views) == 1
+
+
+def test_a_scopes_last_view_is_released_with_its_last_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scope_module, "_last_views", {})
+    monkeypatch.setattr(scope_module, "_last_views_bytes", 0)
+    monkeypatch.setattr(scope_module, "_streams", {})
+    snap = snapshot({CLUSTER_TYPE: {"a": 0}})
+    scope = Scope.for_allowlist(names("l", 1000))
+    retain(scope)
+    retain(scope)
+    scoped(snap, scope)
+    release(scope)
+    assert scope in scope_module._last_views  # one stream still serves it
+    release(scope)
+    assert scope_module._last_views == {} and scope_module._streams == {}
+    assert scope_module._last_views_bytes == 0
