@@ -90,6 +90,7 @@ class NameLimits:
 
 
 _NO_RESOURCES: Final[Mapping[str, Resource]] = MappingProxyType({})
+_NO_NAMES_KEY: Final = names_digest(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ class _TypeState:
     def __init__(self) -> None:
         self.wildcard = False
         self.names: frozenset[str] = frozenset()
-        self.names_key = names_digest(self.names)  # keys the shared selection memo
+        self.names_key = _NO_NAMES_KEY  # names_digest(names): keys the shared selection memo
         self.ever_named = False  # rule 9: once a name was sent, [] no longer means wildcard
         # Full-state types only: names added to the subscription since the last response; the
         # client must be answered even if they do not exist (absence tells it so, rule 10).
