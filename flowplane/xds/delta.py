@@ -217,17 +217,19 @@ class DeltaStream:
         """Record a request: node, ACK or NACK of `response_nonce`, subscription changes.
 
         Raises `BadRequest` for a request without a type URL or past `MAX_TYPES` type URLs, and
-        `QuotaExceeded` for more names (subscribed, unsubscribed and initial versions of one
-        request; subscribed on the stream) than its `NameLimits` allow; the stream must then end.
+        `QuotaExceeded` for more names (subscribed plus unsubscribed in one request; subscribed on
+        the stream) than its `NameLimits` allow; the stream must then end.
         Never produces output itself: call `outbound` afterwards. Returns whether `outbound`
         may now owe something for an unchanged snapshot (the same test `outbound` uses to skip
         a type), so the edge need not wake its writer for a plain ACK.
         """
         if not req.type_url:
             raise BadRequest("every request on an aggregated stream must carry type_url")
-        self._limits.check_request(
-            len(req.subscribe) + len(req.unsubscribe) + len(req.initial_resource_versions)
-        )
+        # `initial_resource_versions` is not counted: a reconnecting wildcard client lists every
+        # resource it holds (legitimately more than any per-request limit in a large fleet). It
+        # is bounded by the request size limit, read on a type's first request only, and what
+        # no longer exists is removed by the first response and forgotten.
+        self._limits.check_request(len(req.subscribe) + len(req.unsubscribe))
         # Rule 2: only the first request is guaranteed to carry the node; keep the first one.
         if self.node_id is None and req.node_id:
             self.node_id = req.node_id

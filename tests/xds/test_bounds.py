@@ -54,16 +54,19 @@ def test_sotw_counts_names_over_all_types_of_a_stream() -> None:
     assert s.subscription(ENDPOINT_TYPE) == (False, frozenset(names("e", 10)))
 
 
-def test_delta_counts_subscribe_unsubscribe_and_initial_versions_per_request() -> None:
+def test_delta_counts_subscribe_and_unsubscribe_per_request() -> None:
     s = DeltaStream(LIMITS)
-    req = DeltaRequest(
-        CLUSTER_TYPE,
-        subscribe=names("a", 5),
-        unsubscribe=names("b", 3),
-        initial_resource_versions=dict.fromkeys(names("a", 3), "v"),
-    )
     with pytest.raises(QuotaExceeded, match="names 11"):
-        s.on_request(req)
+        s.on_request(DeltaRequest(CLUSTER_TYPE, subscribe=names("a", 6), unsubscribe=names("b", 5)))
+
+
+def test_a_reconnecting_wildcard_client_may_list_more_initial_versions_than_the_limit() -> None:
+    """A wildcard client reconnecting to a large fleet lists every resource it holds (rule 12);
+    that is not a subscription and must not end its stream."""
+    s = DeltaStream(LIMITS)
+    held = dict.fromkeys(names("c", 50), "v")
+    s.on_request(DeltaRequest(CLUSTER_TYPE, initial_resource_versions=held))
+    assert s.held(CLUSTER_TYPE) == held
 
 
 def test_delta_counts_subscribed_names_per_stream_and_unsubscribing_frees_them() -> None:
