@@ -21,6 +21,7 @@ from flowplane.storage.base import AuditQuery, AuditRow, ResourceRow, Write, loa
 from flowplane.storage.sql import (
     RESOURCE_SELECT,
     audit_from,
+    audit_prune,
     audit_queries,
     decode_record,
     qmark,
@@ -155,6 +156,22 @@ class SqliteRepository:
             return [audit_from(r) for r in rows], int(total)
 
         return await self._run(query)
+
+    async def prune_audit(self, before: datetime) -> int:
+        sql, params = audit_prune(before, qmark)
+
+        def prune() -> int:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = c.execute(sql, params).rowcount
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return int(deleted)
+
+        return await self._run(prune)
 
     async def ping(self) -> None:
         await self._run(lambda: self.conn.execute("SELECT 1").fetchone())
