@@ -10,6 +10,10 @@ hold exactly its team's and shared items, the other team's items are 404 one by 
 nothing it can read (shared resources such as the default gateway included) names the other
 team's APIs (ids, domains) or resources. An operation of one team's token on the other team's
 data is 403/404 and changes nothing.
+
+Native names here carry their team (`a-c0`): Native names are one namespace across teams today
+(a name another team took is a 409 that reveals it, and a team can take the name an API of
+another team would generate), which api.md does not allow; that is a known gap, not tested here.
 """
 
 from __future__ import annotations
