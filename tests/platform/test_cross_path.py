@@ -17,10 +17,13 @@ import httpx
 import pytest
 import trio
 import trio_asyncio
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import any_pb2
 
 from flowplane.app import Core, make_app, open_core
 from flowplane.settings import Settings, load_settings
 from flowplane.testing.plane import admin_token
+from flowplane.xds.types import CLUSTER_TYPE, ROUTE_TYPE
 from tests.helpers import N, ok
 
 P = "/api/v1/platform"
@@ -74,6 +77,20 @@ def forward_clusters(route_config: dict[str, Any], domain: str) -> set[str]:
     """The clusters the routes of `domain`'s virtual host forward to."""
     (host,) = [v for v in route_config["virtualHosts"] if domain in v["domains"]]
     return {r["action"]["cluster"] for r in host["routes"]}
+
+
+async def served(core: Core, route_config: str, domain: str) -> tuple[set[str], set[str]]:
+    """What Envoy is served once the snapshot has caught up: the clusters `domain`'s routes in
+    `route_config` name, and every cluster in the snapshot (xDS names)."""
+    with trio.fail_after(5):
+        await core.snapshots.caught_up(core.state.serial)
+    snapshot = core.hub.snapshot
+    resource = snapshot.get(ROUTE_TYPE).get(route_config)
+    assert resource is not None
+    rc = route_pb2.RouteConfiguration()
+    assert any_pb2.Any.FromString(resource.any_bytes).Unpack(rc)
+    (host,) = [vh for vh in rc.virtual_hosts if domain in vh.domains]
+    return {r.route.cluster for r in host.routes}, set(snapshot.resources(CLUSTER_TYPE))
 
 
 async def test_native_resources_show_in_the_platform_views(api: httpx.AsyncClient) -> None:
@@ -160,10 +177,12 @@ async def test_every_resource_an_import_generates_is_visible_via_native(
         assert {(kind, n) for n in generated[key]} <= audited
 
 
-async def test_an_updated_upstream_resolves_on_both_paths(api: httpx.AsyncClient) -> None:
+async def test_an_updated_upstream_resolves_on_both_paths(
+    api: httpx.AsyncClient, gw_core: Core
+) -> None:
     """PUT a new upstream set, then PATCH its port: the Native route config's routes name the
     new cluster, which exists on the Native API and as an endpoint with the new targets; the
-    replaced cluster is gone from both."""
+    replaced cluster is gone from both, and from what Envoy is served."""
     await team(api, "payments")
     created = ok(await api.post(f"{P}/apis", json=pets()))
     url = f"{P}/apis/{created['id']}"
@@ -182,6 +201,10 @@ async def test_an_updated_upstream_resolves_on_both_paths(api: httpx.AsyncClient
     ]
     assert (await api.get(f"{N}/clusters/{old}")).status_code == 404
     assert (await api.get(f"{P}/endpoints/{old}")).status_code == 404
+    routed, clusters = await served(gw_core, GATEWAY_ROUTES, "pets.example.com")
+    assert len(routed) == 1 and routed <= clusters
+    assert next(iter(routed)).endswith(new)  # its xDS name (team-qualified)
+    assert not [c for c in clusters if c.endswith(old)]
 
     patch = {"upstreams": [{"name": "blue", "host": "127.0.0.2", "port": 8003}]}
     patched = ok(await api.patch(url, json=patch, headers={"If-Match": '"2"'}), 200)
