@@ -11,7 +11,7 @@ nothing it can read (shared resources such as the default gateway included) name
 team's APIs (ids, domains) or resources. An operation of one team's token on the other team's
 data is 403/404 and changes nothing.
 
-Native names here carry their team (`a-c0`): Native names are one namespace across teams today
+Native names here carry their team (`a-cluster0`): Native names are one namespace across teams today
 (a name another team took is a 409 that reveals it, and a team can take the name an API of
 another team would generate), which api.md does not allow; that is a known gap, not tested here.
 """
@@ -92,7 +92,8 @@ class World:
 
     async def run(self, action: str, actor: str, target: str, slot: int) -> int:
         c, h = self.admin, self.tokens.get(actor, {})
-        cluster = f"{target}-c{slot}"
+        # not hex: the leak check looks for names inside what a token reads, ids (UUIDs) too
+        cluster = f"{target}-cluster{slot}"
         if action == "api_create":
             r = await c.post(f"{P}/apis", json=api_body(target, slot), headers=h)
         elif action == "api_patch":
