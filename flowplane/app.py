@@ -32,13 +32,14 @@ from flowplane.services.gateway import LISTENER, ROUTES, ensure_default_gateway
 from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
-from flowplane.services.startup import ensure_admin, flush_auth_activity
+from flowplane.services.startup import ensure_admin, flush_auth_activity, keep_audit
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
 from flowplane.tls import check_api_tls, xds_server_context
 from flowplane.xds.builder import SnapshotBuilder
-from flowplane.xds.translate import translate_resource
+from flowplane.xds.sotw import NameLimits
+from flowplane.xds.translate import check_resource, translate_resource
 
 log = logging.getLogger("flowplane")
 
@@ -100,7 +101,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         auth = await load_auth(repo)
         state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
         actor = ConfigActor(
-            repo, state, auth, validate=translate_resource, mailbox_size=settings.mailbox_size
+            repo, state, auth, validate=check_resource, mailbox_size=settings.mailbox_size
         )
         authenticator = Authenticator(auth, default_rate_per_minute=settings.rate_limit_per_minute)
         readiness = Readiness()
@@ -121,6 +122,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             admin_token = await ensure_admin(actor)
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
+            nursery.start_soon(keep_audit, repo, settings.audit_keep_days)
             core: Core | None = None
             services = _services(settings, repo, state, actor, auth, authenticator, hub,
                                  lambda: core.xds_port if core else None)  # fmt: skip
@@ -196,6 +198,9 @@ async def run_server(
         xds = XdsServer(
             core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator,
             keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
+            limits=NameLimits(
+                settings.xds_max_names_per_request, settings.xds_max_names_per_stream
+            ),
         )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # notices a vanished control plane and reconnects.
     xds_keepalive_seconds: Annotated[float, Field(ge=0.05, le=7200)] = 30.0
     xds_keepalive_timeout_seconds: Annotated[float, Field(ge=0.05, le=600)] = 10.0
+    # Audit rows older than this many days are deleted (checked hourly; issue 11, item 13).
+    audit_keep_days: Annotated[int, Field(ge=1, le=36_500)] = 90
+    # Resource names a client may send in one xDS request and keep subscribed on one stream
+    # (issue 11, item 11): past either the stream ends with RESOURCE_EXHAUSTED.
+    xds_max_names_per_request: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    xds_max_names_per_stream: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"

@@ -24,7 +24,7 @@ from flowplane.domain.auth import (
     token_scopes,
 )
 from flowplane.domain.common import parse
-from flowplane.errors import BadRequest, Conflict, Forbidden, NotFound
+from flowplane.errors import BadRequest, Conflict, FieldProblem, Forbidden, NotFound
 from flowplane.storage.base import DeleteRow, Repository, Row, Write
 
 
@@ -37,6 +37,16 @@ def _no_escalation(principal: Principal, scopes: frozenset[str], teams: frozense
         raise Forbidden(f"cannot grant scopes this token does not have: {', '.join(extra)}")
     if principal.team_bound and (not teams or not teams <= principal.teams):
         raise Forbidden("a team-bound token can only create tokens for its own teams")
+
+
+def _no_team_management_in_teams(scopes: frozenset[str], teams: frozenset[str]) -> None:
+    """Team records (quotas, rate limits) are managed from above the teams: a token bound to
+    teams can never hold teams:write, so no token can widen its own team's limits."""
+    if teams and "teams:write" in scopes and "admin:all" not in scopes:
+        raise BadRequest(
+            "a token bound to teams cannot hold teams:write (team records are admin business)",
+            [FieldProblem("scopes", "teams:write is not allowed with teams")],
+        )
 
 
 def visible_token(principal: Principal, tok: TokenRecord) -> bool:
@@ -70,6 +80,7 @@ class CreateToken(Txn):
         scopes = token_scopes(spec.role, spec.scopes)
         teams = frozenset(spec.teams or ())
         _no_escalation(self.principal, scopes, teams)
+        _no_team_management_in_teams(scopes, teams)
         now = datetime.now(UTC)
         if spec.expires_at is not None and spec.expires_at <= now:
             raise BadRequest("expiresAt is in the past")
@@ -128,6 +139,7 @@ class ChangeToken(Txn):
             scopes = frozenset(patch.scopes) if patch.scopes is not None else old.scopes
             teams = frozenset(patch.teams) if patch.teams is not None else old.teams
             _no_escalation(self.principal, scopes, teams)
+            _no_team_management_in_teams(scopes, teams)
             new = replace(
                 old, name=patch.name or old.name, scopes=scopes, teams=teams,
                 expires_at=patch.expires_at if "expires_at" in patch.model_fields_set

@@ -15,6 +15,7 @@ their versions), so re-importing the same document changes nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -203,6 +204,10 @@ class ApplyApi(Txn):
                 " listener.isolation to true",
                 [FieldProblem("listener.isolation", "must be true without a shared gateway")],
             )
+        if team is not None:
+            size = len(json.dumps(spec, separators=(",", ":")).encode())
+            if before is None or size > before.spec_bytes:
+                state.check_storage(team, size, replacing=before)
         api_id = before.id if before is not None else (self.api_id or str(uuid.uuid4()))
         return ApiRecord(
             id=api_id, name=name, team=team, version=before.version + 1 if before else 1,
@@ -240,6 +245,9 @@ class ApplyApi(Txn):
             others[after.id] = after
         try:
             self._gateway_listener(state, steps, others)
+            # Deletes last: the gateway listener may have named a JWKS cluster this API no
+            # longer makes (a reference blocks the delete until the listener drops it).
+            self._delete_unmade(state, steps, before, generated)
         except BaseException:
             steps.undo()
             raise
@@ -293,7 +301,8 @@ class ApplyApi(Txn):
     def _materialise(
         self, state: ConfigState, steps: _Steps, before: ApiRecord | None, after: ApiRecord | None
     ) -> dict[str, dict[str, Any]]:
-        """Plan the Native side; return what `after` generated (empty for a delete)."""
+        """Plan the Native creates and updates; return what `after` generated (empty for a
+        delete). What `before` made and `after` does not is deleted by `_delete_unmade`."""
         owner = (after or before).id  # type: ignore[union-attr]
         p = SYSTEM if self.principal.admin else self.principal
         desired: dict[Kind, dict[str, dict[str, Any]]] = {k: {} for k in ORDER}
@@ -314,22 +323,28 @@ class ApplyApi(Txn):
                 self._upsert(state, steps, kind, name, gen, owner, p)
             if kind is Kind.ROUTE_CONFIG:
                 self._shared_vhost(state, steps, before, vhost, p)
-        # deletes, outer first (a listener goes before the route config it names)
-        for kind in reversed(ORDER):
-            for name in sorted(before.owned(kind) if before else ()):
-                if name not in desired[kind] and state.get(kind, name) is not None:
-                    res = state.get(kind, name)
-                    assert res is not None
-                    if res.owner == owner:
-                        steps.add(
-                            state.plan_delete(kind, name, None, p, source="platform"), "delete"
-                        )
         generated: dict[str, dict[str, Any]] = {
             GENERATED_KEYS[k]: desired[k] for k in ORDER if desired[k]
         }
         if vhost is not None and self.gateway is not None:
             generated[VHOSTS] = {self.gateway.route_config: vhost}
         return generated
+
+    def _delete_unmade(
+        self, state: ConfigState, steps: _Steps, before: ApiRecord | None,
+        generated: dict[str, dict[str, Any]],
+    ) -> None:  # fmt: skip
+        """Delete what `before` made and `generated` no longer has, outer first (a listener
+        goes before the route config it names, a route config before its clusters)."""
+        if before is None:
+            return
+        p = SYSTEM if self.principal.admin else self.principal
+        for kind in reversed(ORDER):
+            keep = generated.get(GENERATED_KEYS[kind], {})
+            for name in sorted(before.owned(kind)):
+                res = state.get(kind, name)
+                if name not in keep and res is not None and res.owner == before.id:
+                    steps.add(state.plan_delete(kind, name, None, p, source="platform"), "delete")
 
     def _upsert(
         self, state: ConfigState, steps: _Steps, kind: Kind, name: str, gen: dict[str, Any],

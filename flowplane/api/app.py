@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.dataplanes import dataplanes_blueprint
-from flowplane.api.http import error_response, json_response
+from flowplane.api.http import BODY_LIMIT_KEY, error_response, json_response
 from flowplane.api.native import native_blueprint
 from flowplane.api.openapi import FlowplaneOpenAPI
 from flowplane.api.platform import platform_blueprint
@@ -34,6 +34,7 @@ from flowplane.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from flowplane.platform.openapi_document import ImportLimits
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
 from flowplane.services.platform import PlatformService
@@ -101,8 +102,17 @@ def create_app(
     *,
     max_body_bytes: int,
 ) -> QuartTrio:
-    app = QuartTrio("flowplane")
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # werkzeug answers a path with `//` by a 308 to the merged path, with an HTML body, and Quart
+    # returns routing redirects as they are (no error handler sees them). Without merging, such
+    # a path is the JSON 404; no route here ends in `/` (the other redirect, strict_slashes).
+    # No static folder: Quart's `/static/<path:filename>` rule would be added before the setting.
+    app = QuartTrio("flowplane", static_folder=None)
+    app.url_map.merge_slashes = False
+    # Two body limits: `max_body_bytes` for JSON bodies (json_body enforces it), and the OpenAPI
+    # import's own document limit, which real documents need (Box's is 1.7 MB against a 1 MiB
+    # default). Quart reads every body under one cap, so the cap is the larger of the two.
+    app.config[BODY_LIMIT_KEY] = max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = max(max_body_bytes, ImportLimits().max_bytes)
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/swagger-ui/static/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/swagger-ui/static/swagger-ui.css"
     QuartSchema(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from quart import Response, request
+from quart import Response, current_app, request
 
 from flowplane.domain.common import problems_from
 from flowplane.errors import BadRequest, FlowplaneError, PayloadTooLarge, UnsupportedMediaType
@@ -16,6 +17,8 @@ from flowplane.services.common import Page
 T = TypeVar("T")
 
 MAX_JSON_DEPTH = 64
+BODY_LIMIT_KEY = "FLOWPLANE_MAX_BODY_BYTES"
+"""The app config key of the JSON body limit (the OpenAPI import has a larger one of its own)."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -38,12 +41,43 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def decode_json(raw: bytes) -> Any:
+    """The value of a JSON request body, or BadRequest.
+
+    RFC 8259 §8.1: JSON exchanged between systems is UTF-8 with no byte order mark, so anything
+    else is refused (`json.loads` on bytes would guess UTF-16/32 and accept it). §4 leaves
+    duplicate keys undefined; silently keeping the last (`"team":"a","team":"b"` stored as b)
+    would let two readers of one body disagree, so a duplicate key is refused too. NaN and
+    Infinity are not JSON; nesting is bounded.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        raise BadRequest("the body starts with a byte order mark: send UTF-8 JSON without one")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadRequest(
+            f"the body is not UTF-8 (byte {err.start}: {err.reason}); JSON bodies must be UTF-8"
+        ) from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError) as err:
+    except _DuplicateKey as err:
+        raise BadRequest(f"the JSON body has the key {err.args[0]!r} twice in one object") from None
+    except ValueError as err:
         raise BadRequest(f"the body is not valid JSON: {err}") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
@@ -63,12 +97,12 @@ async def json_body(*extra_types: str) -> Any:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type or 'none'}"
         )
-    limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    limit: int = current_app.config[BODY_LIMIT_KEY]
+    if (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     raw = await request.get_data(cache=False, as_text=False)
     assert isinstance(raw, bytes)
-    if limit is not None and len(raw) > limit:
+    if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     return decode_json(raw)
 

@@ -121,6 +121,7 @@ def platform_blueprint(platform: PlatformService) -> Blueprint:
         team's API of the same name in place. `dryRun=true` changes nothing and answers what
         would be created, changed or deleted."""
         q = query(ImportQuery)
+        # the document limit (ImportLimits.max_bytes, the app's body cap), not the JSON one
         limit = request.max_content_length
         if limit is not None and (request.content_length or 0) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")

@@ -8,6 +8,12 @@ cached. What it learns per request (failed attempts for the audit log, tokens' l
 does not know) is kept in memory and handed to the background flush through explicit methods
 (`wait_failures`/`take_failures`, `take_last_used`, `wait_reload_request`), never written per
 request.
+
+Failed authentications are aggregated (issue 11, item 13: 10,000 bad-token requests once made
+10,000 audit rows): per (source address, reason) one count, so a flush writes one row per pair
+however many requests failed in its interval. The source is the client's host without its port
+(every new connection has a new port). At most `MAX_FAILURE_KEYS` pairs are kept between
+flushes; failures past that are counted in one overflow row.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import jwt
@@ -30,6 +36,28 @@ from flowplane.errors import Forbidden, RateLimited, Unauthorized
 from flowplane.storage.base import AuditRow
 
 log = logging.getLogger(__name__)
+
+
+MAX_FAILURE_KEYS = 1000
+"""Distinct (source, reason) pairs of failed authentications kept between two flushes."""
+OVERFLOW_REASON = "(further sources and reasons, not itemised: too many distinct ones)"
+
+
+@dataclass
+class _Failures:
+    """The failed authentications of one (source, reason) since the last flush."""
+
+    count: int
+    first: datetime
+    last: datetime
+
+
+def source_of(client_address: str | None) -> str | None:
+    """The host of a `host:port` client address (IPv6 hosts too); other values unchanged."""
+    if client_address is None:
+        return None
+    host, sep, port = client_address.rpartition(":")
+    return host.strip("[]") if sep and host and port.isdigit() else client_address
 
 
 @dataclass
@@ -51,7 +79,7 @@ class Authenticator:
         self._verified: OrderedDict[str, tuple[str, float | None]] = OrderedDict()
         self._cache_size = cache_size
         self._buckets: dict[str, _Bucket] = {}
-        self._failures: list[AuditRow] = []
+        self._failures: dict[tuple[str | None, str], _Failures] = {}
         self._failures_ready = trio.Event()
         self._last_used: dict[str, datetime] = {}  # token id -> last use seen (shown by the API)
         self._flushed: dict[str, datetime] = {}  # token id -> the last use written to storage
@@ -123,20 +151,19 @@ class Authenticator:
         return tok.principal(client_address)
 
     def _record_failure(self, message: str, client_address: str | None) -> None:
-        if len(self._failures) < 1000:  # bounded: a flood of bad tokens cannot grow memory
-            anonymous = Principal(None, "anonymous", frozenset(), client_address=client_address)
-            self._failures.append(
-                audit_row(
-                    anonymous,
-                    "authentication_failed",
-                    "auth",
-                    None,
-                    None,
-                    None,
-                    {"reason": message},
-                )
-            )
-            self._failures_ready.set()
+        now = datetime.now(UTC)
+        key = (source_of(client_address), message)
+        seen = self._failures.get(key)
+        if seen is None and len(self._failures) >= MAX_FAILURE_KEYS:
+            # bounded: a flood from many sources cannot grow memory, but is still counted
+            key = (None, OVERFLOW_REASON)
+            seen = self._failures.get(key)
+        if seen is None:
+            self._failures[key] = _Failures(1, now, now)
+        else:
+            seen.count += 1
+            seen.last = now
+        self._failures_ready.set()
 
     # -- what the background flush collects -------------------------------------------------
     async def wait_failures(self) -> None:
@@ -144,9 +171,20 @@ class Authenticator:
         await self._failures_ready.wait()
 
     def take_failures(self) -> list[AuditRow]:
-        """The failed-authentication audit rows gathered since the last call (then forgotten)."""
-        rows, self._failures = self._failures, []
+        """The failed authentications since the last call, as audit rows (then forgotten): one
+        per (source, reason), timed at its first failure, with `after` = {"reason", "count",
+        "firstAt", "lastAt"} and the source as the client address."""
+        failures, self._failures = self._failures, {}
         self._failures_ready = trio.Event()
+        rows = []
+        for (source, reason), seen in failures.items():
+            anonymous = Principal(None, "anonymous", frozenset(), client_address=source)
+            row = audit_row(
+                anonymous, "authentication_failed", "auth", None, None, None,
+                {"reason": reason, "count": seen.count, "firstAt": seen.first.isoformat(),
+                 "lastAt": seen.last.isoformat()},
+            )  # fmt: skip
+            rows.append(replace(row, time=seen.first))
         return rows
 
     def last_used_at(self, token_id: str) -> datetime | None:

@@ -154,7 +154,7 @@ class Upstream(ApiModel):
 
     @model_validator(mode="after")
     def _shape(self) -> Upstream:
-        if _JWKS_SET_RE.match(self.name):
+        if _JWKS_SET_RE.fullmatch(self.name):
             raise _problem("name", "jwks-<n> names the generated JWKS clusters; choose another")
         if self.url is None:
             if self.host is None or self.port is None:
@@ -339,7 +339,7 @@ class ApiDefinition(ApiModel):
     def _name_problems(self) -> list[FieldProblem]:
         """The generated Native names must be valid names (1-253 characters)."""
         longest = max([len(s) for s in self.upstream_sets()] + [len(f"jwks-{MAX_JWT_SETTINGS}")])
-        if len(self.base) + 1 + longest > 253 or not NAME_RE.match(self.base):
+        if len(self.base) + 1 + longest > 253 or not NAME_RE.fullmatch(self.base):
             return [
                 FieldProblem(
                     "name",

@@ -10,8 +10,9 @@ API), nor delete the resource, nor touch the API's virtual host in the shared ga
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -82,10 +83,9 @@ class ApiRecord:
         return out
 
     @cached_property
-    def storage_bytes(self) -> int:
-        import json
-
-        return len(json.dumps(self.spec, separators=(",", ":")))
+    def spec_bytes(self) -> int:
+        """The size of the stored definition (what a team's maxStorageBytes quota counts)."""
+        return len(json.dumps(self.spec, separators=(",", ":")).encode())
 
     def row_values(self) -> dict[str, Any]:
         return {
@@ -137,3 +137,47 @@ def check_native_write(
                         )
                     ],
                 )
+
+
+def without_apis(res: StoredResource, hidden: Iterable[ApiRecord]) -> StoredResource:
+    """`res` without what the `hidden` APIs put into it, for a caller that may not see them.
+
+    A shared-mode API lives partly in shared resources: its virtual host in the gateway's route
+    config, its jwt_authn providers and requirements (`<api id>.<n>`) in the gateway listener.
+    A team-bound token may read those shared resources, but not another team's API (api.md: a
+    token bound to teams sees only those teams' resources), so its view leaves those parts out.
+    Views only: writes to shared resources are the admins', who see everything."""
+    hidden = list(hidden)
+    if res.team is not None or not hidden:
+        return res
+    spec = res.spec
+    if res.kind is Kind.ROUTE_CONFIG and "virtualHosts" in spec:
+        theirs = [vh for api in hidden if (vh := api.vhosts().get(res.name)) is not None]
+        spec = {**spec, "virtualHosts": [v for v in spec["virtualHosts"] if v not in theirs]}
+    elif res.kind is Kind.LISTENER:
+        prefixes = tuple(f"{api.id}." for api in hidden)
+        spec = {**spec, "filterChains": [
+            {**chain, "filters": [_without_providers(f, prefixes)
+                                  for f in chain.get("filters", [])]}
+            for chain in spec.get("filterChains", [])
+        ]} if "filterChains" in spec else spec  # fmt: skip
+    return res if spec == res.spec else replace(res, spec=spec)
+
+
+def _without_providers(hcm: Any, prefixes: tuple[str, ...]) -> Any:
+    """An HTTP connection manager filter without the jwt_authn providers and requirements
+    whose names start with one of `prefixes`."""
+    if not isinstance(hcm, dict) or not isinstance(hcm.get("httpFilters"), list):
+        return hcm
+    filters = []
+    for f in hcm["httpFilters"]:
+        config = f.get("config") if isinstance(f, dict) else None
+        if f.get("type") == "jwt_authn" and isinstance(config, dict):
+            config = {
+                k: {n: v for n, v in m.items() if not n.startswith(prefixes)}
+                if k in ("providers", "requirementMap") and isinstance(m, dict) else m
+                for k, m in config.items()
+            }  # fmt: skip
+            f = {**f, "config": config}
+        filters.append(f)
+    return {**hcm, "httpFilters": filters}

@@ -85,6 +85,8 @@ class Quotas(ApiModel):
     max_route_configs: Annotated[int, Field(ge=0)] | None = None
     max_listeners: Annotated[int, Field(ge=0)] | None = None
     max_apis: Annotated[int, Field(ge=0)] | None = None
+    # The bytes of the team's stored JSON (its resources' and APIs' specs, as stored).
+    max_storage_bytes: Annotated[int, Field(ge=0)] | None = None
     requests_per_minute: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
 
 

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from flowplane.errors import BadRequest, FieldProblem
 
+# Validate with `fullmatch`, never `match`: `$` also matches before a final "\n" ("nl\n").
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -45,7 +46,7 @@ class ApiModel(BaseModel):
 
 
 def _check_name(value: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(
             "must be 1-253 characters of lowercase letters, digits, '-' and '.', "
             "starting and ending with a letter or digit"
@@ -65,6 +66,10 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=315_576_000_000)]
 
 
 def is_ip(value: str) -> bool:
+    # `ipaddress` takes anything after an IPv6 `%` as the zone ("fe80::1%eth0\n" parses): refuse
+    # control characters, spaces and non-ASCII before asking it.
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -76,7 +81,7 @@ def _check_host(value: str) -> str:
     if is_ip(value):
         return value
     labels = value.rstrip(".").split(".")
-    if len(value) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):
+    if len(value) > 253 or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
         raise ValueError("must be an IP address or a DNS hostname")
     return value
 

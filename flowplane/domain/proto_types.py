@@ -34,7 +34,7 @@ class ProtoError(ValueError):
 @cache
 def _import_package_of(full_name: str) -> None:
     """Import every `*_pb2` module of the longest package that prefixes `full_name`."""
-    if not full_name.startswith(_IMPORTABLE) or not _FULL_NAME.match(full_name):
+    if not full_name.startswith(_IMPORTABLE) or not _FULL_NAME.fullmatch(full_name):
         return
     parts = full_name.split(".")
     for end in range(len(parts) - 1, 0, -1):
@@ -59,7 +59,7 @@ def full_name_of(type_url: str) -> str:
     if not type_url.startswith(TYPE_URL_PREFIX):
         raise ProtoError(f"must start with {TYPE_URL_PREFIX!r}")
     name = type_url[len(TYPE_URL_PREFIX) :]
-    if not _FULL_NAME.match(name):
+    if not _FULL_NAME.fullmatch(name):
         raise ProtoError("must name a protobuf message (type.googleapis.com/<package>.<Message>)")
     return name
 

@@ -111,6 +111,11 @@ class StoredResource:
         return f'"{self.version}"'
 
     @cached_property
+    def spec_bytes(self) -> int:
+        """The size of the stored JSON (what a team's maxStorageBytes quota counts)."""
+        return len(json.dumps(self.spec, separators=(",", ":")).encode())
+
+    @cached_property
     def json_bytes(self) -> bytes:
         """`to_json()` serialized once (the resource is immutable)."""
         return json.dumps(self.to_json(), separators=(",", ":")).encode()

@@ -217,7 +217,7 @@ def _check_domain(domain: str) -> None:
         core = domain[1:]
     elif domain.endswith("*"):
         core = domain[:-1]
-    if not core or "*" in core or any(c.isspace() for c in core):
+    if not core or "*" in core or any(c.isspace() or not c.isprintable() for c in core):
         raise ValueError(
             f"domain {domain!r}: a domain is a host[:port], '*', '*suffix' or 'prefix*'"
         )

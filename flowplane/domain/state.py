@@ -164,6 +164,7 @@ class ConfigState:
             model=model,
             owner=owner,
         )
+        self.check_storage(after.team, after.spec_bytes)
         self._check(after, principal)
         return Plan(kind, name, None, after)
 
@@ -207,6 +208,8 @@ class ConfigState:
             updated_at=now or datetime.now(UTC),
             model=model,
         )
+        if after.spec_bytes > before.spec_bytes or after.team != before.team:
+            self.check_storage(after.team, after.spec_bytes, replacing=before)
         self._check(after, principal)
         return Plan(kind, name, before, after)
 
@@ -262,6 +265,30 @@ class ConfigState:
                     f"{name!r} a team you belong to"
                 )
             raise Forbidden(f"this token cannot write resources of team {team!r}")
+
+    def storage_used(self, team: str, *, without: object = None) -> int:
+        """The bytes of `team`'s stored JSON: its resources' and APIs' specs (`without`: a
+        resource or API record to leave out, the one a write replaces)."""
+        resources = sum(
+            r.spec_bytes for kind in Kind for r in self._by_kind[kind].values()
+            if r.team == team and r is not without
+        )  # fmt: skip
+        apis = sum(a.spec_bytes for a in self.apis.values() if a.team == team and a is not without)
+        return resources + apis
+
+    def check_storage(self, team: str | None, adding: int, *, replacing: object = None) -> None:
+        """403 quota_exceeded if storing `adding` bytes (in place of `replacing`) takes `team`
+        over its maxStorageBytes."""
+        if team is None:
+            return
+        limit = self.team_quotas.get(team, {}).get("maxStorageBytes")
+        if limit is None:
+            return
+        total = self.storage_used(team, without=replacing) + adding
+        if total > limit:
+            raise QuotaExceeded(
+                f"team {team!r} would store {total} bytes; its quota is {limit} (maxStorageBytes)"
+            )
 
     def _check_quota(self, kind: Kind, team: str | None) -> None:
         if team is None or kind not in QUOTA_KEYS:

@@ -51,11 +51,11 @@ class Variable:
 
 def is_literal(text: str) -> bool:
     """Whether `text` is literal text a template may contain."""
-    return bool(_LITERAL_RE.match(text))
+    return bool(_LITERAL_RE.fullmatch(text))
 
 
 def _literal(text: str, what: str = "text") -> str:
-    if not _TEXT_RE.match(text):
+    if not _TEXT_RE.fullmatch(text):
         raise ValueError(
             f"invalid {what} {text!r}: literal text is letters, digits and -._~%!$&'()+,;:@="
         )
@@ -66,7 +66,7 @@ def _variable(token: str) -> Variable:
     if not token.endswith("}"):
         raise ValueError(f"unmatched '{{' in {token!r}")
     name, eq, pattern = token[1:-1].partition("=")
-    if not _VARIABLE_NAME_RE.match(name):
+    if not _VARIABLE_NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid variable name {name!r}: a name is a letter, then letters, digits or '_'"
         )
@@ -87,7 +87,7 @@ def _variable(token: str) -> Variable:
 
 def match_variables(template: str) -> list[str]:
     """The variable names of a match template, in order; ValueError if Envoy would refuse it."""
-    if not _PRINTABLE_RE.match(template):
+    if not _PRINTABLE_RE.fullmatch(template):
         raise ValueError("a path template starts with '/' and has no spaces or control characters")
     segments: list[list[str | Variable]] = [[]]
     for token in _TOKEN_RE.findall(template[1:]):
@@ -157,7 +157,7 @@ def rewrite_variables(rewrite: str) -> list[str]:
     rest = rewrite
     while rest:
         text, brace, rest = rest.partition("{")
-        if text and not _REWRITE_LITERAL_RE.match(text):
+        if text and not _REWRITE_LITERAL_RE.fullmatch(text):
             raise ValueError(
                 f"invalid text {text!r}: a rewrite template is '/', letters, digits, "
                 "-._~%!$&'()+,;:@= and {variable}"
@@ -167,7 +167,7 @@ def rewrite_variables(rewrite: str) -> list[str]:
         name, close, rest = rest.partition("}")
         if not close:
             raise ValueError("unmatched '{' in the rewrite template")
-        if not _VARIABLE_NAME_RE.match(name):
+        if not _VARIABLE_NAME_RE.fullmatch(name):
             raise ValueError(f"invalid variable name {name!r} in the rewrite template")
         names.append(name)
     return names

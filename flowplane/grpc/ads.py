@@ -26,20 +26,22 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryResponse,
 )
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
 from flowplane.auth.authenticator import Authenticator
-from flowplane.errors import FlowplaneError, Forbidden, Unauthorized
+from flowplane.errors import BadRequest, FlowplaneError, Forbidden, Unauthorized
 from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub, StreamInfo
+from flowplane.grpc.nacklog import NackLog
 from flowplane.observability import metrics
 from flowplane.xds.delta import DeltaRequest, DeltaStream
-from flowplane.xds.scope import scope_from_node, scoped
+from flowplane.xds.scope import release, retain, scope_from_node, scoped
 from flowplane.xds.snapshot import Snapshot
-from flowplane.xds.sotw import Outbound, Request, SotwStream, TypeStatus
+from flowplane.xds.sotw import NameLimits, Outbound, Request, SotwStream, TypeStatus
 
 _SPIFFE_TEAM = re.compile(r"^spiffe://[^/]+/team/([a-z0-9]([a-z0-9.-]*[a-z0-9])?)$")
 
@@ -81,7 +83,11 @@ grpcio's default receive limit; Envoy's requests are far smaller (names and vers
 
 async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
     """grpclib's `Stream.recv_message`, refusing a message whose length prefix exceeds `limit`
-    before reading it (grpclib itself reads any size; the raw reads go through `compat`)."""
+    before reading it (grpclib itself reads any size; the raw reads go through `compat`).
+
+    Raises `BadRequest` (gRPC INVALID_ARGUMENT) for bytes that do not parse as the request type:
+    a client's malformed message is its error, not a crash of the stream actor.
+    """
     meta = await compat.recv_request_bytes(stream, 5)
     if not meta:
         return None
@@ -93,7 +99,13 @@ async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
             Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the {limit}-byte limit"
         )
     data = await compat.recv_request_bytes(stream, length)
-    return compat.request_type(stream).FromString(data)
+    kind = compat.request_type(stream)
+    try:
+        return kind.FromString(data)
+    except DecodeError:
+        raise BadRequest(
+            f"the request is not a valid {kind.DESCRIPTOR.full_name} protobuf message"
+        ) from None
 
 
 def _san_team(cert: dict[str, Any] | None) -> str | None:
@@ -101,7 +113,7 @@ def _san_team(cert: dict[str, Any] | None) -> str | None:
     (`spiffe://<trust domain>/team/<team>`), if any."""
     for kind, value in (cert or {}).get("subjectAltName", ()):
         if kind == "URI":
-            m = _SPIFFE_TEAM.match(value)
+            m = _SPIFFE_TEAM.fullmatch(value)
             if m:
                 return m.group(1)
     return None
@@ -113,11 +125,19 @@ class AdsService:
     `xds:connect`) sent as `authorization: Bearer <jwt>` metadata."""
 
     def __init__(
-        self, hub: Hub, *, auth: str = "none", authenticator: Authenticator | None = None
+        self,
+        hub: Hub,
+        *,
+        auth: str = "none",
+        authenticator: Authenticator | None = None,
+        limits: NameLimits | None = None,
     ) -> None:
         self.hub = hub
+        self.limits = limits or NameLimits()
         self.auth = auth
         self.authenticator = authenticator
+        # A client decides how often it NACKs: log per node, rate-limited (issue 11, item 12).
+        self.nacks = NackLog(log)
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -133,10 +153,10 @@ class AdsService:
         }
 
     async def stream_sotw(self, stream: Stream[Any, Any]) -> None:
-        await self._serve(stream, "sotw", SotwStream(), Request.from_proto)
+        await self._serve(stream, "sotw", SotwStream(self.limits), Request.from_proto)
 
     async def stream_delta(self, stream: Stream[Any, Any]) -> None:
-        await self._serve(stream, "delta", DeltaStream(), DeltaRequest.from_proto)
+        await self._serve(stream, "delta", DeltaStream(self.limits), DeltaRequest.from_proto)
 
     def _still_valid(self, token_id: str) -> None:
         assert self.authenticator is not None
@@ -202,9 +222,7 @@ class AdsService:
         except (StreamTerminatedError, ConnectionError, asyncio.CancelledError):
             raise
         except FlowplaneError as err:
-            log.warning(
-                "xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err
-            )
+            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err)
             raise GRPCError(Status(err.grpc_status), err.message) from None
         except GRPCError:
             raise
@@ -219,6 +237,9 @@ class AdsService:
                 with contextlib.suppress(BaseException):
                     await reader
             self.hub.unregister(info)
+            if info.scope is not None:
+                release(info.scope)  # the scope's cached view goes with its last stream
+            self.nacks.close(_log_key(info))
             metrics.XDS_STREAMS.labels(protocol).dec()
 
     async def _read(
@@ -247,6 +268,7 @@ class AdsService:
                         node.id if node is not None else None, info.node_metadata,
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
+                    retain(info.scope)  # released when the stream ends (`_serve`)
                 owes = state.on_request(convert(msg))
                 if msg.HasField("error_detail"):  # only a NACK can record a rejection
                     self._note_rejections(info)
@@ -260,11 +282,12 @@ class AdsService:
             rej = st.last_rejection
             if rej is not None and info.note_rejection(rej):
                 metrics.XDS_NACKS.labels(_short(type_url)).inc()
-                log.warning(
-                    "node %s rejected %s version %s (%s): %s",
-                    info.node_id, _short(type_url), rej.version,
-                    ", ".join(rej.resource_names) or "-", rej.message,
-                )  # fmt: skip
+                self.nacks.nack(_log_key(info), rej)
+
+
+def _log_key(info: StreamInfo) -> str:
+    """Whom the NACK log names: the node, or the peer address of a stream without a node id."""
+    return info.node_id or info.address
 
 
 @functools.cache

@@ -13,6 +13,7 @@ from flowplane.auth.authenticator import Authenticator
 from flowplane.grpc import compat
 from flowplane.grpc.ads import AdsService, BytesPassthroughCodec
 from flowplane.grpc.hub import Hub
+from flowplane.xds.sotw import NameLimits
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ class XdsServer:
         auth: str = "none",
         authenticator: Authenticator | None = None,
         keepalive: tuple[float, float] = (30.0, 10.0),
+        limits: NameLimits | None = None,
     ) -> None:
         self.hub = hub
+        self.limits = limits or NameLimits()
         self.keepalive = keepalive
         self.auth = auth
         self.authenticator = authenticator
@@ -67,7 +70,9 @@ class XdsServer:
 
         async def _start() -> int:
             # grpclib's Server must be created inside the asyncio context (DESIGN.md §7).
-            service = AdsService(self.hub, auth=self.auth, authenticator=self.authenticator)
+            service = AdsService(
+                self.hub, auth=self.auth, authenticator=self.authenticator, limits=self.limits
+            )
             server = compat.ConnectionTrackingServer(
                 [service], codec=BytesPassthroughCodec(), config=keepalive_config(*self.keepalive)
             )

@@ -36,7 +36,7 @@ _API_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,55}$")
 
 
 def check_api_id(api_id: str) -> str:
-    if not _API_ID_RE.match(api_id):
+    if not _API_ID_RE.fullmatch(api_id):
         raise ValueError(
             f"API id {api_id!r}: 1-56 characters of lowercase letters, digits, '_' and '-' "
             "(e.g. a UUID), starting with a letter or digit"

@@ -211,7 +211,7 @@ def _version(doc: dict[str, Any]) -> str:
             "only OpenAPI 3.0 and 3.1 documents can be imported",
             [FieldProblem("/openapi", message)],
         )
-    match = _VERSION_RE.match(version)
+    match = _VERSION_RE.fullmatch(version)
     if not match:
         raise BadRequest(
             "only OpenAPI 3.0 and 3.1 documents can be imported",
@@ -462,7 +462,7 @@ class _Builder:
         ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
         slug = re.sub(r"[^a-z0-9.]+", "-", ascii_title.lower())
         slug = re.sub(r"[.-]*-[.-]*", "-", slug).strip(".-")[:253].strip(".-")
-        if not NAME_RE.match(slug):
+        if not NAME_RE.fullmatch(slug):
             self.problem(
                 pointer("info", "title"),
                 f"cannot make an API name from {title!r}: pass the name option",
@@ -612,7 +612,7 @@ def _path_problems(items: list[_PathItem]) -> list[FieldProblem]:
         where = pointer("paths", entry.url)
         if not path.startswith("/"):
             continue  # the validator says so
-        if not _TEMPLATE_RE.match(path):
+        if not _TEMPLATE_RE.fullmatch(path):
             problems.append(
                 FieldProblem(where, "the path's {variables} are unbalanced, empty or span a '/'")
             )
@@ -635,7 +635,7 @@ def _envoy_path(path: str) -> tuple[str, list[str]]:
 
     def rename(match: re.Match[str]) -> str:
         name = match.group(1)
-        new = name if _ENVOY_NAME_RE.match(name) and name not in used else _short(name, used)
+        new = name if _ENVOY_NAME_RE.fullmatch(name) and name not in used else _short(name, used)
         used.add(new)
         if new != name:
             notes.append(f"{{{name}}} is {{{new}}} (Envoy's rules for variable names)")

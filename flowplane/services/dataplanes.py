@@ -141,7 +141,7 @@ class DataPlaneService:
         """An Envoy bootstrap for `team` pointing at the advertised xDS address. With xDS token
         auth on, a data-plane token for the team is minted into it (needs tokens:write)."""
         require_scope(caller, "listeners:read")
-        if not NAME_RE.match(team):
+        if not NAME_RE.fullmatch(team):
             raise BadRequest(f"{team!r} is not a valid team name")
         if not caller.can_read_team(team):
             raise NotFound(f"team {team!r} does not exist")

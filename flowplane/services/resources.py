@@ -8,9 +8,11 @@ their audit row in one transaction, and only then makes them visible.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flowplane.actors.config import Command, ConfigActor
+from flowplane.domain.apis import without_apis
 from flowplane.domain.auth import Principal
 from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.state import ConfigState
@@ -28,12 +30,21 @@ class ResourceService:
     ) -> Page[StoredResource]:
         """What `caller` may read of `kind` (optionally of one team), sorted by name."""
         require_scope(caller, kind.scope("read"))
-        return Page.of(self._state.visible(kind, caller, team=team), window)
+        page = Page.of(self._state.visible(kind, caller, team=team), window)
+        return replace(page, items=[self._view(caller, r) for r in page.items])
 
     def get(self, caller: Principal, kind: Kind, name: str) -> StoredResource:
-        """One resource; 404 when missing or of a team `caller` cannot read (no leak)."""
+        """One resource; 404 when missing or of a team `caller` cannot read (no leak). A shared
+        resource comes without the parts other teams' APIs put into it (`without_apis`)."""
         require_scope(caller, kind.scope("read"))
-        return self._state.require(kind, name, caller)
+        return self._view(caller, self._state.require(kind, name, caller))
+
+    def _view(self, caller: Principal, res: StoredResource) -> StoredResource:
+        if res.team is not None or not caller.team_bound:
+            return res
+        return without_apis(
+            res, (a for a in self._state.apis.values() if not caller.can_read_team(a.team))
+        )
 
     # -- writes ---------------------------------------------------------------------------
     async def create(self, caller: Principal, kind: Kind, body: Any) -> StoredResource:

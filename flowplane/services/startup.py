@@ -1,15 +1,19 @@
-"""First start: a signing key and an admin token; and the background flush of auth activity.
+"""First start: a signing key and an admin token; the background flush of auth activity; and
+audit retention.
 
 Supervision: the flush loops are actors too. A failed flush (storage down, or a bug) is logged
 with what it was writing and counted in `flowplane_actor_failures_total{actor="auth-flush"}`;
 the loop keeps running and the rows wait for the next round (last use) or are dropped after
-being logged (failed authentications, which are also in the log).
+being logged (failed authentications, which are also in the log). The audit retention job
+(`keep_audit`) is supervised the same way (`actor="audit-retention"`) and tries again at its next
+round.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -18,7 +22,7 @@ from flowplane.actors.config import ConfigActor
 from flowplane.auth.authenticator import Authenticator
 from flowplane.domain.auth import SYSTEM
 from flowplane.observability import metrics
-from flowplane.storage.base import UpdateRow, Write
+from flowplane.storage.base import Repository, UpdateRow, Write
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +53,19 @@ async def ensure_admin(actor: ConfigActor) -> str | None:
 
 RELOAD_EVERY_SECONDS = 1.0
 """Token reloads from the database at most this often (a flood of unknown ids costs one)."""
-FAILURE_BATCH_SECONDS = 0.05
-"""Failed authentications arriving within this window are written in one transaction."""
+FAILURE_FLUSH_SECONDS = 5.0
+"""Failed authentications arriving within this window (from the first one on) are written in
+one transaction, as one audit row per (source, reason) with a count (issue 11, item 13): a flood
+of bad tokens costs at most one row per source and reason per window."""
+AUDIT_PRUNE_EVERY_SECONDS = 3600.0
+"""How often `keep_audit` deletes the audit rows past their retention."""
 
 
 async def flush_auth_activity(
     actor: ConfigActor, authenticator: Authenticator, *, interval: float = 30.0
 ) -> None:
-    """Write failed-authentication audit rows as they come (batched), and tokens' last use
-    every `interval` seconds, so neither costs a database write per request."""
+    """Write failed authentications as they come (aggregated per `FAILURE_FLUSH_SECONDS`), and
+    tokens' last use every `interval` seconds, so neither costs a database write per request."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_flush_failures, actor, authenticator)
         nursery.start_soon(_reload_tokens, actor, authenticator)
@@ -66,9 +74,26 @@ async def flush_auth_activity(
             await _flush_last_used(actor, authenticator)
 
 
-def _failed(what: str) -> None:
-    metrics.ACTOR_FAILURES.labels("auth-flush").inc()
+def _failed(what: str, actor: str = "auth-flush") -> None:
+    metrics.ACTOR_FAILURES.labels(actor).inc()
     log.exception("could not %s", what)
+
+
+async def keep_audit(
+    repo: Repository, keep_days: int, *, every: float = AUDIT_PRUNE_EVERY_SECONDS
+) -> None:
+    """Audit retention (FLOWPLANE_AUDIT_KEEP_DAYS): at start and then every `every` seconds,
+    delete the audit rows older than `keep_days` days. Runs until cancelled."""
+    while True:
+        cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+        try:
+            deleted = await repo.prune_audit(cutoff)
+        except Exception:
+            _failed(f"delete audit rows older than {cutoff.isoformat()}", "audit-retention")
+        else:
+            if deleted:
+                log.info("deleted %d audit rows older than %d days", deleted, keep_days)
+        await trio.sleep(every)
 
 
 async def _reload_tokens(actor: ConfigActor, authenticator: Authenticator) -> None:
@@ -85,13 +110,13 @@ async def _reload_tokens(actor: ConfigActor, authenticator: Authenticator) -> No
 async def _flush_failures(actor: ConfigActor, authenticator: Authenticator) -> None:
     while True:
         await authenticator.wait_failures()
-        await trio.sleep(FAILURE_BATCH_SECONDS)  # gather a burst into one transaction
+        await trio.sleep(FAILURE_FLUSH_SECONDS)  # gather (and aggregate) a burst into one write
         rows = authenticator.take_failures()
         if rows:
             try:
                 await actor.submit(RecordAudit(list(rows)))
             except Exception:
-                _failed(f"record {len(rows)} failed authentications")
+                _failed(f"record {sum(r.after['count'] for r in rows)} failed authentications")
 
 
 async def _flush_last_used(actor: ConfigActor, authenticator: Authenticator) -> None:

@@ -145,6 +145,11 @@ class Repository(Protocol):
         """Audit rows matching `q`, newest first, and the total count matching."""
         ...
 
+    async def prune_audit(self, before: datetime) -> int:
+        """Delete the audit rows older than `before` (retention); return how many were deleted.
+        A naive `before` is taken as UTC."""
+        ...
+
     async def ping(self) -> None:
         """Raise `StorageError` unless the database answers."""
         ...

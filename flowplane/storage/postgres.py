@@ -36,6 +36,7 @@ from flowplane.storage.sql import (
     RESOURCE_SELECT,
     WRITE_LOG_LOOKUP,
     audit_from,
+    audit_prune,
     audit_queries,
     decode_record,
     dollar,
@@ -293,6 +294,15 @@ class PostgresRepository:
             return [audit_from(tuple(r)) for r in rows], int(total)
 
         return await self._run(query)
+
+    async def prune_audit(self, before: datetime) -> int:
+        sql, params = audit_prune(before, dollar)
+
+        async def prune() -> int:
+            status: str = await self.pool.execute(sql, *params)  # "DELETE <count>"
+            return int(status.rpartition(" ")[2])
+
+        return await self._run(prune)
 
     async def ping(self) -> None:
         async def ping() -> None:

@@ -185,6 +185,13 @@ def audit_queries(q: AuditQuery, p: Placeholder) -> tuple[str, str, list[Any], l
     return f"SELECT count(*) FROM audit{clause}", select, params, [*params, q.limit, q.offset]
 
 
+def audit_prune(before: datetime, p: Placeholder) -> tuple[str, list[Any]]:
+    """(SQL, params) deleting the audit rows older than `before` (compared in UTC, as
+    `audit_queries` compares `since`: times are stored as UTC ISO text)."""
+    when = before.astimezone(UTC) if before.tzinfo is not None else before
+    return f"DELETE FROM audit WHERE time < {p(1)}", [when.isoformat()]
+
+
 def resource_from(r: Sequence[Any]) -> ResourceRow:
     return ResourceRow(
         kind=r[0], name=r[1], team=r[2], version=r[3], source=r[4], spec=json.loads(r[5]),

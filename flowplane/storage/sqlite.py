@@ -37,6 +37,7 @@ from flowplane.storage.sql import (
     RESOURCE_SELECT,
     WRITE_LOG_LOOKUP,
     audit_from,
+    audit_prune,
     audit_queries,
     decode_record,
     qmark,
@@ -295,6 +296,25 @@ class SqliteRepository:
             return [audit_from(r) for r in rows], int(total)
 
         return await self._run(query)
+
+    async def prune_audit(self, before: datetime) -> int:
+        sql, params = audit_prune(before, qmark)
+
+        def prune(call: _Call) -> int:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = c.execute(sql, params).rowcount
+                call.begin_commit()
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+            return int(deleted)
+
+        # Housekeeping, not a caller's write: a large first prune may take longer than the
+        # deadline, and nobody waits for it.
+        return await self._run(prune, what="write", limited=False)
 
     async def ping(self) -> None:
         """The database answers and this connection can write (a read-only file is reopened

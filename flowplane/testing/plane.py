@@ -14,6 +14,7 @@ from flowplane.app import Core, make_app, open_core
 from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
 from flowplane.tls import xds_server_context
+from flowplane.xds.sotw import NameLimits
 
 
 @dataclass
@@ -52,6 +53,9 @@ async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
             core.hub, loop, ssl=xds_server_context(settings), auth=settings.xds_auth,
             authenticator=core.authenticator,
             keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
+            limits=NameLimits(
+                settings.xds_max_names_per_request, settings.xds_max_names_per_stream
+            ),
         )  # fmt: skip
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)

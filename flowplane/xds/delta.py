@@ -47,10 +47,18 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from flowplane.errors import BadRequest
-from flowplane.xds.snapshot import Resource, Snapshot, TypeSnapshot, content_version, order_key
+from flowplane.xds.snapshot import (
+    Resource,
+    Snapshot,
+    TypeSnapshot,
+    content_version,
+    names_digest,
+    order_key,
+)
 from flowplane.xds.sotw import (
     MAX_TYPES,
     WILDCARD,
+    NameLimits,
     Outbound,
     Rejection,
     TypeStatus,
@@ -145,7 +153,9 @@ class _TypeState:
     def __init__(self) -> None:
         self.wildcard = False
         self.names: set[str] = set()  # explicit subscriptions (also kept while wildcard)
-        self.names_key: frozenset[str] | None = None  # frozen `names`, rebuilt on demand
+        # names_digest(`names`), rebuilt on demand: keys the shared version memo (never the names
+        # themselves, which a cache would keep alive after the stream closed).
+        self.names_key: bytes | None = None
         self.acked: dict[str, str] = {}
         self.held: dict[str, str] = {}
         self.pending: list[_Sent] = []  # oldest first
@@ -190,10 +200,12 @@ class _Plan:
 class DeltaStream:
     """The delta protocol state of one ADS stream (all types multiplexed, rules 1-17)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: NameLimits | None = None) -> None:
         self._types: dict[str, _TypeState] = {}
         self._order: list[str] = []  # requested type URLs in ORDER (rule 14)
         self._nonces = 0
+        self._limits = limits or NameLimits()
+        self._names = 0  # explicit names subscribed, over all types
         self.node_id: str | None = None
         self.stale_answers = 0
         """ACKs/NACKs naming a nonce that is not outstanding (a metric; their subscription
@@ -204,13 +216,20 @@ class DeltaStream:
     def on_request(self, req: DeltaRequest) -> bool:
         """Record a request: node, ACK or NACK of `response_nonce`, subscription changes.
 
-        Raises `BadRequest` for a request without a type URL or past `MAX_TYPES` type URLs.
+        Raises `BadRequest` for a request without a type URL or past `MAX_TYPES` type URLs, and
+        `QuotaExceeded` for more names (subscribed plus unsubscribed in one request; subscribed on
+        the stream) than its `NameLimits` allow; the stream must then end.
         Never produces output itself: call `outbound` afterwards. Returns whether `outbound`
         may now owe something for an unchanged snapshot (the same test `outbound` uses to skip
         a type), so the edge need not wake its writer for a plain ACK.
         """
         if not req.type_url:
             raise BadRequest("every request on an aggregated stream must carry type_url")
+        # `initial_resource_versions` is not counted: a reconnecting wildcard client lists every
+        # resource it holds (legitimately more than any per-request limit in a large fleet). It
+        # is bounded by the request size limit, read on a type's first request only, and what
+        # no longer exists is removed by the first response and forgotten.
+        self._limits.check_request(len(req.subscribe) + len(req.unsubscribe))
         # Rule 2: only the first request is guaranteed to carry the node; keep the first one.
         if self.node_id is None and req.node_id:
             self.node_id = req.node_id
@@ -227,7 +246,14 @@ class DeltaStream:
             # it answers nothing here.
             self._answer(req.type_url, st, req)
         # Rule 6 (delta): subscription changes count even when the nonce is stale.
+        if req.subscribe:
+            subscribing = set(req.subscribe)
+            subscribing.discard(WILDCARD)
+            after = (st.names | subscribing).difference(req.unsubscribe)
+            self._limits.check_stream(self._names - len(st.names) + len(after))
+        before = len(st.names)
         self._subscribe(st, req.subscribe, req.unsubscribe, first)
+        self._names += len(st.names) - before
         if first:
             self._initial(st, req.initial_resource_versions)
         return st.seen is None or st.rescan or bool(st.dirty) or st.owe
@@ -463,9 +489,9 @@ class DeltaStream:
         if st.wildcard:
             return ts.version
         if st.names_key is None:
-            st.names_key = frozenset(st.names)
-        names = st.names_key
-        return ts.memo(("delta-version", names), lambda: _selected_version(ts, names))
+            st.names_key = names_digest(st.names)
+        names = st.names
+        return ts.memo(("delta-version", st.names_key), lambda: _selected_version(ts, names))
 
     # -- introspection ----------------------------------------------------------------------
 

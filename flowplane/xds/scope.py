@@ -13,8 +13,10 @@ it produced), maintained incrementally and copied on write like the snapshot its
 lives in `flowplane.xds.scope_index` (a snapshot holds one, so it cannot live here: this module
 imports `snapshot.py`); its names are re-exported here, where scoping's callers look for them.
 
-Views are memoised on the snapshot, one per scope, so every stream with the same scope shares one
-view and therefore one set of pre-built response bodies (the `TypeSnapshot.memo` cache). A view's
+Views are memoised on the snapshot, one per scope (bounded by estimated bytes, like every memo:
+an allowlist scope carries up to `MAX_ALLOWLIST` names), so every stream with the same scope
+shares one view and therefore one set of pre-built response bodies (the `TypeSnapshot.memo`
+cache). A view's
 `TypeSnapshot`s are reused from the previous view of the same scope when their content is equal,
 so a stream sees an unchanged type as the very same object and skips it in O(1).
 """
@@ -39,6 +41,8 @@ __all__ = [
     "Scope",
     "ScopeIndex",
     "ScopeKind",
+    "release",
+    "retain",
     "scope_from_node",
     "scoped",
 ]
@@ -51,6 +55,8 @@ MAX_ALLOWLIST: Final = 1000
 _TEAM_IN_ID: Final = re.compile(r"^team=([^/]+)/")
 _KINDS: Final[frozenset[str]] = frozenset({"all", "team", "allowlist"})
 _LAST_VIEWS_LIMIT: Final = 4096
+_LAST_VIEWS_BYTES: Final = 32 * 1024 * 1024
+_ITEM_BYTES: Final = 64
 
 
 # -- scopes -----------------------------------------------------------------------------------
@@ -200,8 +206,37 @@ def _allowlist(value: object) -> frozenset[str]:
 # -- views ------------------------------------------------------------------------------------
 
 # Scope -> the last view built for it: lets the next view reuse equal TypeSnapshots (so streams
-# see unchanged types as the same object). Bounded; eviction only costs that reuse.
-_last_views: dict[Scope, Snapshot] = {}
+# see unchanged types as the same object). Bounded by entries and estimated bytes (a scope holds
+# its allowlist); eviction, oldest first, only costs that reuse.
+_last_views: dict[Scope, tuple[Snapshot, int]] = {}
+_last_views_bytes = 0
+# Scope -> streams using it (`retain`/`release`): a scope's last view is dropped with its last
+# stream, so what clients asked for is released with their streams (issue 11, item 11).
+_streams: dict[Scope, int] = {}
+
+
+def retain(scope: Scope) -> None:
+    """A stream now serves `scope` (call `release` when it ends)."""
+    _streams[scope] = _streams.get(scope, 0) + 1
+
+
+def release(scope: Scope) -> None:
+    """A stream serving `scope` ended; with the last one, the scope's cached view is dropped."""
+    global _last_views_bytes
+    left = _streams.get(scope, 0) - 1
+    if left > 0:
+        _streams[scope] = left
+        return
+    _streams.pop(scope, None)
+    old = _last_views.pop(scope, None)
+    if old is not None:
+        _last_views_bytes -= old[1]
+
+
+def view_cost(scope: Scope, view: Snapshot) -> int:
+    """Estimated bytes a memoised view and its scope key hold (the resources are shared)."""
+    items = len(scope.allowlist) + sum(len(ts) for ts in view.types.values())
+    return 256 + _ITEM_BYTES * items
 
 
 def scoped(snapshot: Snapshot, scope: Scope) -> Snapshot:
@@ -216,7 +251,9 @@ def scoped(snapshot: Snapshot, scope: Scope) -> Snapshot:
     if scope.kind == "all":
         return snapshot
     # Keyed by the Scope itself (it equals nothing but Scopes): the cheapest lookup per stream.
-    return snapshot.memo(scope, lambda: _view(snapshot, scope))
+    return snapshot.memo(
+        scope, lambda: _view(snapshot, scope), cost=lambda view: view_cost(scope, view)
+    )
 
 
 def _roots(index: ScopeIndex, scope: Scope) -> Iterable[str]:
@@ -246,7 +283,8 @@ def _view(snapshot: Snapshot, scope: Scope) -> Snapshot:
             for url, name in e.outputs:
                 by_url.setdefault(url, []).append(name)
 
-    previous = _last_views.get(scope)
+    last = _last_views.get(scope)
+    previous = last[0] if last is not None else None
     types: dict[str, TypeSnapshot] = {}
     for url, names in by_url.items():
         base = snapshot.get(url)
@@ -257,9 +295,19 @@ def _view(snapshot: Snapshot, scope: Scope) -> Snapshot:
         before = previous.types.get(url) if previous is not None else None
         types[url] = before if before is not None and before == ts else ts
     view = Snapshot(types, snapshot.serial, index=index)
-
-    _last_views.pop(scope, None)
-    if len(_last_views) >= _LAST_VIEWS_LIMIT:
-        del _last_views[next(iter(_last_views))]
-    _last_views[scope] = view
+    _remember(scope, view)
     return view
+
+
+def _remember(scope: Scope, view: Snapshot) -> None:
+    global _last_views_bytes
+    old = _last_views.pop(scope, None)
+    if old is not None:
+        _last_views_bytes -= old[1]
+    cost = view_cost(scope, view)
+    while _last_views and (
+        len(_last_views) >= _LAST_VIEWS_LIMIT or _last_views_bytes + cost > _LAST_VIEWS_BYTES
+    ):
+        _last_views_bytes -= _last_views.pop(next(iter(_last_views)))[1]
+    _last_views[scope] = (view, cost)
+    _last_views_bytes += cost

@@ -7,7 +7,11 @@ every replica (xds rule 8), and a rebuild with equal content changes nothing.
 
 Nothing here is ever mutated after construction. The only mutable part is a bounded memo on each
 `TypeSnapshot` (pre-assembled response bodies, name selections); it is derived data, never part
-of equality, and it lives and dies with the `TypeSnapshot` it describes.
+of equality, and it lives and dies with the `TypeSnapshot` it describes. Memos are bounded by
+(estimated) bytes, not only entries (issue 11, item 11): an unchanged `TypeSnapshot` lives on
+in every later snapshot, so what its memo holds must not grow with what clients ask for. Name
+sets are never memo keys themselves, only their `names_digest`, so a closed stream's names are
+not kept alive by a cache.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ __all__ = [
     "Snapshot",
     "TypeSnapshot",
     "content_version",
+    "names_digest",
     "order_key",
+    "selection_cost",
 ]
 
 # xds rule 14, make before break: clusters, then their endpoints, then listeners, then the route
@@ -46,6 +52,10 @@ _RANK: Final[dict[str, int]] = {t: i for i, t in enumerate(ORDER)}
 _VERSION_HEX: Final = 16
 _MEMO_LIMIT: Final = 1024
 _SNAPSHOT_MEMO_LIMIT: Final = 4096
+MEMO_BYTES: Final = 32 * 1024 * 1024
+"""Estimated bytes one `TypeSnapshot`'s or `Snapshot`'s memo may hold."""
+_ENTRY_OVERHEAD: Final = 128  # a memo slot, its key and a small value
+_ITEM_BYTES: Final = 64  # one entry of a memoised mapping (dict slot + references)
 
 T = TypeVar("T")
 
@@ -68,6 +78,69 @@ def content_version(pairs: Iterable[tuple[str, str]]) -> str:
         h.update(version.encode())
         h.update(b"\n")
     return h.hexdigest()[:_VERSION_HEX]
+
+
+def names_digest(names: Iterable[str]) -> bytes:
+    """A 16-byte digest of a set of names (order-insensitive): what shared caches are keyed by
+    instead of the set itself, so that they hold 16 bytes per entry, not the names."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(names):
+        h.update(name.encode())
+        h.update(b"\x00")
+    return h.digest()
+
+
+def selection_cost(value: tuple[Mapping[str, object], str]) -> int:
+    """Estimated bytes of a memoised (name -> resource selection, version) pair."""
+    return _ENTRY_OVERHEAD + _ITEM_BYTES * len(value[0])
+
+
+def _default_cost(value: object) -> int:
+    if isinstance(value, bytes | str):
+        return _ENTRY_OVERHEAD + len(value)
+    return _ENTRY_OVERHEAD
+
+
+class _Memo:
+    """A dict bounded by entries and by the estimated bytes of its values; past either bound
+    the oldest entries are dropped (no bookkeeping on a hit: it is the hot path)."""
+
+    __slots__ = ("_bytes", "_costs", "_entries", "_max_bytes", "_max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._entries: dict[Hashable, object] = {}
+        self._costs: dict[Hashable, int] = {}
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def get(self, key: Hashable, make: Callable[[], T], cost: Callable[[T], int] | None) -> T:
+        try:
+            return self._entries[key]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        value = make()
+        size = cost(value) if cost is not None else _default_cost(value)
+        while self._entries and (
+            len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes
+        ):
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self._bytes -= self._costs.pop(oldest)
+        self._entries[key] = value
+        self._costs[key] = size
+        self._bytes += size
+        return value
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +191,7 @@ class TypeSnapshot:
         self.type_url: Final = type_url
         self._resources: Final = MappingProxyType(ordered)
         self._version: Final = content_version((n, r.version) for n, r in ordered.items())
-        self._memo: dict[Hashable, object] = {}
+        self._memo = _Memo(_MEMO_LIMIT, MEMO_BYTES)
 
     @property
     def resources(self) -> Mapping[str, Resource]:
@@ -152,21 +225,23 @@ class TypeSnapshot:
     def __repr__(self) -> str:
         return f"TypeSnapshot({self.type_url!r}, {len(self)} resources, version={self._version})"
 
-    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+    def memo(
+        self, key: Hashable, make: Callable[[], T], *, cost: Callable[[T], int] | None = None
+    ) -> T:
         """`make()` computed once per `key` for this (immutable) content, then reused.
 
         Derived data only (e.g. a response body shared by every stream owed the same content).
-        Bounded: past `_MEMO_LIMIT` entries the memo is dropped and refilled on demand.
+        `cost` estimates a value's bytes (default: the length of bytes or str, else a small
+        constant). Bounded: past `_MEMO_LIMIT` entries or `MEMO_BYTES` estimated bytes the
+        oldest entries are dropped, and recomputed on demand. Keys must be small (a name set is
+        keyed by its `names_digest`).
         """
-        try:
-            return self._memo[key]  # type: ignore[return-value]
-        except KeyError:
-            pass
-        value = make()
-        if len(self._memo) >= _MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[key] = value
-        return value
+        return self._memo.get(key, make, cost)
+
+    @property
+    def memo_bytes(self) -> int:
+        """Estimated bytes the memo holds (for tests and diagnostics)."""
+        return self._memo.bytes
 
 
 _EMPTY: dict[str, TypeSnapshot] = {}
@@ -207,28 +282,23 @@ class Snapshot:
         self._types: Final = MappingProxyType(dict(types))
         self.serial: Final = serial
         self._index: Final = EMPTY_INDEX if index is None else index
-        self._memo: dict[Hashable, object] = {}
+        self._memo = _Memo(_SNAPSHOT_MEMO_LIMIT, MEMO_BYTES)
 
     @property
     def index(self) -> ScopeIndex:
         """The scoping index the builder attached (`EMPTY_INDEX` if none was)."""
         return self._index
 
-    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+    def memo(
+        self, key: Hashable, make: Callable[[], T], *, cost: Callable[[T], int] | None = None
+    ) -> T:
         """`make()` computed once per `key` for this (immutable) snapshot, then reused.
 
-        Derived data only (e.g. the scoped view every stream of one scope shares). Bounded: past
-        `_SNAPSHOT_MEMO_LIMIT` entries the oldest entry is dropped.
+        Derived data only (e.g. the scoped view every stream of one scope shares). Bounded like
+        `TypeSnapshot.memo`: past `_SNAPSHOT_MEMO_LIMIT` entries or `MEMO_BYTES` estimated bytes
+        (`cost`) the oldest entries are dropped.
         """
-        try:
-            return self._memo[key]  # type: ignore[return-value]
-        except KeyError:
-            pass
-        value = make()
-        if len(self._memo) >= _SNAPSHOT_MEMO_LIMIT:
-            del self._memo[next(iter(self._memo))]
-        self._memo[key] = value
-        return value
+        return self._memo.get(key, make, cost)
 
     @classmethod
     def empty(cls) -> Snapshot:

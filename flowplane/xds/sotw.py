@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
-from flowplane.errors import BadRequest
+from flowplane.errors import BadRequest, QuotaExceeded
 from flowplane.xds.snapshot import (
     FULL_STATE_TYPES,
     Resource,
     Snapshot,
     TypeSnapshot,
     content_version,
+    names_digest,
     order_key,
+    selection_cost,
 )
 from flowplane.xds.types import CLUSTER_TYPE
 from flowplane.xds.wire import sotw_response_body, with_nonce
@@ -37,7 +39,18 @@ from flowplane.xds.wire import sotw_response_body, with_nonce
 if TYPE_CHECKING:
     from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-__all__ = ["MAX_TYPES", "WILDCARD", "Outbound", "Rejection", "Request", "SotwStream", "TypeStatus"]
+__all__ = [
+    "MAX_NAMES_PER_REQUEST",
+    "MAX_NAMES_PER_STREAM",
+    "MAX_TYPES",
+    "WILDCARD",
+    "NameLimits",
+    "Outbound",
+    "Rejection",
+    "Request",
+    "SotwStream",
+    "TypeStatus",
+]
 
 WILDCARD: Final = "*"
 """The explicit wildcard resource name (rule 9)."""
@@ -45,21 +58,39 @@ WILDCARD: Final = "*"
 MAX_TYPES: Final = 16
 """Distinct type URLs one stream may request (Envoy uses 4, or 5 with SDS)."""
 
+MAX_NAMES_PER_REQUEST: Final = 10_000
+"""Default limit of resource names in one request (FLOWPLANE_XDS_MAX_NAMES_PER_REQUEST)."""
+MAX_NAMES_PER_STREAM: Final = 20_000
+"""Default limit of names one stream subscribes to at once, over all its types
+(FLOWPLANE_XDS_MAX_NAMES_PER_STREAM)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NameLimits:
+    """How many resource names a client may send in one request and hold subscribed on one
+    stream (rule 17: a client cannot grow our state at will; issue 11, item 11). Past either,
+    `on_request` raises `QuotaExceeded` (gRPC RESOURCE_EXHAUSTED) and the stream ends."""
+
+    per_request: int = MAX_NAMES_PER_REQUEST
+    per_stream: int = MAX_NAMES_PER_STREAM
+
+    def check_request(self, count: int) -> None:
+        if count > self.per_request:
+            raise QuotaExceeded(
+                f"a request may name at most {self.per_request} resources, this one names "
+                f"{count} (FLOWPLANE_XDS_MAX_NAMES_PER_REQUEST)"
+            )
+
+    def check_stream(self, count: int) -> None:
+        if count > self.per_stream:
+            raise QuotaExceeded(
+                f"a stream may subscribe to at most {self.per_stream} resource names, this "
+                f"request would make it {count} (FLOWPLANE_XDS_MAX_NAMES_PER_STREAM)"
+            )
+
+
 _NO_RESOURCES: Final[Mapping[str, Resource]] = MappingProxyType({})
-_INTERN_LIMIT: Final = 4096
-_interned: dict[frozenset[str], frozenset[str]] = {}
-
-
-def _intern(names: frozenset[str]) -> frozenset[str]:
-    # Streams asking for the same names share one frozenset object, so the per-snapshot selection
-    # memo (keyed by it) is hit by identity instead of an O(n) set comparison per stream.
-    found = _interned.get(names)
-    if found is not None:
-        return found
-    if len(_interned) >= _INTERN_LIMIT:
-        _interned.clear()
-    _interned[names] = names
-    return names
+_NO_NAMES_KEY: Final = names_digest(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +165,7 @@ class _TypeState:
         "last_included",
         "last_rejection",
         "names",
+        "names_key",
         "new_names",
         "nonce_sent",
         "seen",
@@ -147,6 +179,7 @@ class _TypeState:
     def __init__(self) -> None:
         self.wildcard = False
         self.names: frozenset[str] = frozenset()
+        self.names_key = _NO_NAMES_KEY  # names_digest(names): keys the shared selection memo
         self.ever_named = False  # rule 9: once a name was sent, [] no longer means wildcard
         # Full-state types only: names added to the subscription since the last response; the
         # client must be answered even if they do not exist (absence tells it so, rule 10).
@@ -173,10 +206,12 @@ _Plan = tuple[str, _TypeState, TypeSnapshot, Mapping[str, Resource], str]
 class SotwStream:
     """The SotW protocol state of one ADS stream (all types multiplexed, rules 1-17)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: NameLimits | None = None) -> None:
         self._types: dict[str, _TypeState] = {}
         self._order: list[str] = []  # subscribed type URLs in ORDER (rule 14)
         self._nonces = 0
+        self._limits = limits or NameLimits()
+        self._names = 0  # explicit names subscribed, over all types
         self.node_id: str | None = None
         self.stale_requests = 0
         """Requests ignored because their nonce was stale (rule 6); a metric."""
@@ -187,13 +222,15 @@ class SotwStream:
         """Record a request: node, ACK or NACK, and the subscription it states.
 
         Raises `BadRequest` for a request without a type URL (ADS needs it on every request) or
-        for more than `MAX_TYPES` distinct type URLs on one stream.
+        for more than `MAX_TYPES` distinct type URLs on one stream, and `QuotaExceeded` for more
+        names than the stream's `NameLimits` allow (the stream must then end).
         Never produces output itself: call `outbound` afterwards. Returns whether `outbound`
         may now owe something for an unchanged snapshot (False for plain ACKs, NACKs and stale
         requests, so the edge need not wake its writer for them).
         """
         if not req.type_url:
             raise BadRequest("every request on an aggregated stream must carry type_url")
+        self._limits.check_request(len(req.resource_names))
         # Rule 2: only the first request is guaranteed to carry the node; keep the first one.
         if self.node_id is None and req.node_id:
             self.node_id = req.node_id
@@ -238,11 +275,17 @@ class SotwStream:
     def _subscribe(self, st: _TypeState, requested: tuple[str, ...]) -> None:
         """Rule 9: `requested` is the complete desired set for this type."""
         wildcard = WILDCARD in requested or (not requested and not st.ever_named)
+        names = frozenset(n for n in requested if n != WILDCARD)
         if requested:
             st.ever_named = True
-        names = _intern(frozenset(n for n in requested if n != WILDCARD))
         if wildcard == st.wildcard and names == st.names:
             return  # unchanged subscription (the common case: an ACK)
+        total = self._names - len(st.names) + len(names)
+        self._limits.check_stream(total)
+        self._names = total
+        # Shared caches are keyed by this digest, never by the set itself: a cache entry must not
+        # keep a closed stream's names alive (issue 11, item 11).
+        st.names_key = names_digest(names)
         if wildcard:
             st.new_names = frozenset()
         else:
@@ -304,7 +347,9 @@ class SotwStream:
         if st.wildcard:
             included, version = ts.resources, ts.version
         else:
-            included, version = ts.memo(("select", st.names), lambda: _select(ts, st.names))
+            included, version = ts.memo(
+                ("select", st.names_key), lambda: _select(ts, st.names), cost=selection_cost
+            )
         if url in FULL_STATE_TYPES:
             # Rule 10: full state. Owed on the first request (even if empty: the client then
             # knows there is nothing), when a subscribed resource changed, appeared or went away

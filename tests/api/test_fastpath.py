@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 
+from flowplane.api.fastpath import FastReads
 from flowplane.app import Core, quart_app
 from flowplane.testing.factories import cluster_body
 
@@ -39,3 +43,33 @@ async def test_conditional_get_and_fallthrough(client: httpx.AsyncClient) -> Non
     await client.patch("/api/v1/native/clusters/backend", json={"http2": True})
     r = await client.get("/api/v1/native/clusters/backend")
     assert r.headers["etag"] == '"2"' and r.json()["http2"] is True
+
+
+async def test_content_length_with_transfer_encoding_is_refused_before_any_route(
+    core: Core,
+) -> None:
+    """RFC 9112 §6.3 (issue 11 item 8): both framing headers -> 400 with `Connection: close`;
+    no route sees the request, and its body is read to the end first (so hypercorn closes after
+    the answer, not under it). tests/e2e/test_security_e2e.py checks the socket of a real server."""
+    sent: list[dict[str, Any]] = []
+    body = [{"type": "http.request", "body": b"0\r\n", "more_body": True},
+            {"type": "http.request", "body": b"\r\n", "more_body": False}]  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        assert not sent, "answered before the body was read"
+        return body.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def no_route(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a refused request reached the application")
+
+    headers = [(b"host", b"x"), (b"transfer-encoding", b"chunked"), (b"content-length", b"42")]
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/teams",
+             "raw_path": b"/api/v1/teams", "query_string": b"", "headers": headers}  # fmt: skip
+    await FastReads(no_route, core.services.resources, core.authenticator)(scope, receive, send)
+    assert body == []
+    assert sent[0]["status"] == 400
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["error"] == "bad_request"

@@ -279,6 +279,8 @@ BAD_CLUSTERS: list[tuple[str, Any, str]] = [
     ("maglev not prime", cluster_body(lbPolicy="MAGLEV", maglev={"tableSize": 1000}), "maglev"),
     ("http check w/o path", cluster_body(healthChecks=[{"type": "http"}]), "healthChecks[0]"),
     ("negative timeout", cluster_body(connectTimeoutSeconds=-1), "connectTimeoutSeconds"),
+    # Issue 11: 1e-10 s becomes a 0s Duration, which Envoy NACKs (PGV `duration.gt: 0s`).
+    ("timeout Envoy sees as 0s", cluster_body(connectTimeoutSeconds=1e-10), "connect_timeout"),
     ("not an object", ["a"], "(body)"),
 ]
 
@@ -290,6 +292,21 @@ async def test_bad_cluster_is_400_with_field(
     err = assert_error(await client.post(f"{N}/clusters", json=body), 400, "bad_request")
     assert field in [d["field"] for d in err["details"]], err
     assert await stored_rows(core) == 0 and core.state.count(Kind.CLUSTER) == 0
+
+
+async def test_envoy_rule_refusal_names_resource_and_proto_path(
+    client: httpx.AsyncClient, core: Core
+) -> None:
+    """Issue 11: a value the model accepts but Envoy's declared rules refuse is a 400 naming
+    the resource and the proto field, and nothing is stored (so no NACK can hold back CDS)."""
+    body = cluster_body("tiny", connectTimeoutSeconds=1e-10)
+    err = assert_error(await client.post(f"{N}/clusters", json=body), 400, "bad_request")
+    assert err["message"] == "cluster 'tiny': connect_timeout: value must be greater than 0s"
+    assert err["details"] == [
+        {"field": "connect_timeout", "message": "value must be greater than 0s"}
+    ]
+    assert await stored_rows(core) == 0 and core.state.count(Kind.CLUSTER) == 0
+    await create(client, "clusters", cluster_body("tiny", connectTimeoutSeconds=1e-9))
 
 
 BAD_ROUTES: list[tuple[str, Any]] = [

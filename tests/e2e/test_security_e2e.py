@@ -760,6 +760,59 @@ async def test_server_closes_connection_after_connection_close(tmp_path: Path) -
             assert data.endswith(b"<EOF>"), "the server kept the connection open"
 
 
+async def read_until_closed(port: int, data: bytes, timeout: float = 10) -> tuple[bytes, bool]:  # noqa: ASYNC109
+    """Send `data`, read until the server closes; (what was read, whether it closed in time)."""
+    received = bytearray()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        with trio.move_on_after(timeout):
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass  # reset: closed with bytes of ours unread, which is closed too
+            return bytes(received), True
+    return bytes(received), False
+
+
+@pytest.mark.parametrize("te_first", [False, True], ids=["cl-te", "te-cl"])
+async def test_content_length_with_transfer_encoding_is_refused_and_closed(
+    tmp_path: Path, te_first: bool
+) -> None:
+    """Issue 11 item 8, RFC 9112 §6.3: a request with both Content-Length and Transfer-Encoding
+    is a smuggling pattern. A front proxy framing by Content-Length forwards the whole body;
+    h11 frames by chunked and would read a second request out of it. The server answers 400 and
+    closes: the hidden request (here: creating a team) is never answered nor executed."""
+    with trio.fail_after(60):
+        async with serve_process(tmp_path) as srv, srv.client(timeout=10) as c:
+            token = srv.admin_token()
+            team = b'{"name": "smuggled"}'
+            hidden = (f"POST /api/v1/teams HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(team)}\r\n\r\n").encode() + team  # fmt: skip
+            body = b"0\r\n\r\n" + hidden
+            framing = [f"Content-Length: {len(body)}\r\n".encode(),
+                       b"Transfer-Encoding: chunked\r\n"]  # fmt: skip
+            if te_first:
+                framing.reverse()
+            head = (b"POST /api/v1/teams HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + f"Authorization: Bearer {token}\r\n".encode()
+                    + b"Content-Type: application/json\r\n" + b"".join(framing) + b"\r\n")  # fmt: skip
+            for _ in range(10):  # answering mid-body once lost the answer in ~half the tries
+                data, closed = await read_until_closed(srv.port, head + body)
+                assert data.startswith(b"HTTP/1.1 400 "), data[:300]
+                assert data.count(b"HTTP/1.1 ") == 1, data  # the hidden request got no answer
+                _, _, payload = data.partition(b"\r\n\r\n")
+                assert json.loads(payload)["error"] == "bad_request"
+                assert b"connection: close" in data.lower()
+                assert closed, "the server kept the connection open"
+            # ... and was not executed; the server still serves, and logged no error
+            assert (await c.get("/api/v1/teams/smuggled")).status_code == 404
+            assert (await c.get("/healthz")).status_code == 200
+            assert "Traceback" not in srv.log.read_text()
+
+
 async def test_refused_streams_are_never_listed_as_nodes(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,12 +3,14 @@ definitions, materialisation in one transaction, ownership across the two paths,
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
 from flowplane.app import Core, make_app, open_core
 from flowplane.domain.resources import Kind
+from flowplane.platform.openapi_document import ImportLimits
 from flowplane.settings import Settings
 from flowplane.testing.plane import admin_token
 from tests.helpers import N, ok
@@ -300,3 +302,50 @@ async def test_import_refusals_change_nothing(api: httpx.AsyncClient) -> None:
     )
     assert ok(await api.get(f"{P}/apis"), 200)["total"] == 0
     assert await vhosts(api) == hosts
+
+
+async def test_quota_max_storage_bytes_counts_both_paths(api: httpx.AsyncClient) -> None:
+    """api.md: maxStorageBytes is the bytes of the team's stored JSON — Native resources and
+    API definitions alike; over it, 403 quota_exceeded and nothing stored."""
+    import json
+
+    cluster = {"name": "c1", "team": "payments", "endpoints": [{"host": "127.0.0.1", "port": 9}]}
+    size = len(json.dumps(cluster, separators=(",", ":")))
+    await team(api, "payments", maxStorageBytes=size + 10)
+    ok(await api.post(f"{N}/clusters", json=cluster))
+    resp = await api.post(f"{N}/clusters", json={**cluster, "name": "c2"})
+    assert resp.status_code == 403 and resp.json()["error"] == "quota_exceeded", resp.text
+    resp = await api.post(f"{P}/apis", json=pets())
+    assert resp.status_code == 403 and "maxStorageBytes" in resp.json()["message"]
+    assert ok(await api.get(f"{N}/clusters"), 200)["total"] == 1
+    assert ok(await api.get(f"{P}/apis"), 200)["total"] == 0
+    # a write that does not grow the team's JSON is allowed even at the limit
+    ok(await api.put(f"{N}/clusters/c1", json=cluster), 200)
+
+
+async def test_import_takes_documents_up_to_its_own_limit_json_bodies_keep_theirs(
+    api: httpx.AsyncClient, gw_core: Core
+) -> None:
+    """Regression: every body was capped at FLOWPLANE_MAX_BODY_BYTES (1 MiB), so real documents
+    (Box's is 1.7 MB) could not be imported over REST though the importer takes 5 MiB. The import
+    is bounded by the importer's limit; every JSON body still by max_body_bytes."""
+    json_limit, doc_limit = gw_core.settings.max_body_bytes, ImportLimits().max_bytes
+    assert json_limit < 2 * 1024 * 1024 < doc_limit
+
+    def padded(size: int) -> bytes:
+        doc = json.loads(_doc())
+        doc["info"]["description"] = ""
+        pad = size - len(json.dumps(doc).encode())
+        doc["info"]["description"] = "x" * pad
+        return json.dumps(doc).encode()
+
+    big = padded(2 * 1024 * 1024)
+    ok(await api.post(f"{IMPORT}?domain=shop.test&dryRun=true", content=big, headers=JSON), 200)
+    too_big = padded(doc_limit + 1)
+    resp = await api.post(f"{IMPORT}?domain=shop.test&dryRun=true", content=too_big, headers=JSON)
+    assert resp.status_code == 413 and resp.json()["error"] == "payload_too_large", resp.text
+    # a JSON body over max_body_bytes (and under the import's cap) is still 413
+    body = json.dumps(pets(pad="x" * json_limit)).encode()
+    assert json_limit < len(body) < doc_limit
+    resp = await api.post(f"{P}/apis", content=body, headers=JSON)
+    assert resp.status_code == 413 and resp.json()["error"] == "payload_too_large", resp.text

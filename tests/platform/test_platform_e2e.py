@@ -64,9 +64,7 @@ def petstore(upstream_port: int, jwks_port: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _request(
-    port: int, method: str, path: str, host: str, **headers: str
-) -> httpx.Response:
+async def _request(port: int, method: str, path: str, host: str, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
         return await client.request(
             method, f"http://127.0.0.1:{port}{path}", headers={"host": host, **headers}
@@ -128,7 +126,9 @@ async def test_an_imported_api_is_served_on_the_shared_gateway_and_isolated(
                 resp = await _request(gateway, "GET", "/pets/42", "pets.test")
                 assert resp.status_code == 200 and resp.headers["x-upstream"] == "pets"
                 assert pets.requests[-1].path == "/pets/42"
-                assert (await _request(gateway, "GET", "/pets/42/x", "pets.test")).status_code == 404
+                assert (
+                    await _request(gateway, "GET", "/pets/42/x", "pets.test")
+                ).status_code == 404
                 assert (await _request(gateway, "GET", "/pets", "nobody.test")).status_code == 404
                 # the limited operation: 2 per minute per client, then 429 ...
                 codes = [(await _request(gateway, "POST", "/pets", "pets.test")).status_code
@@ -140,7 +140,9 @@ async def test_an_imported_api_is_served_on_the_shared_gateway_and_isolated(
                     resp = await _request(gateway, "POST", "/pets", "other.test")
                     assert resp.status_code == 200 and resp.headers["x-upstream"] == "other"
                 # the JWT operation alone needs a token
-                assert (await _request(gateway, "GET", "/admin/stats", "pets.test")).status_code == 401
+                assert (
+                    await _request(gateway, "GET", "/admin/stats", "pets.test")
+                ).status_code == 401
                 token = signer.token(iss=ISSUER, aud="pets")
                 resp = await _request(gateway, "GET", "/admin/stats", "pets.test",
                                       authorization=f"Bearer {token}")  # fmt: skip
@@ -166,5 +168,68 @@ async def test_an_imported_api_is_served_on_the_shared_gateway_and_isolated(
                 )  # fmt: skip
                 resp = await _request(own, "GET", "/pets/9", "pets-isolated.test")
                 assert resp.headers["x-upstream"] == "pets"
-                assert (await _request(own, "GET", "/admin/stats", "pets-isolated.test")).status_code == 401
+                assert (
+                    await _request(own, "GET", "/admin/stats", "pets-isolated.test")
+                ).status_code == 401
+                await _no_nacks(plane)
+
+
+async def _http11(stream: trio.SocketStream, host: str, path: str) -> bytes:
+    """One keep-alive HTTP/1.1 GET on `stream`; the response head and body (Content-Length)."""
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))  # fmt: skip
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return head.lower()
+
+
+async def test_adding_an_api_leaves_the_gateways_connections_open(
+    db_url: str, tmp_path: Path
+) -> None:
+    """api.md: changing a listener makes Envoy drain its connections, so adding an API must not
+    rewrite the gateway listener. An API without JWT leaves it byte-identical: Envoy modifies no
+    listener, and a keep-alive connection opened before the import serves the new API after it
+    (a draining listener would answer `connection: close`)."""
+    gateway = free_port()
+    settings = load_settings(
+        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=True,
+        default_gateway_address=f"127.0.0.1:{gateway}", snapshot_debounce_seconds=0.001,
+    )  # fmt: skip
+
+    def api(name: str, port: int) -> dict[str, Any]:
+        return {"name": name, "domain": f"{name}.test", "routes": [{"path": "/"}],
+                "upstreams": [{"host": "127.0.0.1", "port": port}],
+                "filters": {"rateLimit": {"requests": 100, "interval": "1m"},
+                            "cors": {"origins": [ORIGIN]}}}  # fmt: skip
+
+    with trio.fail_after(60):
+        async with (
+            run_plane(settings) as plane,
+            run_upstream("one") as one,
+            run_upstream("two") as two,
+        ):
+            ok(await plane.api.post(f"{P}/apis", json=api("one", one.port)))
+            await plane.settled()
+            boot = ads_bootstrap("envoy-drain", "127.0.0.1", plane.xds_port)
+            async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
+                await envoy.wait_ready()
+                await envoy.wait_for(lambda: _serves(envoy, gateway, "one.test", "/"), 20,
+                                     what="the gateway serving one.test")  # fmt: skip
+                modified = await envoy.stat("listener_manager.listener_modified")
+                stream = await trio.open_tcp_stream("127.0.0.1", gateway)
+                async with stream:
+                    assert b"200 ok" in await _http11(stream, "one.test", "/")
+                    ok(await plane.api.post(f"{P}/apis", json=api("two", two.port)))
+                    await plane.settled()
+                    await envoy.wait_for(lambda: _serves(envoy, gateway, "two.test", "/"), 20,
+                                         what="the gateway serving two.test")  # fmt: skip
+                    head = await _http11(stream, "two.test", "/")
+                    assert b"200 ok" in head and b"connection: close" not in head, head
+                    assert two.requests and two.requests[-1].path == "/"
+                assert await envoy.stat("listener_manager.listener_modified") == modified
                 await _no_nacks(plane)

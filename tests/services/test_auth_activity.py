@@ -3,8 +3,12 @@
 Rules under test:
 - "Token reloads from the database at most [once per RELOAD_EVERY_SECONDS] (a flood of unknown
   ids costs one)", and a token another process wrote is known after the reload.
-- "Failed authentications arriving within [FAILURE_BATCH_SECONDS] are written in one
-  transaction."
+- "Failed authentications arriving within [FAILURE_FLUSH_SECONDS] ... are written in one
+  transaction, as one audit row per (source, reason) with a count" (issue 11, item 13: "10,000
+  bad-token requests -> 10,000 rows. Aggregate authentication failures (per source and reason
+  per interval)").
+- Audit retention: `keep_audit` deletes rows older than FLOWPLANE_AUDIT_KEEP_DAYS at start and
+  then every AUDIT_PRUNE_EVERY_SECONDS.
 - Tokens' last use is written "every `interval` seconds", and only what changed since the last
   flush (`take_last_used` / `mark_flushed`).
 - Supervision: "A failed flush ... is logged with what it was writing and counted in
@@ -24,10 +28,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +44,17 @@ from trio.testing import MockClock
 
 from flowplane.actors.auth import CreateToken, EnsureSigningKey, ReloadTokens
 from flowplane.actors.config import ConfigActor, Txn, load_state
-from flowplane.auth.authenticator import Authenticator
+from flowplane.auth.authenticator import MAX_FAILURE_KEYS, OVERFLOW_REASON, Authenticator
 from flowplane.auth.keys import AuthState, load_auth
 from flowplane.domain.auth import TokenRecord
 from flowplane.errors import Unauthorized
 from flowplane.services.recovery import create_token
 from flowplane.services.startup import (
-    FAILURE_BATCH_SECONDS,
+    AUDIT_PRUNE_EVERY_SECONDS,
+    FAILURE_FLUSH_SECONDS,
     RELOAD_EVERY_SECONDS,
     flush_auth_activity,
+    keep_audit,
 )
 from flowplane.settings import Settings, load_settings
 from flowplane.storage import open_repository
@@ -159,9 +166,9 @@ class Rig:
             if writes and all(isinstance(w, UpdateRow) and w.table == "tokens" for w in writes)
         ]
 
-    def authenticate(self, token: str | None) -> Any:
+    def authenticate(self, token: str | None, client: str = f"{CLIENT}:40000") -> Any:
         header = f"Bearer {token}" if token is not None else None
-        return self.authenticator.authenticate(header, CLIENT)
+        return self.authenticator.authenticate(header, client)
 
     async def stored_last_use(self, token_id: str) -> datetime | None:
         rows = {r["id"]: r for r in await self.repo.repo.load_rows("tokens")}
@@ -274,33 +281,83 @@ async def test_a_token_another_process_wrote_is_known_after_the_next_reload(
 # -- failed authentications ----------------------------------------------------------------------
 
 
-async def test_failures_within_the_batch_window_are_written_in_one_transaction(
+def failure_reasons(rig: Rig, tokens: list[str | None]) -> Counter[str]:
+    """Authenticate each of `tokens` (all must fail); how often each reason was given."""
+    reasons: Counter[str] = Counter()
+    for token in tokens:
+        with pytest.raises(Unauthorized) as err:
+            rig.authenticate(token)
+        reasons[err.value.message] += 1
+    return reasons
+
+
+async def test_failures_within_the_flush_window_are_aggregated_into_one_transaction(
     tmp_path: Path, mock_clock: MockClock
 ) -> None:
-    step = 1 / 256  # finer than the window (and exact in binary)
     async with open_rig(tmp_path, mock_clock) as rig:
         ghost = signed_but_unknown(rig.actor.auth)
         burst = [None, "not-a-jwt", ghost, "a.b.c", None, "x"]  # one per step, within the window
+        reasons: Counter[str] = Counter()
         for token in burst:
-            with pytest.raises(Unauthorized):
-                rig.authenticate(token)
-            await rig.advance(step, step)
-        assert len(burst) * step < FAILURE_BATCH_SECONDS
-        await rig.advance_to(4 * FAILURE_BATCH_SECONDS, step)
+            reasons += failure_reasons(rig, [token])
+            await rig.advance(STEP)
+        assert len(burst) * STEP < FAILURE_FLUSH_SECONDS
+        assert len(reasons) < len(burst)  # some reasons repeat: they share a row
+        await rig.advance_to(2 * FAILURE_FLUSH_SECONDS)
         late = rig.now()
-        with pytest.raises(Unauthorized):
-            rig.authenticate("late")  # a second burst, after the first was written
-        await rig.advance(2 * FAILURE_BATCH_SECONDS, step)
+        failure_reasons(rig, ["late"])  # a second burst, after the first was written
+        await rig.advance(2 * FAILURE_FLUSH_SECONDS)
 
         # Each batch is written at the first step at or after the end of its window.
         batches = rig.failure_batches()
-        assert [len(rows) for _, rows in batches] == [len(burst), 1]
+        assert [len(rows) for _, rows in batches] == [len(reasons), 1]
         for (t, _), start in zip(batches, [0.0, late], strict=True):
-            assert 0 <= t - (start + FAILURE_BATCH_SECONDS) < step
+            assert 0 <= t - (start + FAILURE_FLUSH_SECONDS) < STEP
+        first = batches[0][1]
+        assert {r.after["reason"]: r.after["count"] for r in first} == reasons
         rows, total = await rig.repo.repo.query_audit(AuditQuery(resource_type="auth"))
-        assert total == len(burst) + 1
+        assert total == len(reasons) + 1
         assert {r.action for r in rows} == {"authentication_failed"}
-        assert {r.client_address for r in rows} == {CLIENT}
+        assert {r.client_address for r in rows} == {CLIENT}  # the source, without the port
+
+
+async def test_a_flood_of_bad_tokens_is_one_row_per_source_and_reason(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    """10,000 bad-token requests (each from a new connection, so a new port) from one address,
+    plus a few from a second address with another reason: one row per (source, reason)."""
+    async with open_rig(tmp_path, mock_clock) as rig:
+        for i in range(10_000):
+            with pytest.raises(Unauthorized):
+                rig.authenticate("nope", f"{CLIENT}:{1024 + i}")
+        for i in range(3):
+            with pytest.raises(Unauthorized):
+                rig.authenticate(None, f"[2001:db8::1]:{5000 + i}")
+        await rig.advance(2 * FAILURE_FLUSH_SECONDS, step=1 / 8)
+        rows, total = await rig.repo.repo.query_audit(AuditQuery(resource_type="auth"))
+        assert total == 2
+        counts = {(r.client_address, r.after["count"]) for r in rows}
+        assert counts == {(CLIENT, 10_000), ("2001:db8::1", 3)}
+        for r in rows:
+            assert r.after["firstAt"] <= r.after["lastAt"]
+            assert r.time.isoformat() == r.after["firstAt"]
+
+
+async def test_failures_from_too_many_sources_are_counted_in_one_overflow_row(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    async with open_rig(tmp_path, mock_clock) as rig:
+        extra = 7
+        for i in range(MAX_FAILURE_KEYS + extra):
+            with pytest.raises(Unauthorized):
+                rig.authenticate(None, f"198.51.{i // 250}.{i % 250}:1")
+        assert len(rig.authenticator._failures) == MAX_FAILURE_KEYS + 1  # bounded memory
+        await rig.advance(2 * FAILURE_FLUSH_SECONDS, step=1 / 8)
+        ((_, rows),) = rig.failure_batches()
+        assert len(rows) == MAX_FAILURE_KEYS + 1
+        overflow = [r for r in rows if r.after["reason"] == OVERFLOW_REASON]
+        assert [r.after["count"] for r in overflow] == [extra]
+        assert sum(r.after["count"] for r in rows) == MAX_FAILURE_KEYS + extra
 
 
 async def test_a_failed_write_of_failures_is_counted_logged_and_dropped(
@@ -309,17 +366,17 @@ async def test_a_failed_write_of_failures_is_counted_logged_and_dropped(
     async with open_rig(tmp_path, mock_clock) as rig:
         before = flush_failures()
         await rig.repo.repo.aclose()  # a real fault: the database is gone
-        for token in (None, "not-a-jwt"):
+        for token in (None, "not-a-jwt", None):
             with pytest.raises(Unauthorized):
                 rig.authenticate(token)
-        await rig.advance(2 * FAILURE_BATCH_SECONDS)
+        await rig.advance(2 * FAILURE_FLUSH_SECONDS)
         assert flush_failures() == before + 1
-        assert flush_reports(caplog) == ["could not record 2 failed authentications"]
+        assert flush_reports(caplog) == ["could not record 3 failed authentications"]
 
         rig.repo.repo = await open_repository(rig.settings.database_url)  # the database is back
         with pytest.raises(Unauthorized):
             rig.authenticate(None)
-        await rig.advance(2 * FAILURE_BATCH_SECONDS)  # the loop kept running
+        await rig.advance(2 * FAILURE_FLUSH_SECONDS)  # the loop kept running
         # Only the new failure: the two that could not be written were dropped (they are logged).
         assert [len(rows) for _, rows in rig.failure_batches()] == [1]
         assert flush_failures() == before + 1
@@ -368,3 +425,62 @@ async def test_a_failed_last_use_flush_is_counted_and_retried_next_round(
         assert rig.last_use_writes() == [(20.0, {tid: used})]
         assert await rig.stored_last_use(tid) == used
         assert flush_failures() == before + 1
+
+
+# -- audit retention -----------------------------------------------------------------------------
+
+
+def aged(days: float, name: str) -> AuditRow:
+    when = datetime.now(UTC) - timedelta(days=days)
+    return AuditRow(when, None, "n", "create", "cluster", name, None, None, None, None)
+
+
+async def test_keep_audit_deletes_expired_rows_at_start_and_every_period(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    spy = SpyRepo(await open_repository(f"sqlite:///{tmp_path}/flowplane.db"))
+    try:
+        await spy.repo.migrate()
+        await spy.repo.write([aged(120, "old"), aged(91, "expired"), aged(1, "recent")])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: keep_audit(spy, 90, every=AUDIT_PRUNE_EVERY_SECONDS))
+            await spy.settle()
+            rows, _ = await spy.repo.query_audit(AuditQuery())
+            assert [r.resource_name for r in rows] == ["recent"]
+            await spy.repo.write([aged(95, "expired-later")])
+            mock_clock.jump(AUDIT_PRUNE_EVERY_SECONDS - 1)
+            await spy.settle()
+            assert (await spy.repo.query_audit(AuditQuery()))[1] == 2  # not yet
+            mock_clock.jump(1)
+            await spy.settle()
+            rows, _ = await spy.repo.query_audit(AuditQuery())
+            assert [r.resource_name for r in rows] == ["recent"]
+            nursery.cancel_scope.cancel()
+    finally:
+        await spy.repo.aclose()
+
+
+async def test_a_failed_prune_is_counted_logged_and_retried(
+    tmp_path: Path, mock_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path}/flowplane.db"
+    spy = SpyRepo(await open_repository(url))
+    labels = {"actor": "audit-retention"}
+    before = REGISTRY.get_sample_value("flowplane_actor_failures_total", labels) or 0.0
+    try:
+        await spy.repo.migrate()
+        await spy.repo.write([aged(100, "expired")])
+        await spy.repo.aclose()  # a real fault: the database is gone
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: keep_audit(spy, 90, every=60.0))
+            await spy.settle()
+            after = REGISTRY.get_sample_value("flowplane_actor_failures_total", labels)
+            assert after == before + 1
+            assert any("could not delete audit rows" in r.getMessage() for r in caplog.records)
+            spy.repo = await open_repository(url)  # the database is back
+            mock_clock.jump(60.0)
+            await spy.settle()
+            assert (await spy.repo.query_audit(AuditQuery()))[1] == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        await spy.repo.aclose()

@@ -292,3 +292,16 @@ async def test_token_changes_are_persisted(settings: Settings) -> None:
         for dead in (kept.token, gone.token):
             with pytest.raises(Unauthorized, match="revoked"):
                 authenticate(core, dead)
+
+
+async def test_a_team_bound_token_can_never_hold_teams_write(core: Core) -> None:
+    """Issue 11 item 10: team management is admin-only, so a token bound to teams can never hold
+    teams:write — neither when it is made nor by a later change."""
+    tokens = core.services.tokens
+    await core.services.teams.create(ADMIN, {"name": "a"})
+    with pytest.raises(BadRequest, match="teams:write"):
+        await tokens.create(ADMIN, {"name": "x", "scopes": ["teams:write"], "teams": ["a"]})
+    made = await tokens.create(ADMIN, {"name": "y", "scopes": ["teams:write"]})
+    with pytest.raises(BadRequest, match="teams:write"):
+        await tokens.patch(ADMIN, made.view.record.id, {"teams": ["a"]})
+    assert tokens.get(ADMIN, made.view.record.id).record.teams == frozenset()

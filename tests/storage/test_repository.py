@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -61,7 +61,12 @@ async def test_small_tables(repo: Repository) -> None:
               "created_at": NOW, "updated_at": NOW}  # fmt: skip
     await repo.write([Row("teams", "a", values), Row("teams", "b", values)])
     await repo.write([Row("teams", "a", {**values, "version": 2}), DeleteRow("teams", "b")])
-    await repo.write([UpdateRow("teams", "a", {"description": "e"}), UpdateRow("teams", "zz", {"description": "x"})])
+    await repo.write(
+        [
+            UpdateRow("teams", "a", {"description": "e"}),
+            UpdateRow("teams", "zz", {"description": "x"}),
+        ]
+    )
     rows = await repo.load_rows("teams")
     assert len(rows) == 1 and rows[0]["name"] == "a" and rows[0]["version"] == 2
     assert rows[0]["description"] == "e"  # an update of a missing row creates nothing
@@ -97,6 +102,26 @@ async def test_audit_query(repo: Repository) -> None:
     assert (total, [r.resource_name for r in got]) == (3, ["r2"])
     got, total = await repo.query_audit(AuditQuery(since=NOW + timedelta(seconds=3)))
     assert total == 2
+
+
+async def test_prune_audit_deletes_only_rows_older_than_the_cutoff(repo: Repository) -> None:
+    """Audit retention (FLOWPLANE_AUDIT_KEEP_DAYS): `prune_audit(before)` deletes exactly the
+    rows older than `before`, compared as instants (a cutoff given in another offset too)."""
+    await repo.migrate()
+    rows = [
+        AuditRow(NOW - timedelta(days=d), None, "n", "create", "cluster", f"r{d}", None, None,
+                 None, None)
+        for d in (100, 91, 89, 0)
+    ]  # fmt: skip
+    await repo.write(rows)
+    # 90 days before NOW, written in UTC+02:00: the same instant
+    cutoff = (NOW - timedelta(days=90)).astimezone(timezone(timedelta(hours=2)))
+    assert await repo.prune_audit(cutoff) == 2
+    got, total = await repo.query_audit(AuditQuery())
+    assert (total, [r.resource_name for r in got]) == (2, ["r0", "r89"])
+    assert await repo.prune_audit(cutoff) == 0  # idempotent
+    assert await repo.prune_audit(NOW + timedelta(seconds=1)) == 2
+    assert (await repo.query_audit(AuditQuery()))[1] == 0
 
 
 async def test_closed_repository_raises_storage_error(repo_url: str, aio_loop: Any) -> None:

@@ -16,8 +16,9 @@ from flowplane.domain.filters import FilterModel, FilterSpec
 _TOKEN = r"^[a-z0-9!#$%&'*+.^_`|~-]+$"
 _PROTECTED = {"host"}  # Envoy refuses to remove it (removing it would break routing)
 
+
 def _header_name(name: str) -> str:
-    if not re.match(_TOKEN, name):
+    if not re.fullmatch(_TOKEN, name):
         raise ValueError(
             "must be a lower-case HTTP header name (letters, digits and !#$%&'*+.^_`|~-); "
             "pseudo-headers like :path cannot be mutated"

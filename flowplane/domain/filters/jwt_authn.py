@@ -57,7 +57,7 @@ KeyName = Annotated[str, Field(pattern=_KEY_RE.pattern)]
 
 
 def _check_keys(value: dict[str, Any]) -> dict[str, Any]:
-    bad = [k for k in value if not _KEY_RE.match(k)]
+    bad = [k for k in value if not _KEY_RE.fullmatch(k)]
     if bad:
         raise NestedProblems([
             FieldProblem(k, "a name must be 1-63 characters of lowercase letters, digits, "
