@@ -42,7 +42,11 @@ from flowplane.errors import (
     PreconditionFailed,
     QuotaExceeded,
 )
-from flowplane.platform.materialise import gateway_http_filters, materialise
+from flowplane.platform.materialise import (
+    gateway_http_filters,
+    materialise,
+    scope_gateway_overrides,
+)
 from flowplane.storage.base import Delete, DeleteRow, Repository, Row, Upsert, Write
 
 ApiOp = Literal["create", "replace", "patch", "delete"]
@@ -317,6 +321,8 @@ class ApplyApi(Txn):
             if out.listener is not None:
                 desired[Kind.LISTENER][out.listener["name"]] = {**out.listener, **team}
             vhost = out.virtual_host if out.route_config is None else None
+            if vhost is not None and self.gateway is not None:
+                vhost = scope_gateway_overrides(vhost, self.gateway.listener)
         # creates and updates, inner first (a route config's clusters exist before it does)
         for kind in ORDER:
             for name, gen in sorted(desired[kind].items()):

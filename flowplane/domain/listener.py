@@ -27,6 +27,12 @@ class HttpFilter(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
     optional: bool | None = None
     disabled: bool | None = None
+    # Deliver this filter's config over ECDS (extension config discovery) instead of inline: a
+    # change of the config then changes no listener, so Envoy keeps the listener's connections
+    # (a listener change drains them). Envoy names the filter `<listener>/<filter's name>`, so
+    # per-scope overrides for it are keyed `<listener>/<type>`. A discovered jwt_authn may have
+    # no config (it checks nothing until providers come).
+    discovery: bool | None = None
     config: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -48,7 +54,7 @@ class HttpFilter(ApiModel):
     @cached_property
     def typed_config(self) -> FilterModel:
         """`config` parsed by the model of `type` (validated when the filter was)."""
-        return parse_config(self.type, self.config)
+        return parse_config(self.type, self.config, discovered=bool(self.discovery))
 
 
 class AccessLog(ApiModel):

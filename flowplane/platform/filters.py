@@ -163,12 +163,19 @@ def _jwks_cluster(api: ApiDefinition, name: str, host: str, port: int, tls: bool
 
 
 def http_filters(
-    jwt_config: dict[str, Any] | None, rate_limit: dict[str, Any]
+    jwt_config: dict[str, Any] | None, rate_limit: dict[str, Any], *, discovery: bool = False
 ) -> list[dict[str, Any]]:
     """The Platform chain (api.md "Filters on the shared gateway"): cors (no policy of its
     own), jwt_authn (if any provider), local_rate_limit, router."""
     chain: list[dict[str, Any]] = [{"type": CORS}]
-    if jwt_config is not None:
+    if discovery:
+        # Always there, its config over ECDS: adding, changing or removing providers changes
+        # only that extension config, never the listener (whose change would drain it).
+        jwt: dict[str, Any] = {"type": JWT_AUTHN, "discovery": True}
+        if jwt_config is not None:
+            jwt["config"] = jwt_config
+        chain.append(jwt)
+    elif jwt_config is not None:
         chain.append({"type": JWT_AUTHN, "config": jwt_config})
     chain.append({"type": LOCAL_RATE_LIMIT, "config": rate_limit})
     chain.append({"type": ROUTER})

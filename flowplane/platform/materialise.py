@@ -124,7 +124,9 @@ def materialise(api: ApiDefinition, *, api_id: str) -> Materialised:
 def gateway_http_filters(apis: Sequence[tuple[str, ApiDefinition]]) -> list[dict[str, Any]]:
     """The default gateway listener's `httpFilters` for its shared-mode APIs ((api id,
     definition) pairs; isolated ones are skipped): cors (no policy), jwt_authn with every API's
-    providers and requirements (no rules; left out while no API has any), local_rate_limit with
+    providers and requirements (no rules), delivered over ECDS so that the listener never
+    changes with them (overrides for it are keyed `<gateway listener>/jwt_authn`: see
+    `scope_gateway_overrides`), local_rate_limit with
     no bucket (it limits nothing at the listener), router. The same APIs in any order give the
     same list. ValueError on a repeated or invalid api id."""
     ids = [api_id for api_id, _ in apis]
@@ -140,7 +142,7 @@ def gateway_http_filters(apis: Sequence[tuple[str, ApiDefinition]]) -> list[dict
             providers |= config["providers"]
             requirements |= config["requirementMap"]
     jwt = {"providers": providers, "requirementMap": requirements} if providers else None
-    return http_filters(jwt, NO_BUCKET)
+    return http_filters(jwt, NO_BUCKET, discovery=True)
 
 
 def _with_team(api: ApiDefinition, body: dict[str, Any]) -> dict[str, Any]:
@@ -300,3 +302,20 @@ def _preflight(group: _Group, match: dict[str, Any]) -> dict[str, Any]:
 
 def _name(methods: list[str] | None, path: str, prefix: str = "") -> str:
     return f"{prefix}{','.join(methods) if methods else '*'} {path}"[:253]
+
+
+def scope_gateway_overrides(vhost: dict[str, Any], listener: str) -> dict[str, Any]:
+    """`vhost` (an API's virtual host on the shared gateway) with its jwt_authn overrides keyed
+    `<listener>/jwt_authn`: the gateway's jwt_authn comes over ECDS, which Envoy names (and keys
+    per-route configs of) per listener."""
+
+    def rekey(filters: dict[str, Any]) -> dict[str, Any]:
+        return {(f"{listener}/{k}" if k == "jwt_authn" else k): v for k, v in filters.items()}
+
+    out = dict(vhost)
+    if "filters" in out:
+        out["filters"] = rekey(out["filters"])
+    out["routes"] = [
+        {**r, "filters": rekey(r["filters"])} if "filters" in r else r for r in vhost["routes"]
+    ]
+    return out

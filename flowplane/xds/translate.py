@@ -18,11 +18,12 @@ from flowplane.domain.route import RouteConfig
 from flowplane.errors import BadRequest, FieldProblem
 from flowplane.xds.constraints import violations
 from flowplane.xds.translate_cluster import cluster_to_proto
-from flowplane.xds.translate_listener import listener_to_proto
+from flowplane.xds.translate_listener import extension_configs, listener_to_proto
 from flowplane.xds.translate_route import route_config_to_proto
 from flowplane.xds.types import (
     CLUSTER_TYPE,
     ENVOY_NAMES,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     http_filter_name,
@@ -54,7 +55,11 @@ def translate_resource(kind: Kind, model: BaseModel) -> list[tuple[str, str, Mes
         assert isinstance(model, RouteConfig)
         return [(ROUTE_TYPE, model.name, route_config_to_proto(model, model.name))]
     assert isinstance(model, Listener)
-    return [(LISTENER_TYPE, model.name, listener_to_proto(model))]
+    # A listener's discovered HTTP filter configs are resources of their own (ECDS), scoped and
+    # versioned with it, so a change to one re-sends the extension config, not the listener.
+    return [(LISTENER_TYPE, model.name, listener_to_proto(model))] + [
+        (EXTENSION_CONFIG_TYPE, ext.name, ext) for ext in extension_configs(model)
+    ]
 
 
 def check_resource(kind: Kind, model: BaseModel) -> list[tuple[str, str, Message]]:

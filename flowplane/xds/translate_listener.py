@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    extension_pb2,
+    grpc_service_pb2,
+)
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
@@ -130,9 +136,10 @@ def _hcm(listener: Listener, f: HttpConnectionManager) -> hcm_pb2.HttpConnection
         assert f.inline_route_config is not None  # the domain guarantees exactly one
         irc = f.inline_route_config
         out.route_config.CopyFrom(route_config_to_proto(irc, irc.name or listener.name))
-    out.http_filters.extend(_http_filter(hf) for hf in f.http_filters)
+    out.http_filters.extend(_http_filter(hf, listener) for hf in f.http_filters)
     if not any(hf.type == ROUTER for hf in f.http_filters):
-        out.http_filters.append(_http_filter(HttpFilter.model_validate({"type": ROUTER})))
+        router = HttpFilter.model_validate({"type": ROUTER})
+        out.http_filters.append(_http_filter(router, listener))
     if f.access_log is not None:
         out.access_log.append(_access_log(f.access_log))
     if f.tracing is not None:
@@ -140,13 +147,46 @@ def _hcm(listener: Listener, f: HttpConnectionManager) -> hcm_pb2.HttpConnection
     return out
 
 
-def _http_filter(f: HttpFilter) -> hcm_pb2.HttpFilter:
+def extension_config_name(listener: Listener, f: HttpFilter) -> str:
+    """The name of a discovered HTTP filter, which is also its ECDS resource's name (Envoy
+    subscribes by the filter's name) and the key of its per-route configs: the listener's name
+    and the filter's Envoy name (`<listener>/<filter>` keys its per-scope overrides)."""
+    return f"{listener.name}/{http_filter_name(f.name or f.type)}"
+
+
+def extension_configs(listener: Listener) -> list[extension_pb2.TypedExtensionConfig]:
+    """The ECDS resources of `listener`: one per HTTP filter with `discovery`, in chain order."""
+    out = []
+    for fc in listener.filter_chains:
+        for f in fc.filters:
+            if isinstance(f, HttpConnectionManager):
+                for hf in f.http_filters:
+                    if hf.discovery:
+                        out.append(
+                            extension_pb2.TypedExtensionConfig(
+                                name=extension_config_name(listener, hf),
+                                typed_config=pack(filter_config(hf.type, hf.typed_config)),
+                            )
+                        )
+    return out
+
+
+def _http_filter(f: HttpFilter, listener: Listener) -> hcm_pb2.HttpFilter:
     """One HTTP filter, its typed config translated by `flowplane.xds.filters`. Named by
-    `http_filter_name`, the same function that keys per-scope overrides."""
-    out = hcm_pb2.HttpFilter(
-        name=http_filter_name(f.name or f.type),
-        typed_config=pack(filter_config(f.type, f.typed_config)),
-    )
+    `http_filter_name`, the same function that keys per-scope overrides. A discovered filter
+    names its ECDS resource instead (over the same ADS stream), so changing its config changes
+    the extension config, not the listener."""
+    if f.discovery:
+        out = hcm_pb2.HttpFilter(name=extension_config_name(listener, f))
+        ecds = out.config_discovery
+        ecds.config_source.ads.SetInParent()
+        ecds.config_source.resource_api_version = config_source_pb2.V3
+        ecds.type_urls.append(pack(filter_config(f.type, f.typed_config)).type_url)
+    else:
+        out = hcm_pb2.HttpFilter(
+            name=http_filter_name(f.name or f.type),
+            typed_config=pack(filter_config(f.type, f.typed_config)),
+        )
     if f.optional is not None:
         out.is_optional = f.optional
     if f.disabled is not None:

@@ -17,7 +17,7 @@ from envoy.extensions.path.rewrite.uri_template.v3 import uri_template_rewrite_p
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.message import Message
 
-from flowplane.domain.filters import parse_override
+from flowplane.domain.filters import override_target, parse_override
 from flowplane.domain.route import (
     DirectResponseAction,
     ForwardAction,
@@ -76,13 +76,16 @@ def _per_filter_config(target: Any, overrides: Mapping[str, Mapping[str, Any]] |
     with `disabled` (Envoy honours it without knowing the filter's config type); a typed
     override becomes the filter type's per-route message (`flowplane.xds.filters`).
     """
-    for filter_name, override in (overrides or {}).items():
-        typed = parse_override(filter_name, dict(override))
+    for key, override in (overrides or {}).items():
+        listener, filter_name = override_target(key)
+        typed = parse_override(key, dict(override))
         if typed is None:
             msg: Message = rc_pb2.FilterConfig(disabled=True)
         else:
             msg = override_config(filter_name, typed)
-        target[http_filter_name(filter_name)].CopyFrom(pack(msg))
+        name = http_filter_name(filter_name)
+        # A filter delivered over ECDS is named (and its per-route config keyed) per listener.
+        target[name if listener is None else f"{listener}/{name}"].CopyFrom(pack(msg))
 
 
 def _route(r: Route) -> rc_pb2.Route:

@@ -16,6 +16,8 @@ CLUSTER_TYPE: Final = _PREFIX + "envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE: Final = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE_TYPE: Final = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 ENDPOINT_TYPE: Final = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+# ECDS: an HTTP filter's config delivered on its own (a listener names it in `config_discovery`)
+EXTENSION_CONFIG_TYPE: Final = _PREFIX + "envoy.config.core.v3.TypedExtensionConfig"
 
 # Extension names Envoy knows its factories by (the `name` of a TypedExtensionConfig, filter,
 # transport socket, access logger, tracer ...).

@@ -238,13 +238,15 @@ async def test_filters_survive_round_trips_across_both_paths(api: httpx.AsyncCli
     (host,) = [v for v in rc["virtualHosts"] if "pets.example.com" in v["domains"]]
     routes = {r["name"]: r.get("filters", {}) for r in host["routes"]}
     get_pets, delete_pet = routes["GET /pets"], routes["DELETE /pets/{id}"]
-    assert get_pets["jwt_authn"]["requirementName"].startswith(f"{created['id']}.")
+    # the gateway's jwt_authn comes over ECDS, so its per-route configs are keyed per listener
+    jwt_key = f"{GATEWAY}/jwt_authn"
+    assert get_pets[jwt_key]["requirementName"].startswith(f"{created['id']}.")
     assert get_pets["cors"]["origins"] == [{"exact": "https://app.test"}]
     assert get_pets["local_rate_limit"]["tokenBucket"] == {
         "maxTokens": 5, "tokensPerFill": 5, "fillIntervalSeconds": 60}  # fmt: skip
     assert delete_pet["local_rate_limit"]["tokenBucket"] == {
         "maxTokens": 1, "tokensPerFill": 1, "fillIntervalSeconds": 1}  # fmt: skip
-    assert "jwt_authn" not in delete_pet  # the JWT was the other route's only
+    assert jwt_key not in delete_pet  # the JWT was the other route's only
     assert delete_pet.get("cors", {"disabled": True}) == {"disabled": True}  # cors: null
     # the gateway listener carries this API's provider, by its id
     gateway = await native(api, "listeners", GATEWAY)

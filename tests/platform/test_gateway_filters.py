@@ -83,10 +83,18 @@ def test_order_of_the_apis_does_not_matter() -> None:
     )
 
 
-def test_without_jwt_there_is_no_jwt_filter() -> None:
+def test_the_chain_is_the_same_with_or_without_jwt_apis() -> None:
+    """jwt_authn is in the chain from the start, its config delivered over ECDS: APIs coming
+    and going change that filter's config, never the listener's chain."""
     chain = gateway_http_filters([(A, api())])
-    assert [f["type"] for f in chain] == ["cors", "local_rate_limit", "router"]
-    assert [f["type"] for f in gateway_http_filters([])] == ["cors", "local_rate_limit", "router"]
+    assert [f["type"] for f in chain] == ["cors", "jwt_authn", "local_rate_limit", "router"]
+    assert chain[1] == {"type": "jwt_authn", "discovery": True}
+    assert gateway_http_filters([]) == chain
+    with_jwt = gateway_http_filters(_apis())
+    assert [f for f in with_jwt if f["type"] != "jwt_authn"] == [
+        f for f in chain if f["type"] != "jwt_authn"
+    ]
+    assert {k: v for k, v in with_jwt[1].items() if k != "config"} == chain[1]
 
 
 def test_a_repeated_api_id_is_refused() -> None:
@@ -96,13 +104,21 @@ def test_a_repeated_api_id_is_refused() -> None:
 
 def test_the_gateway_listener_is_valid_native_and_translates() -> None:
     listener = parse_spec(Kind.LISTENER, gateway_listener(gateway_http_filters(_apis())))
-    [(_, _, pb)] = translate_resource(Kind.LISTENER, listener)
+    [(_, _, pb), (ecds_type, ecds_name, ecds)] = translate_resource(Kind.LISTENER, listener)
     hcm = hcm_of(pb)  # type: ignore[arg-type]
+    name = listener.name  # type: ignore[attr-defined]
     assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.cors", "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.cors", f"{name}/envoy.filters.http.jwt_authn",
         "envoy.filters.http.local_ratelimit", "envoy.filters.http.router",
     ]  # fmt: skip
-    jwt = unpack(hcm.http_filters[1].typed_config, jwt_pb2.JwtAuthentication)
+    # the listener names the jwt_authn config; the config is an ECDS resource of that name
+    discovery = hcm.http_filters[1].config_discovery
+    assert discovery.config_source.HasField("ads")
+    assert not hcm.http_filters[1].HasField("typed_config")
+    assert ecds_type.endswith("TypedExtensionConfig")
+    assert ecds_name == f"{name}/envoy.filters.http.jwt_authn" == ecds.name  # type: ignore[attr-defined]
+    assert list(discovery.type_urls) == [ecds.typed_config.type_url]  # type: ignore[attr-defined]
+    jwt = unpack(ecds.typed_config, jwt_pb2.JwtAuthentication)  # type: ignore[attr-defined]
     assert sorted(jwt.providers) == [f"{A}.0", f"{A}.1", f"{B}.0"]
     assert not jwt.rules
     assert jwt.requirement_map[f"{B}.0"].requires_any.requirements[1].HasField("allow_missing")

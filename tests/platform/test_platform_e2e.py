@@ -192,9 +192,10 @@ async def test_adding_an_api_leaves_the_gateways_connections_open(
     db_url: str, tmp_path: Path
 ) -> None:
     """api.md: changing a listener makes Envoy drain its connections, so adding an API must not
-    rewrite the gateway listener. An API without JWT leaves it byte-identical: Envoy modifies no
-    listener, and a keep-alive connection opened before the import serves the new API after it
-    (a draining listener would answer `connection: close`)."""
+    rewrite the gateway listener. Its filter chain is fixed (jwt_authn's providers come over
+    ECDS), so adding an API — here one with a JWT provider, which changes the gateway's
+    jwt_authn config — modifies no listener, and a keep-alive connection opened before serves
+    the new API after it (a draining listener would answer `connection: close`)."""
     gateway = free_port()
     settings = load_settings(
         database_url=db_url, xds_address="127.0.0.1:0", default_gateway=True,
@@ -224,7 +225,12 @@ async def test_adding_an_api_leaves_the_gateways_connections_open(
                 stream = await trio.open_tcp_stream("127.0.0.1", gateway)
                 async with stream:
                     assert b"200 ok" in await _http11(stream, "one.test", "/")
-                    ok(await plane.api.post(f"{P}/apis", json=api("two", two.port)))
+                    jwt = {"issuer": ISSUER, "jwksUri": f"http://127.0.0.1:{one.port}/jwks.json",
+                           "required": False}  # a token is checked if sent  # fmt: skip
+                    body = api("two", two.port)
+                    ok(await plane.api.post(
+                        f"{P}/apis", json={**body, "filters": {**body["filters"], "jwtAuth": jwt}}
+                    ))  # fmt: skip
                     await plane.settled()
                     await envoy.wait_for(lambda: _serves(envoy, gateway, "two.test", "/"), 20,
                                          what="the gateway serving two.test")  # fmt: skip

@@ -64,11 +64,23 @@ def _discover() -> dict[str, FilterSpec]:
 SPECS: Final[dict[str, FilterSpec]] = _discover()
 
 
-def parse_config(filter_type: str, config: dict[str, Any] | None) -> FilterModel:
+# Filter types that may be delivered over ECDS with no config yet: their empty config does
+# nothing (a jwt_authn filter with no providers and no rules checks no request), so a listener
+# can carry the filter from the start and later configs change only the extension config.
+EMPTY_WHEN_DISCOVERED: Final[dict[str, dict[str, Any]]] = {"jwt_authn": {"providers": {}}}
+
+
+def parse_config(
+    filter_type: str, config: dict[str, Any] | None, *, discovered: bool = False
+) -> FilterModel:
     """The typed config of an `httpFilters` entry. Raises ValueError (a `NestedProblems` naming
-    each field under `config`) if it is invalid; `filter_type` must be in `SPECS`."""
+    each field under `config`) if it is invalid; `filter_type` must be in `SPECS`. A
+    `discovered` filter of a type in `EMPTY_WHEN_DISCOVERED` may have no config (its empty
+    one)."""
     spec = SPECS[filter_type]
     if config is None:
+        if discovered and filter_type in EMPTY_WHEN_DISCOVERED:
+            return spec.config.model_construct(**EMPTY_WHEN_DISCOVERED[filter_type])
         if spec.config_required:
             raise ValueError(f"a {filter_type} filter needs a config")
         config = {}
@@ -78,11 +90,22 @@ def parse_config(filter_type: str, config: dict[str, Any] | None) -> FilterModel
         raise nested(err, "config") from None
 
 
+def override_target(key: str) -> tuple[str | None, str]:
+    """(listener, filter) of a per-scope override key: `<filter>` (a filter type or name), or
+    `<listener>/<filter>` for a filter that listener delivers over ECDS (Envoy names such a
+    filter, and keys its per-route config, by `<listener>/<filter's Envoy name>`). Listener
+    names and filter types have no `/`, so the split is unambiguous."""
+    listener, sep, name = key.partition("/")
+    return (listener, name) if sep else (None, key)
+
+
 def parse_override(key: str, value: dict[str, Any]) -> FilterModel | None:
     """A per-scope override: None for `{"disabled": true}`, else the typed override of the filter
-    type `key` names. Raises ValueError (problems under `key`) if it is invalid."""
+    type `key` names (after an optional `<listener>/`). Raises ValueError (problems under `key`)
+    if it is invalid."""
     if value == DISABLED:
         return None
+    key = override_target(key)[1]
     spec = SPECS.get(key)
     if spec is None or spec.override is None:
         what = f"the {key} filter" if spec is not None else f"a filter named {key!r}"
