@@ -19,7 +19,7 @@ from werkzeug.routing import Rule
 
 from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.schemas import ErrorOut
-from flowplane.domain.filters import SPECS
+from flowplane.domain.filters import EMPTY_WHEN_DISCOVERED, SPECS
 from flowplane.domain.route import OVERRIDES_MARKER
 
 _REASONS = {
@@ -106,7 +106,9 @@ def _document_filters(schemas: dict[str, Any]) -> None:
     base = schemas.get("HttpFilter", {})
     for filter_type, spec in sorted(SPECS.items()):
         config: dict[str, Any] = {"$ref": _add_model(schemas, spec.config)}
-        if not spec.config_required:
+        # A discovered (ECDS) filter of some types may have no config yet.
+        required = spec.config_required and filter_type not in EMPTY_WHEN_DISCOVERED
+        if not required:
             config = {"anyOf": [config, {"type": "null"}]}
         name = f"HttpFilter.{filter_type}"
         schemas[name] = {
@@ -117,7 +119,7 @@ def _document_filters(schemas: dict[str, Any]) -> None:
                 "type": {"const": filter_type},
                 "config": config,
             },
-            "required": ["type", "config"] if spec.config_required else ["type"],
+            "required": ["type", "config"] if required else ["type"],
         }
         variants.append({"$ref": f"#/components/schemas/{name}"})
         if spec.override is not None:
