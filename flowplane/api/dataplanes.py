@@ -10,9 +10,15 @@ from pydantic import Field
 from quart import Blueprint, Response, g
 from quart_schema import document_querystring, tag
 
-from flowplane.api.http import json_response, query
+from flowplane.api.http import json_response, page_response, query
 from flowplane.api.schemas import _Out
+from flowplane.services.common import Page, Window
 from flowplane.services.dataplanes import BootstrapOptions, DataPlaneService
+
+
+class NodesQuery(_Out):
+    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
 
 
 class BootstrapQuery(_Out):
@@ -24,6 +30,7 @@ class BootstrapQuery(_Out):
     ca_file: str = Field("/etc/flowplane/xds-ca.pem", alias="caFile")
     cert_file: str = Field("/etc/flowplane/dataplane.pem", alias="certFile")
     key_file: str = Field("/etc/flowplane/dataplane-key.pem", alias="keyFile")
+    admin_port: int = Field(9901, ge=1, le=65535, alias="adminPort")
 
 
 def dataplanes_blueprint(dataplanes: DataPlaneService) -> Blueprint:
@@ -31,11 +38,13 @@ def dataplanes_blueprint(dataplanes: DataPlaneService) -> Blueprint:
 
     @bp.get("/nodes")
     @tag(["data planes"])
+    @document_querystring(NodesQuery)
     async def list_nodes() -> Response:
-        """Connected Envoys: per resource type, version sent and acknowledged, last rejection."""
-        items = dataplanes.list_nodes(g.principal)
-        return json_response({"items": items, "total": len(items), "limit": len(items),
-                              "offset": 0})  # fmt: skip
+        """Connected Envoys: per resource type, version sent and acknowledged, last rejection
+        (`?limit=&offset=` like every list; `team` is not a filter here)."""
+        q = query(NodesQuery)
+        page = Page.of(dataplanes.list_nodes(g.principal), Window(q.limit, q.offset))
+        return page_response(page, lambda n: n)
 
     @bp.get("/nodes/<path:node_id>")
     @tag(["data planes"])
@@ -51,7 +60,7 @@ def dataplanes_blueprint(dataplanes: DataPlaneService) -> Blueprint:
         q = query(BootstrapQuery)
         options = BootstrapOptions(
             q.format, q.mode, q.scope, tuple(n for n in (q.allowlist or "").split(",") if n),
-            q.include_default, q.ca_file, q.cert_file, q.key_file,
+            q.include_default, q.ca_file, q.cert_file, q.key_file, q.admin_port,
         )  # fmt: skip
         doc = await dataplanes.bootstrap(g.principal, team, options)
         if q.format == "json":

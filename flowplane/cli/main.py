@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
 import trio
@@ -15,6 +16,7 @@ from flowplane.settings import Settings, load_settings
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowplane", description="Envoy control plane")
+    p.add_argument("--version", action="version", version=f"flowplane {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the control plane (REST API + xDS)")
     serve.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
@@ -33,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--team", action="append", default=[], dest="teams")
     create.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
     return p
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("flowplane")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "unknown"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
             token = trio.run(create_token, settings, args.name, args.role, args.scopes, args.teams)
             print(token)
+            print(f"flowplane: token {args.name!r} written to {settings.database_url}",
+                  file=sys.stderr)  # fmt: skip
     except FlowplaneError as err:
         print(f"flowplane: {err.message}", file=sys.stderr)
         return 2

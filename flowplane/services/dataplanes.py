@@ -102,6 +102,7 @@ class BootstrapOptions:
     ca_file: str = "/etc/flowplane/xds-ca.pem"
     cert_file: str = "/etc/flowplane/dataplane.pem"
     key_file: str = "/etc/flowplane/dataplane-key.pem"
+    admin_port: int = 9901  # Envoy's admin listener on 127.0.0.1 (one per Envoy on a host)
 
 
 class DataPlaneService:
@@ -179,6 +180,6 @@ class DataPlaneService:
             token = (await self._tokens.create(caller, body)).token
         return ads_bootstrap(
             node_id, host, port, delta=q.mode == "delta",
-            cluster=team, metadata=metadata, admin_port=9901, tls=tls, token=token,
+            cluster=team, metadata=metadata, admin_port=q.admin_port, tls=tls, token=token,
             keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
         )  # fmt: skip

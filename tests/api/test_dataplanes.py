@@ -41,7 +41,11 @@ async def test_bootstrap_yaml_points_at_advertised_address(client: httpx.AsyncCl
 
 @pytest.mark.e2e
 async def test_bootstrap_is_valid_for_envoy(client: httpx.AsyncClient, tmp_path: Path) -> None:
-    for query in ("format=json", "format=json&mode=delta", "format=json&scope=allowlist&allowlist=a,b"):
+    for query in (
+        "format=json",
+        "format=json&mode=delta",
+        "format=json&scope=allowlist&allowlist=a,b",
+    ):
         r = await client.get(f"/api/v1/teams/payments/bootstrap?{query}")
         assert r.status_code == 200, r.text
         await validate_bootstrap(r.json(), tmp_dir=tmp_path)
@@ -77,7 +81,12 @@ async def test_bootstrap_bad_team_is_400(client: httpx.AsyncClient) -> None:
 
 
 async def test_nodes_empty_and_unknown(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/api/v1/nodes")).json() == {"items": [], "total": 0, "limit": 0, "offset": 0}
+    assert (await client.get("/api/v1/nodes")).json() == {
+        "items": [],
+        "total": 0,
+        "limit": 50,
+        "offset": 0,
+    }
     r = await client.get("/api/v1/nodes/team=x/dp-1")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
 
@@ -205,3 +214,35 @@ async def test_node_team_from_mtls_certificate(db_url: str, tmp_path: Path) -> N
                 await c.send(CLUSTER_TYPE)
                 await c.recv()
                 await _assert_listed_as_team_a(api, "dp-anonymous")
+
+
+async def test_nodes_list_honours_limit_and_offset(db_url: str) -> None:
+    """Issue 17 item 4: `GET /api/v1/nodes` said `"limit": 1` whatever `?limit=` said. It is a
+    list like every other: `?limit=&offset=` window the nodes (sorted by id), `total` counts
+    them all, and the window is reported as asked."""
+    with trio.fail_after(30):
+        async with (
+            run_plane(plane_settings(db_url)) as plane,
+            sotw_client("127.0.0.1", plane.xds_port, node_id="dp-a") as a,
+            sotw_client("127.0.0.1", plane.xds_port, node_id="dp-b") as b,
+        ):
+            for c in (a, b):
+                await c.send(CLUSTER_TYPE)
+                await c.recv()
+            page = ok(await plane.api.get("/api/v1/nodes?limit=1&offset=1"), 200)
+            assert (page["total"], page["limit"], page["offset"]) == (2, 1, 1)
+            assert [n["id"] for n in page["items"]] == ["dp-b"]
+            assert (await plane.api.get("/api/v1/nodes?limit=0")).status_code == 400
+
+
+async def test_bootstrap_admin_port_is_a_parameter(client: httpx.AsyncClient) -> None:
+    """Issue 17 item 8: two Envoys on one host need two admin ports."""
+
+    def admin_port(doc: dict[str, Any]) -> int:
+        return int(doc["admin"]["address"]["socket_address"]["port_value"])
+
+    doc = (await client.get("/api/v1/teams/a/bootstrap?format=json")).json()
+    assert admin_port(doc) == 9901
+    doc = (await client.get("/api/v1/teams/a/bootstrap?format=json&adminPort=9902")).json()
+    assert admin_port(doc) == 9902
+    assert (await client.get("/api/v1/teams/a/bootstrap?adminPort=0")).status_code == 400

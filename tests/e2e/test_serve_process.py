@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,9 @@ async def test_serve_sigterm_restart_keeps_data(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {token.group(1)}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
             assert (await c.get("/api/v1/native/clusters")).status_code == 200
-            assert (await c.get("/api/v1/native/clusters", headers={"Authorization": ""})).status_code == 401
+            assert (
+                await c.get("/api/v1/native/clusters", headers={"Authorization": ""})
+            ).status_code == 401
             r = await c.post("/api/v1/native/clusters", json=cluster_body())
             assert r.status_code == 201
             created = r.json()
@@ -115,6 +118,7 @@ async def test_cli_token_create_recovers_a_running_server(tmp_path: Path) -> Non
         )  # fmt: skip
         token = result.stdout.decode().strip()
         assert token.count(".") == 2
+        assert f"written to sqlite:///{db}".encode() in result.stderr
         auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
             with trio.fail_after(10):  # the server picks the new token up on first use
@@ -127,3 +131,37 @@ async def test_cli_token_create_recovers_a_running_server(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_cli_token_create_never_creates_a_database(tmp_path: Path) -> None:
+    """Issue 17 item 3: run where no database is, `token create` used to make a new empty one
+    and print a token no server accepts. It refuses (exit 2, saying why), creates nothing; run
+    against the server's database it says which database it wrote."""
+    missing = tmp_path / "elsewhere" / "flowplane.db"
+    env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{missing}"}
+    cmd = [sys.executable, "-m", "flowplane.cli.main", "token", "create", "--role", "admin",
+           "--name", "recovery"]  # fmt: skip
+    result = await trio.run_process(cmd, env=env, capture_stdout=True, capture_stderr=True,
+                                    check=False)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert b"no database at" in result.stderr and not result.stdout
+    assert not missing.exists() and not missing.parent.exists()
+    # a file that is not a Flowplane database is refused too, and not made into one
+    other = tmp_path / "other.db"
+    other.write_bytes(b"")
+    env["FLOWPLANE_DATABASE_URL"] = f"sqlite:///{other}"
+    result = await trio.run_process(cmd, env=env, capture_stdout=True, capture_stderr=True,
+                                    check=False)  # fmt: skip
+    assert result.returncode == 2 and b"not a Flowplane database" in result.stderr
+    with sqlite3.connect(other) as conn:  # opening it set WAL mode; no table was created
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+def test_cli_version() -> None:
+    """Issue 17 item 6: `flowplane --version` answers instead of asking for a command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flowplane.cli.main", "--version"], capture_output=True,
+        check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith("flowplane 0.")
