@@ -143,7 +143,7 @@ def create_app(
             raise Forbidden("this endpoint has no authorisation rule")
         if scope == PUBLIC:
             return
-        principal = authenticator.authenticate(
+        principal = await authenticator.authenticate_fresh(
             request.headers.get("Authorization"), _client(request.scope)
         )
         authenticator.authorize(principal, scope)

@@ -60,6 +60,10 @@ def source_of(client_address: str | None) -> str | None:
     return host.strip("[]") if sep and host and port.isdigit() else client_address
 
 
+class UnknownToken(Unauthorized):
+    """A validly signed token whose id this process does not know (yet)."""
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -84,6 +88,8 @@ class Authenticator:
         self._last_used: dict[str, datetime] = {}  # token id -> last use seen (shown by the API)
         self._flushed: dict[str, datetime] = {}  # token id -> the last use written to storage
         self._reload_requested = trio.Event()
+        self._reloaded = trio.Event()  # set (and replaced) after each reload from storage
+        self.reload_wait = 2.0  # seconds a request with an unknown token id waits for one
 
     # -- authentication -------------------------------------------------------------------
     def verify(self, token: str) -> str:
@@ -133,9 +139,10 @@ class Authenticator:
             tok = self.auth.tokens.get(jti)
             if tok is None:
                 # Signed by our key but not in memory: made by `flowplane token create` against
-                # the database while this server runs. Ask for a reload; a retry will pass.
+                # the database while this server runs. Ask for a reload (`authenticate_fresh`
+                # waits for it).
                 self._reload_requested.set()
-                raise Unauthorized("unknown token")
+                raise UnknownToken("unknown token")
             now = datetime.now(UTC)
             if tok.status != "active":
                 raise Unauthorized("the token has been revoked")
@@ -149,6 +156,27 @@ class Authenticator:
         self._last_used[jti] = now  # kept in memory and flushed periodically
 
         return tok.principal(client_address)
+
+    async def authenticate_fresh(self, header: str | None, client_address: str | None) -> Principal:
+        """`authenticate`, except that a validly signed token whose id is not in memory waits
+        (at most `reload_wait` seconds) for the next reload of tokens from storage and is then
+        checked again: a token made by `flowplane token create` while the server runs works on
+        its first use. Bounded: reloads happen at most once per RELOAD_EVERY_SECONDS for every
+        such request together, so random ids cannot make each request read the database."""
+        try:
+            return self.authenticate(header, client_address, record=False)
+        except UnknownToken:
+            reloaded = self._reloaded
+            with trio.move_on_after(self.reload_wait):
+                await reloaded.wait()
+        except Unauthorized:
+            pass
+        return self.authenticate(header, client_address)  # records the failure if refused
+
+    def reload_done(self) -> None:
+        """Tokens were reloaded from storage: wake the requests waiting in `authenticate_fresh`."""
+        reloaded, self._reloaded = self._reloaded, trio.Event()
+        reloaded.set()
 
     def _record_failure(self, message: str, client_address: str | None) -> None:
         now = datetime.now(UTC)

@@ -104,6 +104,8 @@ async def _reload_tokens(actor: ConfigActor, authenticator: Authenticator) -> No
             await actor.submit(ReloadTokens())
         except Exception:
             _failed("reload tokens")
+        finally:
+            authenticator.reload_done()  # requests waiting on an unknown token check again
         await trio.sleep(RELOAD_EVERY_SECONDS)
 
 
