@@ -119,7 +119,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         async with trio.open_nursery() as nursery:
             await nursery.start(snapshots.run, receive)
             await nursery.start(actor.run)
-            admin_token = await ensure_admin(actor)
+            admin_token = await ensure_admin(actor, json_lines=settings.log_format == "json")
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
             nursery.start_soon(keep_audit, repo, settings.audit_keep_days)

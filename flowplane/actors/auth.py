@@ -70,6 +70,12 @@ class EnsureSigningKey(Txn):
 class CreateToken(Txn):
     """Create a token; the result is (record, token string) — the string is shown only once."""
 
+    logged = True
+
+    def describe(self) -> str:
+        name = self.body.get("name") if isinstance(self.body, dict) else None
+        return f"create token {str(name)[:100]!r} by {self.principal.name}"
+
     def __init__(self, body: Any, principal: Principal = SYSTEM, *, replaces: str | None = None):
         super().__init__()
         self.body, self.principal, self.replaces = body, principal, replaces
@@ -118,6 +124,12 @@ class ChangeToken(Txn):
     """PATCH (`body`, a merge patch) or revoke (`revoke`) a token. Revocation is its own flag,
     never inferred from the body: a client's JSON `null` is a bad patch, not a revocation."""
 
+    logged = True
+
+    def describe(self) -> str:
+        what = "revoke" if self.revoke else "change"
+        return f"{what} token {self.token_id} by {self.principal.name}"
+
     def __init__(
         self, token_id: str, body: Any, principal: Principal, *, revoke: bool = False
     ) -> None:
@@ -163,6 +175,15 @@ class ChangeToken(Txn):
 class ChangeTeam(Txn):
     """Create (`create`), patch (`body`), or delete (`delete`) a team. Deletion is its own flag,
     never inferred from the body: a client's JSON `null` is a bad patch, not a deletion."""
+
+    logged = True
+
+    def describe(self) -> str:
+        what = "create" if self.create else ("delete" if self.delete else "change")
+        name = self.name
+        if name is None and isinstance(self.body, dict):
+            name = str(self.body.get("name"))[:100]
+        return f"{what} team {name!r} by {self.principal.name}"
 
     def __init__(
         self,

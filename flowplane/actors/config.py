@@ -90,6 +90,9 @@ class Txn:
     sees a state no other writer can change before the plan commits."""
 
     principal: Principal = SYSTEM
+    # Log the command at INFO once it committed (what an operator reads: resource, token and
+    # team changes; not the background bookkeeping).
+    logged: bool = False
     _done: trio.Event
     _result: Any
 
@@ -125,6 +128,8 @@ class MemoryTxn(Txn):
 
 class Command(Txn):
     """Create, replace, merge-patch or delete one stored resource."""
+
+    logged = True
 
     def __init__(
         self,
@@ -416,6 +421,8 @@ class ConfigActor:
         """Make a committed change visible, count it, announce it, answer the caller (unless it
         was already answered: `_settle`)."""
         self._in_memory(cmd, txn.apply, committed=True)
+        if cmd.logged:
+            log.info("committed: %s", cmd.describe())
         for labels in txn.counted:  # committed: a refused or failed command never gets here
             metrics.CONFIG_CHANGES.labels(*labels).inc()
         if txn.changes:

@@ -125,6 +125,8 @@ def _visible_api(state: ConfigState, api_id: str, principal: Principal) -> ApiRe
 class ApplyApi(Txn):
     """Create, replace, merge-patch or delete one API definition with what it generates."""
 
+    logged = True
+
     def __init__(
         self,
         op: ApiOp,
@@ -141,7 +143,8 @@ class ApplyApi(Txn):
         self.principal, self.gateway, self.dry_run = principal, gateway, dry_run
 
     def describe(self) -> str:
-        return f"{self.op} API {self.api_id or '(new)'} by {self.principal.name}"
+        what = "dry run of " if self.dry_run else ""
+        return f"{what}{self.op} API {self.api_id or '(new)'} by {self.principal.name}"
 
     # -- the definition ---------------------------------------------------------------------
     def _after(

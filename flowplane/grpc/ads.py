@@ -239,6 +239,10 @@ class AdsService:
             self.hub.unregister(info)
             if info.scope is not None:
                 release(info.scope)  # the scope's cached view goes with its last stream
+                log.info(
+                    "xDS %s stream %d disconnected: node %s from %s",
+                    info.protocol, info.stream_id, info.node_id, info.address,
+                )  # fmt: skip
             self.nacks.close(_log_key(info))
             metrics.XDS_STREAMS.labels(protocol).dec()
 
@@ -269,6 +273,11 @@ class AdsService:
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
                     retain(info.scope)  # released when the stream ends (`_serve`)
+                    log.info(
+                        "xDS %s stream %d connected: node %s (team %s) from %s",
+                        info.protocol, info.stream_id, node.id if node is not None else None,
+                        info.team, info.address,
+                    )  # fmt: skip
                 owes = state.on_request(convert(msg))
                 if msg.HasField("error_detail"):  # only a NACK can record a rejection
                     self._note_rejections(info)

@@ -11,6 +11,7 @@ round.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
@@ -38,15 +39,25 @@ BANNER = """
 """
 
 
-async def ensure_admin(actor: ConfigActor) -> str | None:
+async def ensure_admin(actor: ConfigActor, *, json_lines: bool = False) -> str | None:
     """Make sure a signing key exists; with no tokens at all, create an admin token and print
-    it once to stderr (never to the log stream). Returns the token string if one was created."""
+    it once to stderr (never to the log stream): as the banner, or, with `json_lines` (log
+    format json), as one JSON object, so that every line on stderr is JSON. Returns the token
+    string if one was created."""
     await actor.submit(EnsureSigningKey())
     if actor.auth.tokens:
         return None
     created = await actor.submit(CreateToken({"name": "initial-admin", "role": "admin"}, SYSTEM))
     token: str = created[1]
-    print(BANNER.format(token=token), file=sys.stderr, flush=True)
+    if json_lines:
+        line = {
+            "time": datetime.now(UTC).isoformat(), "level": "WARNING", "logger": "flowplane",
+            "message": "created the first admin token; it is shown only this once",
+            "adminToken": token,
+        }  # fmt: skip
+        print(json.dumps(line), file=sys.stderr, flush=True)
+    else:
+        print(BANNER.format(token=token), file=sys.stderr, flush=True)
     log.info("created the initial admin token (printed once above, not logged)")
     return token
 
@@ -114,6 +125,13 @@ async def _flush_failures(actor: ConfigActor, authenticator: Authenticator) -> N
         await authenticator.wait_failures()
         await trio.sleep(FAILURE_FLUSH_SECONDS)  # gather (and aggregate) a burst into one write
         rows = authenticator.take_failures()
+        for r in rows[:20]:  # one line per (source, reason) per window: bounded under a flood
+            log.info(
+                "refused %d authentication(s) from %s: %s",
+                r.after["count"], r.client_address or "unknown", r.after["reason"],
+            )  # fmt: skip
+        if len(rows) > 20:
+            log.info("refused authentications from %d more sources", len(rows) - 20)
         if rows:
             try:
                 await actor.submit(RecordAudit(list(rows)))

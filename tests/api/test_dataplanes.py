@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from collections.abc import Callable
@@ -246,3 +247,22 @@ async def test_bootstrap_admin_port_is_a_parameter(client: httpx.AsyncClient) ->
     doc = (await client.get("/api/v1/teams/a/bootstrap?format=json&adminPort=9902")).json()
     assert admin_port(doc) == 9902
     assert (await client.get("/api/v1/teams/a/bootstrap?adminPort=0")).status_code == 400
+
+
+async def test_envoy_connecting_and_disconnecting_is_logged_at_info(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17 item 5: at INFO an operator sees a data plane connect (node, team, address) and
+    go."""
+    caplog.set_level(logging.INFO, logger="flowplane.grpc.ads")
+    with trio.fail_after(30):
+        async with run_plane(plane_settings(db_url)) as plane:
+            async with sotw_client("127.0.0.1", plane.xds_port, node_id="team=a/dp-1") as c:
+                await c.send(CLUSTER_TYPE)
+                await c.recv()
+            with trio.fail_after(5):
+                while not any("disconnected" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110 -- a log record has no event
+                    await trio.sleep(0.01)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("connected: node team=a/dp-1 (team a)" in m for m in messages), messages
+    assert any("disconnected: node team=a/dp-1" in m for m in messages), messages

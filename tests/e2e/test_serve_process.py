@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -164,3 +165,31 @@ def test_cli_version() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().startswith("flowplane 0.")
+
+
+async def test_json_logs_are_json_lines_and_tell_what_happened(tmp_path: Path) -> None:
+    """Issue 17 item 5: with FLOWPLANE_LOG_FORMAT=json every line on stderr is one JSON object
+    (the first admin token included: it was a plain banner among the JSON), and INFO says what
+    an operator needs — here, a resource write."""
+    db, log, port = tmp_path / "fp.db", tmp_path / "server.log", free_port()
+    os.environ["FLOWPLANE_LOG_FORMAT"] = "json"
+    try:
+        proc = await start(db, port, log)
+    finally:
+        del os.environ["FLOWPLANE_LOG_FORMAT"]
+    try:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        (token,) = [entry["adminToken"] for entry in lines if "adminToken" in entry]
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as c:
+            body = {"name": "logged", "endpoints": [{"host": "127.0.0.1", "port": 9}]}
+            assert (await c.post("/api/v1/native/clusters", json=body)).status_code == 201
+        assert await stop(proc) == 0
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(e) for e in lines)
+        assert any(e["level"] == "INFO" and "committed: create cluster logged" in e["message"]
+                   for e in lines), [e["message"] for e in lines]  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await proc.wait()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -322,10 +323,12 @@ async def test_failures_within_the_flush_window_are_aggregated_into_one_transact
 
 
 async def test_a_flood_of_bad_tokens_is_one_row_per_source_and_reason(
-    tmp_path: Path, mock_clock: MockClock
+    tmp_path: Path, mock_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """10,000 bad-token requests (each from a new connection, so a new port) from one address,
-    plus a few from a second address with another reason: one row per (source, reason)."""
+    plus a few from a second address with another reason: one row per (source, reason), and
+    one INFO line each (issue 17 item 5: refused tokens are logged, but never per request)."""
+    caplog.set_level(logging.INFO, logger="flowplane.services.startup")
     async with open_rig(tmp_path, mock_clock) as rig:
         for i in range(10_000):
             with pytest.raises(Unauthorized):
@@ -338,6 +341,13 @@ async def test_a_flood_of_bad_tokens_is_one_row_per_source_and_reason(
         assert total == 2
         counts = {(r.client_address, r.after["count"]) for r in rows}
         assert counts == {(CLIENT, 10_000), ("2001:db8::1", 3)}
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert sorted(m.split(":")[0] for m in refused) == sorted(
+            [
+                f"refused 10000 authentication(s) from {CLIENT}",
+                "refused 3 authentication(s) from 2001",
+            ]
+        )
         for r in rows:
             assert r.after["firstAt"] <= r.after["lastAt"]
             assert r.time.isoformat() == r.after["firstAt"]
