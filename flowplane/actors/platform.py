@@ -38,15 +38,10 @@ from flowplane.errors import (
     FlowplaneError,
     Forbidden,
     Internal,
-    NotFound,
     PreconditionFailed,
     QuotaExceeded,
 )
-from flowplane.platform.materialise import (
-    gateway_http_filters,
-    materialise,
-    scope_gateway_overrides,
-)
+from flowplane.platform.materialise import gateway_http_filters, materialise
 from flowplane.storage.base import Delete, DeleteRow, Repository, Row, Upsert, Write
 
 ApiOp = Literal["create", "replace", "patch", "delete"]
@@ -113,13 +108,6 @@ class _Steps:
     def redo(self) -> None:
         for plan in self.plans:
             self.state.apply(plan)
-
-
-def _visible_api(state: ConfigState, api_id: str, principal: Principal) -> ApiRecord:
-    api = state.apis.get(api_id)
-    if api is None or not principal.can_read_team(api.team):
-        raise NotFound(f"API {api_id!r} does not exist")
-    return api
 
 
 class ApplyApi(Txn):
@@ -229,7 +217,7 @@ class ApplyApi(Txn):
         before = None
         if self.op != "create":
             assert self.api_id is not None
-            before = _visible_api(state, self.api_id, p)
+            before = state.require_api(self.api_id, p)
             if not p.can_write_team(before.team):
                 raise Forbidden(f"this token cannot write APIs of team {before.team!r}")
             if not etag_matches(self.if_match, before):
@@ -315,7 +303,8 @@ class ApplyApi(Txn):
         desired: dict[Kind, dict[str, dict[str, Any]]] = {k: {} for k in ORDER}
         vhost: dict[str, Any] | None = None
         if after is not None:
-            out = materialise(after.model, api_id=after.id)
+            gateway = self.gateway.listener if self.gateway is not None else None
+            out = materialise(after.model, api_id=after.id, gateway_listener=gateway)
             team = {} if after.team is None else {"team": after.team}
             for c in out.clusters:
                 desired[Kind.CLUSTER][c["name"]] = {**c, **team}
@@ -324,8 +313,6 @@ class ApplyApi(Txn):
             if out.listener is not None:
                 desired[Kind.LISTENER][out.listener["name"]] = {**out.listener, **team}
             vhost = out.virtual_host if out.route_config is None else None
-            if vhost is not None and self.gateway is not None:
-                vhost = scope_gateway_overrides(vhost, self.gateway.listener)
         # creates and updates, inner first (a route config's clusters exist before it does)
         for kind in ORDER:
             for name, gen in sorted(desired[kind].items()):

@@ -104,39 +104,37 @@ def _changed_fields(generated: Mapping[str, Any], spec: Mapping[str, Any]) -> li
 
 
 def check_native_write(
-    apis: Iterable[ApiRecord], before: StoredResource, after_spec: Mapping[str, Any] | None
+    apis: Mapping[str, ApiRecord], before: StoredResource, after_spec: Mapping[str, Any] | None
 ) -> None:
-    """409 if a Native write (`after_spec` None: a delete) changes what an API generated."""
-    for api in apis:
-        gen = api.owned(before.kind).get(before.name)
-        if gen is not None:
-            if after_spec is None:
-                raise Conflict(
-                    f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id}):"
-                    " delete or change the API instead"
-                )
-            bad = _changed_fields(gen, after_spec)
-            if bad:
-                raise Conflict(
-                    f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id});"
-                    f" these fields belong to the API: {', '.join(bad)}",
-                    [FieldProblem(f, f"owned by {api.label}") for f in bad],
-                )
-        if before.kind is Kind.ROUTE_CONFIG:
-            vhost = api.vhosts().get(before.name)
-            if vhost is None:
-                continue
-            mine = [v for v in (after_spec or {}).get("virtualHosts", []) if v == vhost]
-            if not mine:
-                raise Conflict(
-                    f"virtual host {vhost.get('name')!r} of route config {before.name!r} belongs"
-                    f" to {api.label} (id {api.id}): change the API instead",
-                    [
-                        FieldProblem(
-                            "virtualHosts", f"{vhost.get('name')!r} is owned by {api.label}"
-                        )
-                    ],
-                )
+    """409 if a Native write (`after_spec` None: a delete) changes what an API generated: the
+    resource's own owner (by `before.owner`, no search), and for a route config the virtual
+    hosts APIs put into it (a shared route config has no owner)."""
+    api = apis.get(before.owner) if before.owner is not None else None
+    gen = api.owned(before.kind).get(before.name) if api is not None else None
+    if api is not None and gen is not None:
+        if after_spec is None:
+            raise Conflict(
+                f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id}):"
+                " delete or change the API instead"
+            )
+        bad = _changed_fields(gen, after_spec)
+        if bad:
+            raise Conflict(
+                f"{before.kind.label} {before.name!r} was made by {api.label} (id {api.id});"
+                f" these fields belong to the API: {', '.join(bad)}",
+                [FieldProblem(f, f"owned by {api.label}") for f in bad],
+            )
+    if before.kind is not Kind.ROUTE_CONFIG:
+        return
+    kept = (after_spec or {}).get("virtualHosts", [])
+    for api in apis.values():
+        vhost = api.vhosts().get(before.name)
+        if vhost is not None and vhost not in kept:
+            raise Conflict(
+                f"virtual host {vhost.get('name')!r} of route config {before.name!r} belongs"
+                f" to {api.label} (id {api.id}): change the API instead",
+                [FieldProblem("virtualHosts", f"{vhost.get('name')!r} is owned by {api.label}")],
+            )
 
 
 def without_apis(res: StoredResource, hidden: Iterable[ApiRecord]) -> StoredResource:

@@ -32,7 +32,7 @@ class Kind(enum.StrEnum):
 
     def scope(self, action: str) -> str:
         """The scope that reads (`action` "read") or writes ("write") resources of this kind."""
-        return f"{_SCOPE_RESOURCE[self]}:{action}"
+        return _SCOPES[self, action]
 
 
 _MODELS: dict[Kind, type[BaseModel]] = {
@@ -45,6 +45,13 @@ _SCOPE_RESOURCE: dict[Kind, str] = {
     Kind.CLUSTER: "clusters",
     Kind.ROUTE_CONFIG: "routes",
     Kind.LISTENER: "listeners",
+}
+
+# Built once: `Kind.scope` is on every request's path (the fast path and the services).
+_SCOPES: dict[tuple[Kind, str], str] = {
+    (kind, action): f"{resource}:{action}"
+    for kind, resource in _SCOPE_RESOURCE.items()
+    for action in ("read", "write")
 }
 
 READ_ONLY_FIELDS = ("version", "source", "createdAt", "updatedAt", "owner")

@@ -107,6 +107,14 @@ class ConfigState:
             raise NotFound(f"{kind.label} {name!r} does not exist")
         return res
 
+    def require_api(self, api_id: str, principal: Principal = SYSTEM) -> ApiRecord:
+        """The API definition, if it exists and `principal` may read it; else 404 (as
+        `require`: another team's API is reported as missing)."""
+        api = self.apis.get(api_id)
+        if api is None or not principal.can_read_team(api.team):
+            raise NotFound(f"API {api_id!r} does not exist")
+        return api
+
     def visible(
         self, kind: Kind, principal: Principal, team: str | None = None
     ) -> list[StoredResource]:
@@ -195,7 +203,7 @@ class ConfigState:
         model = parse_spec(kind, body)
         spec = client_spec(body)
         if source != "platform":
-            check_native_write(self.apis.values(), before, spec)
+            check_native_write(self.apis, before, spec)
         if model.team != before.team:  # type: ignore[attr-defined]
             self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
             self._check_quota(kind, model.team)  # type: ignore[attr-defined]
@@ -248,7 +256,7 @@ class ConfigState:
         if why is not None:
             raise Conflict(f"{kind.label} {name!r} cannot be deleted: {why}")
         if source != "platform":
-            check_native_write(self.apis.values(), before, None)
+            check_native_write(self.apis, before, None)
         users = self.referrers(kind, name)
         if users:
             raise Conflict(

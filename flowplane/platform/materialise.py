@@ -88,15 +88,22 @@ class Materialised:
         }
 
 
-def materialise(api: ApiDefinition, *, api_id: str) -> Materialised:
+def materialise(
+    api: ApiDefinition, *, api_id: str, gateway_listener: str | None = None
+) -> Materialised:
     """The Native resources of `api` (a valid definition, see `parse_api_definition`). `api_id`
     is the API's stable id (e.g. a UUID: lowercase letters, digits, '-', '_'); it names the
-    jwt_authn providers and requirements. ValueError if `api_id` is not such an id."""
+    jwt_authn providers and requirements. ValueError if `api_id` is not such an id.
+    `gateway_listener`: the shared gateway a shared-mode API joins; its jwt_authn comes over
+    ECDS, which Envoy names (and keys per-route configs of) per listener, so the API's routes
+    key their jwt_authn overrides `<gateway_listener>/jwt_authn`."""
     check_api_id(api_id)
     plan = jwt_plan(api, api_id)
     clusters = [_cluster(api, name, ups) for name, ups in api.upstream_sets().items()]
     clusters += plan.clusters
-    vhost = _virtual_host(api, plan)
+    shared_gateway = gateway_listener is not None and not api.isolated
+    jwt_key = f"{gateway_listener}/{JWT_AUTHN}" if shared_gateway else JWT_AUTHN
+    vhost = _virtual_host(api, plan, jwt_key)
     if not api.isolated:
         return Materialised(tuple(clusters), vhost, None, None)
     listener = api.listener
@@ -126,7 +133,7 @@ def gateway_http_filters(apis: Sequence[tuple[str, ApiDefinition]]) -> list[dict
     definition) pairs; isolated ones are skipped): cors (no policy), jwt_authn with every API's
     providers and requirements (no rules), delivered over ECDS so that the listener never
     changes with them (overrides for it are keyed `<gateway listener>/jwt_authn`: see
-    `scope_gateway_overrides`), local_rate_limit with
+    `materialise`'s `gateway_listener`), local_rate_limit with
     no bucket (it limits nothing at the listener), router. The same APIs in any order give the
     same list. ValueError on a repeated or invalid api id."""
     ids = [api_id for api_id, _ in apis]
@@ -165,9 +172,9 @@ def _cluster(api: ApiDefinition, set_name: str, upstreams: list[Any]) -> dict[st
     return body
 
 
-def _virtual_host(api: ApiDefinition, plan: JwtPlan) -> dict[str, Any]:
+def _virtual_host(api: ApiDefinition, plan: JwtPlan, jwt_key: str) -> dict[str, Any]:
     domains = [api.domain] if api.domain.startswith("*") else [api.domain, f"{api.domain}:*"]
-    return {"name": api.base, "domains": domains, "routes": _routes(api, plan)}
+    return {"name": api.base, "domains": domains, "routes": _routes(api, plan, jwt_key)}
 
 
 @dataclass
@@ -183,13 +190,13 @@ class _Group:
     exact: bool = False
 
 
-def _routes(api: ApiDefinition, plan: JwtPlan) -> list[dict[str, Any]]:
+def _routes(api: ApiDefinition, plan: JwtPlan, jwt_key: str) -> list[dict[str, Any]]:
     groups: dict[str, _Group] = {}
     for i, route in enumerate(api.routes):
         path = full_path(api.base_path, route.path)
         action = _action(api, route, path)
         effective = _effective(api, route)
-        filters = _route_filters(api, effective, plan)
+        filters = _route_filters(api, effective, plan, jwt_key)
         key = json.dumps([path, route.exact, action, filters], sort_keys=True)
         group = groups.get(key)
         if group is None:
@@ -262,7 +269,10 @@ def _effective(api: ApiDefinition, route: ApiRoute) -> dict[FilterKey, FilterVal
 
 
 def _route_filters(
-    api: ApiDefinition, effective: dict[FilterKey, FilterValue | None], plan: JwtPlan
+    api: ApiDefinition,
+    effective: dict[FilterKey, FilterValue | None],
+    plan: JwtPlan,
+    jwt_key: str,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cors = effective.get("cors")
@@ -270,7 +280,7 @@ def _route_filters(
         out[CORS] = cors_policy(cors)
     jwt = effective.get("jwtAuth")
     if isinstance(jwt, JwtAuth):
-        out[JWT_AUTHN] = {"requirementName": plan.requirement_for(jwt)}
+        out[jwt_key] = {"requirementName": plan.requirement_for(jwt)}
     listener_rl = (
         api.listener.filters.rate_limit
         if api.isolated and api.listener and api.listener.filters
@@ -302,20 +312,3 @@ def _preflight(group: _Group, match: dict[str, Any]) -> dict[str, Any]:
 
 def _name(methods: list[str] | None, path: str, prefix: str = "") -> str:
     return f"{prefix}{','.join(methods) if methods else '*'} {path}"[:253]
-
-
-def scope_gateway_overrides(vhost: dict[str, Any], listener: str) -> dict[str, Any]:
-    """`vhost` (an API's virtual host on the shared gateway) with its jwt_authn overrides keyed
-    `<listener>/jwt_authn`: the gateway's jwt_authn comes over ECDS, which Envoy names (and keys
-    per-route configs of) per listener."""
-
-    def rekey(filters: dict[str, Any]) -> dict[str, Any]:
-        return {(f"{listener}/{k}" if k == "jwt_authn" else k): v for k, v in filters.items()}
-
-    out = dict(vhost)
-    if "filters" in out:
-        out["filters"] = rekey(out["filters"])
-    out["routes"] = [
-        {**r, "filters": rekey(r["filters"])} if "filters" in r else r for r in vhost["routes"]
-    ]
-    return out

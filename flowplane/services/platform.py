@@ -23,7 +23,7 @@ from flowplane.domain.cluster import Cluster
 from flowplane.domain.listener import Listener
 from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.state import ConfigState
-from flowplane.errors import BadRequest, Conflict, FieldProblem, NotFound
+from flowplane.errors import BadRequest, Conflict, FieldProblem
 from flowplane.platform.openapi import ImportResult, import_openapi
 from flowplane.services.common import Page, Window, require_scope
 
@@ -113,13 +113,7 @@ class PlatformService:
 
     def get(self, caller: Principal, api_id: str) -> ApiRecord:
         require_scope(caller, "apis:read")
-        return self._find(caller, api_id)
-
-    def _find(self, caller: Principal, api_id: str) -> ApiRecord:
-        api = self._state.apis.get(api_id)
-        if api is None or not caller.can_read_team(api.team):
-            raise NotFound(f"API {api_id!r} does not exist")
-        return api
+        return self._state.require_api(api_id, caller)
 
     async def _apply(
         self, caller: Principal, op: ApiOp, api_id: str | None, body: Any,
@@ -155,7 +149,7 @@ class PlatformService:
         """One more route at the end of the API's routes (a new revision). Without `if_match`
         the revision read here is the one extended (412 if another write came between)."""
         require_scope(caller, "apis:write")
-        api = self._find(caller, api_id)
+        api = self._state.require_api(api_id, caller)
         if not isinstance(route, dict):
             raise BadRequest("a route is a JSON object")
         body = {**api.spec, "routes": [*api.spec.get("routes", []), route]}

@@ -18,11 +18,14 @@ from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.state import ConfigState
 from flowplane.services.common import Page, Window, require_scope
 
+_VIEWS_LIMIT = 256  # memoised team views of shared resources (oldest dropped first)
+
 
 class ResourceService:
     def __init__(self, state: ConfigState, actor: ConfigActor) -> None:
         self._state = state
         self._actor = actor
+        self._views: dict[tuple[object, ...], StoredResource] = {}
 
     # -- reads ----------------------------------------------------------------------------
     def list(
@@ -40,11 +43,21 @@ class ResourceService:
         return self._view(caller, self._state.require(kind, name, caller))
 
     def _view(self, caller: Principal, res: StoredResource) -> StoredResource:
-        if res.team is not None or not caller.team_bound:
+        # Only shared route configs and listeners hold parts of APIs (virtual hosts, jwt_authn
+        # providers); everything else is served as stored, with its cached JSON.
+        if res.team is not None or not caller.team_bound or res.kind is Kind.CLUSTER:
             return res
-        return without_apis(
-            res, (a for a in self._state.apis.values() if not caller.can_read_team(a.team))
-        )
+        # Memoised per state serial and caller teams: the gateway's view is computed once per
+        # change, not on every read (the fast path serves GETs of it too).
+        key = (res.kind, res.name, res.version, caller.teams, self._state.serial)
+        view = self._views.get(key)
+        if view is None:
+            hidden = [a for a in self._state.apis.values() if not caller.can_read_team(a.team)]
+            view = without_apis(res, hidden)
+            if len(self._views) >= _VIEWS_LIMIT:
+                self._views.pop(next(iter(self._views)))
+            self._views[key] = view
+        return view
 
     # -- writes ---------------------------------------------------------------------------
     async def create(self, caller: Principal, kind: Kind, body: Any) -> StoredResource:
