@@ -44,15 +44,18 @@ from flowplane.storage.base import (
 log = logging.getLogger(__name__)
 
 Op = Literal["create", "replace", "patch", "delete"]
+
+Change = tuple[Kind, str, BaseModel | None]
+"""(kind, key, the resource's xDS model or None for deleted): what the snapshot builder gets."""
 MAX_GROUP = 64  # commands committed together at most
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigChange:
-    """What one committed command changed: (kind, name, new model or None for deleted)."""
+    """What one committed command changed: (kind, key, new xDS model or None for deleted)."""
 
     serial: int
-    changes: tuple[tuple[Kind, str, BaseModel | None], ...]
+    changes: tuple[Change, ...]
 
 
 @dataclass(slots=True)
@@ -63,7 +66,7 @@ class TxnPlan:
     writes: list[Write]
     apply: Callable[[], None]
     result: Any = None
-    changes: tuple[tuple[Kind, str, BaseModel | None], ...] = ()
+    changes: tuple[Change, ...] = ()
     undo: Callable[[], None] | None = None  # exact inverse of `apply` (enables group commit)
     # One (kind, action, source) per entry of `changes`: the labels it is counted under in
     # flowplane_config_changes_total once committed (action create|update|delete, source the
@@ -140,10 +143,12 @@ class Command(Txn):
         if_match: str | None = None,
         source: str = "native",
         principal: Principal = SYSTEM,
+        team: str | None = None,
     ) -> None:
         super().__init__()
         self.op, self.kind, self.name, self.body = op, kind, name, body
         self.if_match, self.source, self.principal = if_match, source, principal
+        self.team = team  # the `?team=` that picks the resource `name` (None: not given)
 
     def describe(self) -> str:
         name = self.name
@@ -159,18 +164,19 @@ class Command(Txn):
             plan = s.plan_create(self.kind, self.body, self.source, principal=p)
         else:
             assert self.name is not None
+            k, n, b, m, t = self.kind, self.name, self.body, self.if_match, self.team
             if self.op == "replace":
-                plan = s.plan_replace(self.kind, self.name, self.body, self.if_match, principal=p)
+                plan = s.plan_replace(k, n, b, m, principal=p, team=t)
             elif self.op == "patch":
-                plan = s.plan_patch(self.kind, self.name, self.body, self.if_match, principal=p)
+                plan = s.plan_patch(k, n, b, m, principal=p, team=t)
             else:
-                plan = s.plan_delete(self.kind, self.name, self.if_match, principal=p)
+                plan = s.plan_delete(k, n, m, principal=p, team=t)
         if plan.after is not None and ctx.validate is not None:
-            ctx.validate(plan.kind, plan.after.model)
+            ctx.validate(plan.kind, plan.after.xds_model)
         writes: list[Write] = (
             [Upsert(row_of(plan.after))]
             if plan.after is not None
-            else [Delete(plan.kind.value, plan.name)]
+            else [Delete(plan.kind.value, plan.key)]
         )
         action = {"create": "create", "replace": "update", "patch": "update"}.get(self.op, "delete")
         subject = plan.after or plan.before
@@ -179,7 +185,7 @@ class Command(Txn):
                 p,
                 action,
                 plan.kind.value,
-                plan.name,
+                subject.name if subject else plan.key,
                 subject.team if subject else None,
                 plan.before.spec if plan.before else None,
                 plan.after.spec if plan.after else None,
@@ -189,8 +195,8 @@ class Command(Txn):
             writes,
             lambda: s.apply(plan),
             plan.after,
-            ((plan.kind, plan.name, plan.after.model if plan.after else None),),
-            undo=lambda: s.apply(Plan(plan.kind, plan.name, plan.after, plan.before)),
+            (change_of(plan),),
+            undo=lambda: s.apply(Plan(plan.kind, plan.key, plan.after, plan.before)),
             counted=((plan.kind.value, action, self.source),),
         )
 
@@ -209,6 +215,11 @@ class Protect(Txn):
 
     def plan(self, ctx: PlanContext) -> TxnPlan:
         return TxnPlan([], lambda: ctx.state.protected.update(self.reasons))
+
+
+def change_of(plan: Plan) -> Change:
+    """The snapshot builder's view of a plan: the resource's key and the model it translates."""
+    return (plan.kind, plan.key, plan.after.xds_model if plan.after else None)
 
 
 def row_of(res: StoredResource) -> ResourceRow:

@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowplane.actors.config import PlanContext, Txn, TxnPlan, row_of
+from flowplane.actors.config import PlanContext, Txn, TxnPlan, change_of, row_of
 from flowplane.auth.audit import audit_row
 from flowplane.domain.api_definition import parse_api_definition
 from flowplane.domain.apis import GENERATED_KEYS, VHOSTS, ApiRecord, api_client_spec
 from flowplane.domain.auth import SYSTEM, Principal
+from flowplane.domain.naming import SHARED, team_label, xds_name
 from flowplane.domain.resources import Kind
 from flowplane.domain.state import ConfigState, Plan, etag_matches, merge_patch
 from flowplane.errors import (
@@ -94,16 +95,18 @@ class _Steps:
 
     def add(self, plan: Plan, action: Literal["create", "update", "delete"]) -> None:
         if plan.after is not None and self.validate is not None:
-            self.validate(plan.kind, plan.after.model)
+            self.validate(plan.kind, plan.after.xds_model)
         self.state.apply(plan)
         self.plans.append(plan)
+        subject = plan.after or plan.before
+        assert subject is not None
         self.changes.append(
-            NativeChange(action, plan.kind, plan.name, plan.after.spec if plan.after else None)
+            NativeChange(action, plan.kind, subject.name, plan.after.spec if plan.after else None)
         )
 
     def undo(self) -> None:
         for plan in reversed(self.plans):
-            self.state.apply(Plan(plan.kind, plan.name, plan.after, plan.before))
+            self.state.apply(Plan(plan.kind, plan.key, plan.after, plan.before))
 
     def redo(self) -> None:
         for plan in self.plans:
@@ -255,7 +258,7 @@ class ApplyApi(Txn):
         writes: list[Write] = []
         for plan, ch in zip(steps.plans, steps.changes, strict=True):
             writes.append(
-                Upsert(row_of(plan.after)) if plan.after else Delete(plan.kind.value, plan.name)
+                Upsert(row_of(plan.after)) if plan.after else Delete(plan.kind.value, plan.key)
             )
             writes.append(audit_row(
                 p, ch.action, ch.kind.value, ch.name, (plan.after or plan.before).team,  # type: ignore[union-attr]
@@ -288,7 +291,7 @@ class ApplyApi(Txn):
             writes,
             apply,
             outcome,
-            tuple((pl.kind, pl.name, pl.after.model if pl.after else None) for pl in steps.plans),
+            tuple(change_of(pl) for pl in steps.plans),
             undo=undo,
             counted=tuple((ch.kind.value, ch.action, "platform") for ch in steps.changes),
         )
@@ -338,15 +341,21 @@ class ApplyApi(Txn):
         for kind in reversed(ORDER):
             keep = generated.get(GENERATED_KEYS[kind], {})
             for name in sorted(before.owned(kind)):
-                res = state.get(kind, name)
+                res = state.get(kind, xds_name(before.team, name))
                 if name not in keep and res is not None and res.owner == before.id:
-                    steps.add(state.plan_delete(kind, name, None, p, source="platform"), "delete")
+                    steps.add(
+                        state.plan_delete(
+                            kind, name, None, p, source="platform", team=team_label(before.team)
+                        ),
+                        "delete",
+                    )
 
     def _upsert(
         self, state: ConfigState, steps: _Steps, kind: Kind, name: str, gen: dict[str, Any],
         owner: str, p: Principal,
     ) -> None:  # fmt: skip
-        existing = state.get(kind, name)
+        team = gen.get("team")
+        existing = state.get(kind, xds_name(team, name))
         if existing is None:
             steps.add(state.plan_create(kind, gen, "platform", principal=p, owner=owner), "create")
             return
@@ -360,7 +369,10 @@ class ApplyApi(Txn):
         if spec == existing.spec:
             return
         steps.add(
-            state.plan_replace(kind, name, spec, None, source="platform", principal=p), "update"
+            state.plan_replace(
+                kind, name, spec, None, source="platform", principal=p, team=team_label(team)
+            ),
+            "update",
         )
 
     def _shared_vhost(
@@ -397,7 +409,13 @@ class ApplyApi(Txn):
             if spec != rc.spec:
                 steps.add(
                     state.plan_replace(
-                        Kind.ROUTE_CONFIG, rc_name, spec, None, source="platform", principal=SYSTEM
+                        Kind.ROUTE_CONFIG,
+                        rc_name,
+                        spec,
+                        None,
+                        source="platform",
+                        principal=SYSTEM,
+                        team=SHARED,
                     ),
                     "update",
                 )
@@ -415,7 +433,13 @@ class ApplyApi(Txn):
         if spec != lis.spec:
             steps.add(
                 state.plan_replace(
-                    Kind.LISTENER, lis.name, spec, None, source="platform", principal=SYSTEM
+                    Kind.LISTENER,
+                    lis.name,
+                    spec,
+                    None,
+                    source="platform",
+                    principal=SYSTEM,
+                    team=SHARED,
                 ),
                 "update",
             )

@@ -47,7 +47,7 @@ class SnapshotActor:
 
     def build_initial(self, state: ConfigState) -> None:
         """Build and publish the first snapshot from everything stored (raises if inconsistent)."""
-        changes: list[Change] = [(r.kind, r.name, r.model) for r in state.all()]
+        changes: list[Change] = [(r.kind, r.key, r.xds_model) for r in state.all()]
         self._publish(changes)
         self.last_serial = state.serial
 

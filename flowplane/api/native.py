@@ -12,7 +12,7 @@ from quart import Blueprint, Response, g, request
 from quart_schema import document_querystring, document_request, document_response, tag
 
 from flowplane.api.http import json_body, query
-from flowplane.api.schemas import ErrorOut, ListQuery, out_model, page_model
+from flowplane.api.schemas import ErrorOut, ListQuery, TeamQuery, out_model, page_model
 from flowplane.domain.resources import Kind, StoredResource
 from flowplane.services.common import Window
 from flowplane.services.resources import ResourceService
@@ -26,11 +26,22 @@ View = Callable[..., Awaitable[Response]]
 def _resource_response(res: StoredResource, status: int = 200) -> Response:
     headers = {"ETag": res.etag}
     if status == 201:
-        headers["Location"] = f"/api/v1/native/{PATHS[res.kind]}/{res.name}"
+        headers["Location"] = location(f"/api/v1/native/{PATHS[res.kind]}", res)
     resp = Response(res.json_bytes, status=status, content_type="application/json")
     for k, v in headers.items():
         resp.headers[k] = v
     return resp
+
+
+def location(collection: str, res: StoredResource) -> str:
+    """The URL of `res` in `collection`: a team's resource carries `?team=` (names are unique
+    only within a team)."""
+    return f"{collection}/{res.name}" + ("" if res.team is None else f"?team={res.team}")
+
+
+def by_name(view: View) -> View:
+    """Document the `?team=` of a `.../{name}` path."""
+    return document_querystring(TeamQuery)(view)
 
 
 def _errors(view: View) -> View:
@@ -68,18 +79,26 @@ def _register(bp: Blueprint, kind: Kind, path: str, resources: ResourceService) 
         return _resource_response(await resources.create(g.principal, kind, await json_body()), 201)
 
     async def get(name: str) -> Response:
-        return _resource_response(resources.get(g.principal, kind, name))
+        team = query(TeamQuery).team
+        return _resource_response(resources.get(g.principal, kind, name, team=team))
 
     async def put(name: str) -> Response:
+        team = query(TeamQuery).team
         body, if_match = await json_body(), request.headers.get("If-Match")
-        return _resource_response(await resources.replace(g.principal, kind, name, body, if_match))
+        return _resource_response(
+            await resources.replace(g.principal, kind, name, body, if_match, team=team)
+        )
 
     async def patch(name: str) -> Response:
+        team = query(TeamQuery).team
         body, if_match = await json_body(MERGE_PATCH), request.headers.get("If-Match")
-        return _resource_response(await resources.patch(g.principal, kind, name, body, if_match))
+        return _resource_response(
+            await resources.patch(g.principal, kind, name, body, if_match, team=team)
+        )
 
     async def delete(name: str) -> Response:
-        await resources.delete(g.principal, kind, name, request.headers.get("If-Match"))
+        team = query(TeamQuery).team
+        await resources.delete(g.principal, kind, name, request.headers.get("If-Match"), team=team)
         return Response(b"", status=204)
 
     docs: dict[str, tuple[View, str]] = {
@@ -88,10 +107,13 @@ def _register(bp: Blueprint, kind: Kind, path: str, resources: ResourceService) 
             document_request(model)(document_response(item, 201)(create)),
             f"Create a {label}",
         ),
-        "get": (document_response(item)(get), f"Get a {label}"),
-        "put": (document_request(model)(document_response(item)(put)), f"Replace a {label}"),
-        "patch": (document_response(item)(patch), f"Merge-patch a {label} (RFC 7386)"),
-        "delete": (delete, f"Delete a {label} (409 while referenced)"),
+        "get": (by_name(document_response(item)(get)), f"Get a {label}"),
+        "put": (
+            by_name(document_request(model)(document_response(item)(put))),
+            f"Replace a {label}",
+        ),
+        "patch": (by_name(document_response(item)(patch)), f"Merge-patch a {label} (RFC 7386)"),
+        "delete": (by_name(delete), f"Delete a {label} (409 while referenced)"),
     }
     views = {}
     for op, (view, summary) in docs.items():

@@ -11,7 +11,7 @@ from quart_schema import document_querystring, document_request, tag
 
 from flowplane.api.http import json_body, json_response, page_response, query
 from flowplane.api.native import MERGE_PATCH
-from flowplane.api.schemas import ListQuery, _Out
+from flowplane.api.schemas import ListQuery, TeamQuery, _Out
 from flowplane.domain.api_definition import ApiDefinition, ApiRoute
 from flowplane.domain.apis import ApiRecord
 from flowplane.errors import PayloadTooLarge
@@ -147,9 +147,11 @@ def platform_blueprint(platform: PlatformService) -> Blueprint:
 
     @bp.get("/endpoints/<name>")
     @tag(["platform:views"])
+    @document_querystring(TeamQuery)
     async def get_endpoint(name: str) -> Response:
         """One cluster as an endpoint."""
-        return json_response(endpoint_json(platform.endpoint(g.principal, name)))
+        team = query(TeamQuery).team
+        return json_response(endpoint_json(platform.endpoint(g.principal, name, team=team)))
 
     @bp.get("/services")
     @tag(["platform:views"])
@@ -162,8 +164,10 @@ def platform_blueprint(platform: PlatformService) -> Blueprint:
 
     @bp.get("/services/<name>")
     @tag(["platform:views"])
+    @document_querystring(TeamQuery)
     async def get_service(name: str) -> Response:
         """One listener as a service."""
-        return json_response(service_json(platform.service(g.principal, name)))
+        team = query(TeamQuery).team
+        return json_response(service_json(platform.service(g.principal, name, team=team)))
 
     return bp

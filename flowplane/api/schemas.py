@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 
+from flowplane.domain.common import NAME_RE
 from flowplane.domain.resources import Kind
 
 
@@ -40,6 +41,13 @@ class ListQuery(_Out):
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0)
     team: str | None = None
+
+
+class TeamQuery(_Out):
+    """`?team=` on a `.../{name}` path: which team's resource of that name (`shared` for a
+    shared one); needed only when the caller can see the name in several teams."""
+
+    team: str | None = Field(None, pattern=NAME_RE.pattern, max_length=253)
 
 
 class OwnerOut(_Out):

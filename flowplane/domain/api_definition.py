@@ -62,6 +62,7 @@ from flowplane.domain.common import (
     Name,
     NestedProblems,
     Port,
+    TeamName,
     is_ip,
     parse,
 )
@@ -270,7 +271,7 @@ class ApiDefinition(ApiModel):
     """An API definition; `parse_api_definition` is how a request body becomes one."""
 
     name: Name
-    team: Name | None = None
+    team: TeamName | None = None
     domain: Domain
     base_path: BasePath | None = None
     upstreams: Annotated[list[Upstream], Field(min_length=1, max_length=MAX_UPSTREAMS)]

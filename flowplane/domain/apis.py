@@ -124,8 +124,8 @@ def check_native_write(
                 f" these fields belong to the API: {', '.join(bad)}",
                 [FieldProblem(f, f"owned by {api.label}") for f in bad],
             )
-    if before.kind is not Kind.ROUTE_CONFIG:
-        return
+    if before.kind is not Kind.ROUTE_CONFIG or before.team is not None:
+        return  # APIs put virtual hosts only into the shared gateway's (shared) route config
     kept = (after_spec or {}).get("virtualHosts", [])
     for api in apis.values():
         vhost = api.vhosts().get(before.name)

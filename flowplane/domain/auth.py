@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flowplane.domain.common import ApiModel, Name, rfc3339
+from flowplane.domain.common import ApiModel, Name, TeamName, rfc3339
 
 RESOURCES = ("clusters", "routes", "listeners", "apis", "tokens", "teams", "audit", "nodes")
 SCOPES = frozenset(
@@ -91,7 +91,7 @@ class Quotas(ApiModel):
 
 
 class TeamSpec(ApiModel):
-    name: Name
+    name: TeamName
     description: Annotated[str, Field(max_length=1000)] | None = None
     quotas: Quotas | None = None
 

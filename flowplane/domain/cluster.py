@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from flowplane.domain.common import ApiModel, Host, Name, Port, PositiveSeconds, is_ip
+from flowplane.domain.common import (
+    ApiModel,
+    Host,
+    Name,
+    Port,
+    PositiveSeconds,
+    TeamName,
+    is_ip,
+)
 
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"]
 DnsLookupFamily = Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"]
@@ -115,7 +123,7 @@ class UpstreamTls(ApiModel):
 
 class Cluster(ApiModel):
     name: Name
-    team: Name | None = None
+    team: TeamName | None = None
     endpoints: Annotated[list[Endpoint], Field(min_length=1, max_length=10_000)]
     connect_timeout_seconds: PositiveSeconds = 5.0
     lb_policy: LbPolicy = "ROUND_ROBIN"

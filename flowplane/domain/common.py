@@ -61,6 +61,47 @@ Name = Annotated[
 ]
 """A DNS-like resource or team name."""
 
+SHARED = "shared"
+"""The qualifier of a reference to a shared (team-less) resource (`shared/<name>`); no team may
+be called that."""
+
+
+def _check_team(value: str) -> str:
+    _check_name(value)
+    if value == SHARED:
+        raise ValueError(f"{SHARED!r} is reserved (it names shared resources in references)")
+    return value
+
+
+TeamName = Annotated[
+    str,
+    AfterValidator(_check_team),
+    Field(json_schema_extra={"pattern": NAME_RE.pattern, "minLength": 1, "maxLength": 253}),
+]
+"""A team's name: a `Name` other than `shared`."""
+
+_NAME = NAME_RE.pattern[1:-1]
+REF_RE = re.compile(rf"^(?:{_NAME}/)?{_NAME}$")
+
+
+def _check_ref(value: str) -> str:
+    if not REF_RE.fullmatch(value):
+        raise ValueError(
+            "must be a name (1-253 characters of lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit), or `shared/<name>` for a shared one"
+        )
+    return value
+
+
+RefName = Annotated[
+    str,
+    AfterValidator(_check_ref),
+    Field(json_schema_extra={"pattern": REF_RE.pattern, "minLength": 1, "maxLength": 507}),
+]
+"""A reference to another resource by name: `<name>` resolves inside the referring resource's
+team (for a shared resource: among shared ones); `shared/<name>` names a shared resource
+explicitly (api.md Conventions). Models list the fields holding one in `__refs__`."""
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=315_576_000_000)]
 

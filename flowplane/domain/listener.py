@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from flowplane.domain.common import ApiModel, IpAddress, Name, NestedProblems, Port
+from flowplane.domain.common import (
+    ApiModel,
+    IpAddress,
+    Name,
+    NestedProblems,
+    Port,
+    RefName,
+    TeamName,
+)
 from flowplane.domain.filters import ROUTER, SPECS, FilterModel, parse_config
 from flowplane.domain.route import InlineRouteConfig, clusters_of_vhosts
 from flowplane.errors import FieldProblem
@@ -34,6 +42,9 @@ class HttpFilter(ApiModel):
     # no config (it checks nothing until providers come).
     discovery: bool | None = None
     config: dict[str, Any] | None = None
+
+    # `typed_config` may name clusters: flowplane.domain.naming resolves them there.
+    ref_views: ClassVar[tuple[str, ...]] = ("typed_config",)
 
     @model_validator(mode="after")
     def _typed(self) -> HttpFilter:
@@ -63,15 +74,19 @@ class AccessLog(ApiModel):
 
 
 class Tracing(ApiModel):
+    ref_fields: ClassVar[tuple[str, ...]] = ("collector_cluster",)
+
     provider: Literal["zipkin", "opentelemetry"]
-    collector_cluster: Name
+    collector_cluster: RefName
     sample_percent: Annotated[float, Field(ge=0, le=100)] = 100.0
 
 
 class HttpConnectionManager(ApiModel):
+    ref_fields: ClassVar[tuple[str, ...]] = ("route_config_name",)
+
     type: Literal["httpConnectionManager"]
     stat_prefix: Annotated[str, Field(min_length=1, max_length=253)] | None = None
-    route_config_name: Name | None = None
+    route_config_name: RefName | None = None
     inline_route_config: InlineRouteConfig | None = None
     http_filters: list[HttpFilter] = Field(default_factory=list)
     access_log: AccessLog | None = None
@@ -94,8 +109,10 @@ class HttpConnectionManager(ApiModel):
 
 
 class TcpProxy(ApiModel):
+    ref_fields: ClassVar[tuple[str, ...]] = ("cluster",)
+
     type: Literal["tcpProxy"]
-    cluster: Name
+    cluster: RefName
     stat_prefix: Annotated[str, Field(min_length=1, max_length=253)] | None = None
 
 
@@ -125,7 +142,7 @@ class FilterChain(ApiModel):
 
 class Listener(ApiModel):
     name: Name
-    team: Name | None = None
+    team: TeamName | None = None
     address: IpAddress | None = None
     port: Port | None = None
     api_listener: bool = False

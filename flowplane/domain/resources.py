@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from flowplane.domain.cluster import Cluster
 from flowplane.domain.common import parse, rfc3339
 from flowplane.domain.listener import Listener
+from flowplane.domain.naming import xds_model, xds_name
 from flowplane.domain.route import RouteConfig, clusters_of_vhosts
 
 
@@ -75,6 +76,9 @@ def parse_spec(kind: Kind, data: Any) -> BaseModel:
 
 @dataclass(frozen=True, slots=True)
 class Ref:
+    """A resource by its key: `name` is the resource's xDS name, `<team>/<name>` for a team's
+    resource (flowplane.domain.naming)."""
+
     kind: Kind
     name: str
 
@@ -83,7 +87,8 @@ class Ref:
 
 
 def references(kind: Kind, model: BaseModel) -> set[Ref]:
-    """Every resource `model` names, which must exist for it to be valid in Envoy."""
+    """Every resource `model` names, which must exist for it to be valid in Envoy (the names as
+    written: give a resource's `xds_model` for the keys they resolve to)."""
     if kind is Kind.ROUTE_CONFIG:
         assert isinstance(model, RouteConfig)
         return {Ref(Kind.CLUSTER, c) for c in clusters_of_vhosts(model.virtual_hosts)}
@@ -116,6 +121,26 @@ class StoredResource:
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
+
+    @property
+    def key(self) -> str:
+        """The resource's key among its kind, and its xDS name: `<team>/<name>`, or the bare name
+        of a shared resource."""
+        return xds_name(self.team, self.name)
+
+    @property
+    def ref(self) -> Ref:
+        return Ref(self.kind, self.key)
+
+    @cached_property
+    def xds_model(self) -> BaseModel:
+        """`model` with its name and references resolved to keys: what is translated to xDS."""
+        return xds_model(self.model, self.team)
+
+    @cached_property
+    def refs(self) -> frozenset[Ref]:
+        """The keys of every resource this one references."""
+        return frozenset(references(self.kind, self.xds_model))
 
     @cached_property
     def spec_bytes(self) -> int:

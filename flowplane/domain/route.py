@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
 from flowplane.domain import uri_template
 from flowplane.domain.cluster import HttpMethod
-from flowplane.domain.common import ApiModel, Name, PositiveSeconds, Regex, check_regex
+from flowplane.domain.common import (
+    ApiModel,
+    Name,
+    PositiveSeconds,
+    RefName,
+    Regex,
+    TeamName,
+    check_regex,
+)
 from flowplane.domain.filters import check_overrides
 
 OVERRIDES_MARKER = "x-flowplane-filter-overrides"
@@ -130,8 +138,10 @@ class Retry(ApiModel):
 
 
 class ForwardAction(ApiModel):
+    ref_fields: ClassVar[tuple[str, ...]] = ("cluster",)
+
     type: Literal["forward"]
-    cluster: Name
+    cluster: RefName
     timeout_seconds: Annotated[float, Field(ge=0, le=315_576_000_000)] | None = None
     prefix_rewrite: str | None = None
     template_rewrite: str | None = None
@@ -147,7 +157,9 @@ class ForwardAction(ApiModel):
 
 
 class WeightedCluster(ApiModel):
-    name: Name
+    ref_fields: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: RefName
     weight: Annotated[int, Field(ge=0, le=1_000_000)]
 
 
@@ -270,7 +282,7 @@ class InlineRouteConfig(ApiModel):
 
 class RouteConfig(ApiModel):
     name: Name
-    team: Name | None = None
+    team: TeamName | None = None
     virtual_hosts: Annotated[list[VirtualHost], Field(max_length=10_000)]
     filters: FilterOverrides | None = None
 

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 from flowplane.domain.apis import ApiRecord, check_native_write
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.listener import Listener
+from flowplane.domain.naming import SHARED, display, team_label, xds_name
 from flowplane.domain.resources import (
     Kind,
     Ref,
     StoredResource,
     client_spec,
     parse_spec,
-    references,
 )
 from flowplane.errors import (
     BadRequest,
@@ -44,10 +44,11 @@ QUOTA_KEYS = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One validated change: `after` None means delete. `before` None means create."""
+    """One validated change of the resource `key` (its xDS name, flowplane.domain.naming):
+    `after` None means delete. `before` None means create."""
 
     kind: Kind
-    name: str
+    key: str
     before: StoredResource | None
     after: StoredResource | None
 
@@ -86,8 +87,13 @@ def _wildcard(addr: str) -> bool:
 
 
 class ConfigState:
+    """Resources by kind and key (`<team>/<name>`, or the bare name of a shared one): names are
+    unique within a team (api.md Conventions)."""
+
     def __init__(self) -> None:
         self._by_kind: dict[Kind, dict[str, StoredResource]] = {k: {} for k in Kind}
+        # kind -> name -> the teams (None: shared) that have a resource of that name
+        self._teams_of: dict[Kind, dict[str, set[str | None]]] = {k: {} for k in Kind}
         self._refs: dict[Ref, frozenset[Ref]] = {}
         self._referrers: dict[Ref, set[Ref]] = {}
         self.serial = 0  # +1 per committed change (kept by the config actor)
@@ -96,16 +102,40 @@ class ConfigState:
         self.apis: dict[str, ApiRecord] = {}  # Platform API id -> its definition
 
     # --- reading -------------------------------------------------------------------------
-    def get(self, kind: Kind, name: str) -> StoredResource | None:
-        return self._by_kind[kind].get(name)
+    def get(self, kind: Kind, key: str) -> StoredResource | None:
+        """The resource of `kind` whose key is `key` (`<team>/<name>`, or a shared one's name)."""
+        return self._by_kind[kind].get(key)
 
-    def require(self, kind: Kind, name: str, principal: Principal = SYSTEM) -> StoredResource:
-        """The resource, if it exists and `principal` may read it; else 404 (another team's
-        resource is reported as missing, so its existence does not leak)."""
-        res = self.get(kind, name)
-        if res is None or not principal.can_read_team(res.team):
+    def require(
+        self,
+        kind: Kind,
+        name: str,
+        principal: Principal = SYSTEM,
+        team: str | None = None,
+    ) -> StoredResource:
+        """The resource `name` that `principal` may read: of `team` when given (`shared` for a
+        shared one: the `?team=` of a `.../{name}` path), else the only one of that name the
+        caller can see — 400 listing the teams when it can see several. 404 if there is none:
+        another team's resource is reported as missing, so its existence does not leak."""
+        if team is not None:
+            owner = None if team == SHARED else team
+            res = self.get(kind, xds_name(owner, name))
+            if res is None or not principal.can_read_team(res.team):
+                raise NotFound(f"{kind.label} {name!r} does not exist in {_team_words(owner)}")
+            return res
+        teams = [t for t in self._teams_of[kind].get(name, ()) if principal.can_read_team(t)]
+        if not teams:
             raise NotFound(f"{kind.label} {name!r} does not exist")
-        return res
+        if len(teams) > 1:
+            labels = sorted(team_label(t) for t in teams)
+            raise BadRequest(
+                f"there are {len(teams)} {kind.label}s named {name!r} you can see (teams "
+                f"{', '.join(labels)}): say which with ?team=",
+                [FieldProblem("team", f"one of {', '.join(labels)}")],
+            )
+        found = self.get(kind, xds_name(teams[0], name))
+        assert found is not None
+        return found
 
     def require_api(self, api_id: str, principal: Principal = SYSTEM) -> ApiRecord:
         """The API definition, if it exists and `principal` may read it; else 404 (as
@@ -125,17 +155,20 @@ class ConfigState:
         ]  # fmt: skip
 
     def list_resources(self, kind: Kind, team: str | None = None) -> list[StoredResource]:
+        """Every resource of `kind` (of `team` when given; `shared`: the shared ones), sorted
+        by name, then team (shared first)."""
         items = self._by_kind[kind].values()
         if team is not None:
-            items = [r for r in items if r.team == team]  # type: ignore[assignment]
-        return sorted(items, key=lambda r: r.name)
+            owner = None if team == SHARED else team
+            items = [r for r in items if r.team == owner]  # type: ignore[assignment]
+        return sorted(items, key=lambda r: (r.name, r.team or ""))
 
     def all(self) -> Iterator[StoredResource]:
         for kind in Kind:
             yield from self._by_kind[kind].values()
 
-    def referrers(self, kind: Kind, name: str) -> list[Ref]:
-        return sorted(self._referrers.get(Ref(kind, name), ()), key=lambda r: (r.kind, r.name))
+    def referrers(self, kind: Kind, key: str) -> list[Ref]:
+        return sorted(self._referrers.get(Ref(kind, key), ()), key=lambda r: (r.kind, r.name))
 
     def count(self, kind: Kind) -> int:
         return len(self._by_kind[kind])
@@ -155,10 +188,13 @@ class ConfigState:
             body = {**body, "team": next(iter(principal.teams))}
         model = parse_spec(kind, body)
         name = model.name  # type: ignore[attr-defined]
-        self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
-        if self.get(kind, name) is not None:
-            raise Conflict(f"{kind.label} {name!r} already exists")
-        self._check_quota(kind, model.team)  # type: ignore[attr-defined]
+        team = model.team  # type: ignore[attr-defined]
+        self._check_write(principal, kind, name, team)
+        if self.get(kind, xds_name(team, name)) is not None:
+            # Only a name in the same team conflicts, and the caller may write that team: this
+            # tells it nothing about other teams (a name another team uses is no error).
+            raise Conflict(f"{kind.label} {name!r} already exists in {_team_words(team)}")
+        self._check_quota(kind, team)
         now = now or datetime.now(UTC)
         after = StoredResource(
             kind=kind,
@@ -174,7 +210,7 @@ class ConfigState:
         )
         self.check_storage(after.team, after.spec_bytes)
         self._check(after, principal)
-        return Plan(kind, name, None, after)
+        return Plan(kind, after.key, None, after)
 
     def plan_replace(
         self,
@@ -185,8 +221,9 @@ class ConfigState:
         source: str | None = None,
         now: datetime | None = None,
         principal: Principal = SYSTEM,
+        team: str | None = None,
     ) -> Plan:
-        before = self.require(kind, name, principal)
+        before = self.require(kind, name, principal, team)
         self._check_write(principal, kind, name, before.team)
         if not etag_matches(if_match, before):
             raise PreconditionFailed(
@@ -200,26 +237,27 @@ class ConfigState:
                     "a resource cannot be renamed",
                     [FieldProblem("name", f"must be {name!r} (the name in the URL)")],
                 )
+            if "team" not in body and before.team is not None:
+                # The path (and ?team=) chose the resource: a body without `team` keeps it there.
+                body = {**body, "team": before.team}
         model = parse_spec(kind, body)
         spec = client_spec(body)
+        if model.team != before.team:  # type: ignore[attr-defined]
+            raise _cannot_move(before)
         if source != "platform":
             check_native_write(self.apis, before, spec)
-        if model.team != before.team:  # type: ignore[attr-defined]
-            self._check_write(principal, kind, name, model.team)  # type: ignore[attr-defined]
-            self._check_quota(kind, model.team)  # type: ignore[attr-defined]
         after = replace(
             before,
-            team=model.team,  # type: ignore[attr-defined]
             version=before.version + 1,
             source=source or before.source,
             spec=spec,
             updated_at=now or datetime.now(UTC),
             model=model,
         )
-        if after.spec_bytes > before.spec_bytes or after.team != before.team:
+        if after.spec_bytes > before.spec_bytes:
             self.check_storage(after.team, after.spec_bytes, replacing=before)
         self._check(after, principal)
-        return Plan(kind, name, before, after)
+        return Plan(kind, before.key, before, after)
 
     def plan_patch(
         self,
@@ -229,13 +267,16 @@ class ConfigState:
         if_match: str | None,
         source: str | None = None,
         principal: Principal = SYSTEM,
+        team: str | None = None,
     ) -> Plan:
         if not isinstance(patch, dict):
             raise BadRequest("a PATCH body is a JSON object (RFC 7386 merge patch)")
-        before = self.require(kind, name, principal)
+        before = self.require(kind, name, principal, team)
+        if "team" in patch and patch["team"] != before.team:
+            raise _cannot_move(before)
         return self.plan_replace(
             kind, name, merge_patch(before.spec, patch), if_match, source=source,
-            principal=principal,
+            principal=principal, team=team_label(before.team),
         )  # fmt: skip
 
     def plan_delete(
@@ -245,25 +286,37 @@ class ConfigState:
         if_match: str | None,
         principal: Principal = SYSTEM,
         source: str = "native",
+        team: str | None = None,
     ) -> Plan:
-        before = self.require(kind, name, principal)
+        before = self.require(kind, name, principal, team)
         self._check_write(principal, kind, name, before.team)
         if not etag_matches(if_match, before):
             raise PreconditionFailed(
                 f"{kind.label} {name!r} is at version {before.version}; If-Match was {if_match}"
             )
-        why = self.protected.get(Ref(kind, name))
+        why = self.protected.get(before.ref)
         if why is not None:
             raise Conflict(f"{kind.label} {name!r} cannot be deleted: {why}")
         if source != "platform":
             check_native_write(self.apis, before, None)
-        users = self.referrers(kind, name)
+        users = self.referrers(kind, before.key)
         if users:
+            # A shared resource can be used by several teams' resources: name only those the
+            # caller can read, and count the others.
+            seen = [u for u in users if self._readable(u, principal)]
+            hidden = len(users) - len(seen)
+            names = [str(u) for u in seen]
+            if hidden:
+                names.append(f"{hidden} resource(s) of other teams")
             raise Conflict(
-                f"{kind.label} {name!r} is still referenced by " + ", ".join(str(u) for u in users),
-                [FieldProblem("name", f"referenced by {u}") for u in users],
+                f"{kind.label} {name!r} is still referenced by " + ", ".join(names),
+                [FieldProblem("name", f"referenced by {n}") for n in names],
             )
-        return Plan(kind, name, before, None)
+        return Plan(kind, before.key, before, None)
+
+    def _readable(self, ref: Ref, principal: Principal) -> bool:
+        res = self.get(ref.kind, ref.name)
+        return res is not None and principal.can_read_team(res.team)
 
     def _check_write(self, principal: Principal, kind: Kind, name: str, team: str | None) -> None:
         if not principal.can_write_team(team):
@@ -327,21 +380,22 @@ class ConfigState:
                 target.team is None or target.team == res.team
             )
 
-        missing = sorted(
-            (r for r in references(res.kind, res.model) if not usable(r)),
-            key=lambda r: (r.kind, r.name),
-        )
+        missing = [
+            f"{r.kind.label} {display(r.name, res.team)!r}"
+            for r in sorted(res.refs, key=lambda r: (r.kind, r.name))
+            if not usable(r)
+        ]
         if missing:
             raise BadRequest(
                 f"{res.kind.label} {res.name!r} references what does not exist"
                 f"{'' if res.team is None else f' in team {res.team!r} or shared'}: "
-                + ", ".join(str(m) for m in missing),
+                + ", ".join(missing),
                 [FieldProblem("(references)", f"{m} does not exist") for m in missing],
             )
         if res.kind is Kind.LISTENER:
-            self._check_address(res)
+            self._check_address(res, principal)
 
-    def _check_address(self, res: StoredResource) -> None:
+    def _check_address(self, res: StoredResource, principal: Principal) -> None:
         new = res.model
         assert isinstance(new, Listener)
         if new.api_listener or new.address is None:
@@ -349,7 +403,7 @@ class ConfigState:
         for other in self._by_kind[Kind.LISTENER].values():
             old = other.model
             assert isinstance(old, Listener)
-            if other.name == res.name or old.address is None or old.port != new.port:
+            if other.key == res.key or old.address is None or old.port != new.port:
                 continue
             same_family = (
                 ipaddress.ip_address(old.address).version
@@ -358,33 +412,48 @@ class ConfigState:
             if old.address == new.address or (
                 same_family and (_wildcard(old.address) or _wildcard(new.address))
             ):
+                # Addresses are physical, unique across teams; what the caller cannot read is
+                # not named (api.md Conventions).
+                taken = f"{new.address}:{new.port}"
+                if not principal.can_read_team(other.team):
+                    raise Conflict(
+                        f"{taken} is already in use by another listener",
+                        [FieldProblem("port", f"{taken} is taken")],
+                    )
+                who = f"listener {other.name!r} of {_team_words(other.team)}"
                 raise Conflict(
-                    f"listener {other.name!r} already uses {old.address}:{old.port}",
-                    [FieldProblem("port", f"{new.address}:{new.port} is taken by {other.name!r}")],
+                    f"{who} already uses {old.address}:{old.port}",
+                    [FieldProblem("port", f"{taken} is taken by {who}")],
                 )
 
     # --- applying ------------------------------------------------------------------------
     def apply(self, plan: Plan) -> None:
         """Make a persisted plan visible. Never fails (it was checked when planned)."""
-        ref = Ref(plan.kind, plan.name)
+        ref = Ref(plan.kind, plan.key)
         for old in self._refs.pop(ref, frozenset()):
             users = self._referrers.get(old)
             if users is not None:
                 users.discard(ref)
                 if not users:
                     del self._referrers[old]
-        if plan.after is None:
-            self._by_kind[plan.kind].pop(plan.name, None)
-        else:
-            self._by_kind[plan.kind][plan.name] = plan.after
-            refs = frozenset(references(plan.kind, plan.after.model))
+        gone = self._by_kind[plan.kind].pop(plan.key, None)
+        if gone is not None:
+            teams = self._teams_of[plan.kind].get(gone.name)
+            if teams is not None:
+                teams.discard(gone.team)
+                if not teams:
+                    del self._teams_of[plan.kind][gone.name]
+        if plan.after is not None:
+            self._by_kind[plan.kind][plan.key] = plan.after
+            self._teams_of[plan.kind].setdefault(plan.after.name, set()).add(plan.after.team)
+            refs = plan.after.refs
             self._refs[ref] = refs
             for r in refs:
                 self._referrers.setdefault(r, set()).add(ref)
 
     def load(self, res: StoredResource) -> None:
         """Start-up: add a resource read from storage (references are checked after all load)."""
-        self.apply(Plan(res.kind, res.name, None, res))
+        self.apply(Plan(res.kind, res.key, None, res))
 
     def dangling(self) -> list[tuple[Ref, Ref]]:
         """(user, missing) pairs: should be empty for any state storage gave us."""
@@ -393,3 +462,17 @@ class ConfigState:
              if self.get(r.kind, r.name) is None),
             key=lambda p: (p[0].kind, p[0].name, p[1].kind, p[1].name),
         )  # fmt: skip
+
+
+def _team_words(team: str | None) -> str:
+    return "the shared resources" if team is None else f"team {team!r}"
+
+
+def _cannot_move(before: StoredResource) -> BadRequest:
+    # References resolve inside a team: moving a resource would re-point or break them.
+    must = "absent or null" if before.team is None else repr(before.team)
+    return BadRequest(
+        "a resource cannot move to another team (create it in the other team, then delete "
+        "this one)",
+        [FieldProblem("team", f"must be {must}")],
+    )

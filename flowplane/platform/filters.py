@@ -114,6 +114,13 @@ def _setting_key(j: JwtAuth) -> str:
     return json.dumps([j.issuer, j.audiences, j.jwks_uri, j.required])
 
 
+def cluster_ref(api: ApiDefinition, name: str) -> str:
+    """How the resources an API's routes and filters live in name its cluster `name`: an
+    isolated API's own route config and listener are in the API's team (the bare name); the
+    shared gateway's are shared, so a team API's cluster is named `<team>/<name>` there."""
+    return f"{api.team}/{name}" if api.team and not api.isolated else name
+
+
 def jwt_plan(api: ApiDefinition, api_id: str) -> JwtPlan:
     """Number the API's distinct providers, requirements and JWKS hosts in the order they first
     appear (listener, API, then routes), so adding a route never renames existing ones."""
@@ -136,7 +143,10 @@ def jwt_plan(api: ApiDefinition, api_id: str) -> JwtPlan:
             provider: dict[str, Any] = {"issuer": j.issuer}
             if j.audiences:
                 provider["audiences"] = list(j.audiences)
-            provider["remoteJwks"] = {"uri": j.jwks_uri, "cluster": cluster_of[endpoint]}
+            provider["remoteJwks"] = {
+                "uri": j.jwks_uri,
+                "cluster": cluster_ref(api, cluster_of[endpoint]),
+            }
             provider["forward"] = True
             plan.providers[name] = provider
         rkey = (provider_of[pkey], j.required)

@@ -57,6 +57,7 @@ from flowplane.platform.filters import (
     NO_BUCKET,
     JwtPlan,
     check_api_id,
+    cluster_ref,
     cors_policy,
     http_filters,
     jwt_plan,
@@ -248,7 +249,8 @@ def _path_match(path: str, *, exact: bool = False) -> dict[str, str]:
 
 
 def _action(api: ApiDefinition, route: ApiRoute, path: str) -> dict[str, Any]:
-    action: dict[str, Any] = {"type": "forward", "cluster": f"{api.base}.{route.upstream_set}"}
+    cluster = cluster_ref(api, f"{api.base}.{route.upstream_set}")
+    action: dict[str, Any] = {"type": "forward", "cluster": cluster}
     if route.timeout_seconds is not None:
         t = route.timeout_seconds
         action["timeoutSeconds"] = int(t) if t.is_integer() else t  # 15 stays 15, not 15.0

@@ -195,9 +195,11 @@ class PlatformService:
         require_scope(caller, "apis:read")
         return Page.of(self._state.visible(Kind.CLUSTER, caller, team=team), window)
 
-    def endpoint(self, caller: Principal, name: str) -> StoredResource:
+    def endpoint(
+        self, caller: Principal, name: str, *, team: str | None = None
+    ) -> StoredResource:
         require_scope(caller, "apis:read")
-        return self._state.require(Kind.CLUSTER, name, caller)
+        return self._state.require(Kind.CLUSTER, name, caller, team)
 
     def services(
         self, caller: Principal, window: Window, *, team: str | None = None
@@ -205,6 +207,8 @@ class PlatformService:
         require_scope(caller, "apis:read")
         return Page.of(self._state.visible(Kind.LISTENER, caller, team=team), window)
 
-    def service(self, caller: Principal, name: str) -> StoredResource:
+    def service(
+        self, caller: Principal, name: str, *, team: str | None = None
+    ) -> StoredResource:
         require_scope(caller, "apis:read")
-        return self._state.require(Kind.LISTENER, name, caller)
+        return self._state.require(Kind.LISTENER, name, caller, team)

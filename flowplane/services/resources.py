@@ -36,11 +36,15 @@ class ResourceService:
         page = Page.of(self._state.visible(kind, caller, team=team), window)
         return replace(page, items=[self._view(caller, r) for r in page.items])
 
-    def get(self, caller: Principal, kind: Kind, name: str) -> StoredResource:
-        """One resource; 404 when missing or of a team `caller` cannot read (no leak). A shared
-        resource comes without the parts other teams' APIs put into it (`without_apis`)."""
+    def get(
+        self, caller: Principal, kind: Kind, name: str, *, team: str | None = None
+    ) -> StoredResource:
+        """One resource (of `team` when given — `shared` for a shared one; needed only when the
+        caller sees the name in several teams: 400 listing them); 404 when missing or of a team
+        `caller` cannot read (no leak). A shared resource comes without the parts other teams'
+        APIs put into it (`without_apis`)."""
         require_scope(caller, kind.scope("read"))
-        return self._view(caller, self._state.require(kind, name, caller))
+        return self._view(caller, self._state.require(kind, name, caller, team))
 
     def _view(self, caller: Principal, res: StoredResource) -> StoredResource:
         # Only shared route configs and listeners hold parts of APIs (virtual hosts, jwt_authn
@@ -49,7 +53,7 @@ class ResourceService:
             return res
         # Memoised per state serial and caller teams: the gateway's view is computed once per
         # change, not on every read (the fast path serves GETs of it too).
-        key = (res.kind, res.name, res.version, caller.teams, self._state.serial)
+        key = (res.kind, res.key, res.version, caller.teams, self._state.serial)
         view = self._views.get(key)
         if view is None:
             hidden = [a for a in self._state.apis.values() if not caller.can_read_team(a.team)]
@@ -64,26 +68,31 @@ class ResourceService:
         return await self._write(caller, Command("create", kind, body=body, principal=caller))
 
     async def replace(
-        self, caller: Principal, kind: Kind, name: str, body: Any, if_match: str | None = None
-    ) -> StoredResource:
+        self, caller: Principal, kind: Kind, name: str, body: Any, if_match: str | None = None,
+        *, team: str | None = None,
+    ) -> StoredResource:  # fmt: skip
+        """Replace resource `name` (of `team`, as in `get`); it cannot move to another team."""
         return await self._write(
-            caller, Command("replace", kind, name, body, if_match, principal=caller)
+            caller, Command("replace", kind, name, body, if_match, principal=caller, team=team)
         )
 
     async def patch(
-        self, caller: Principal, kind: Kind, name: str, patch: Any, if_match: str | None = None
-    ) -> StoredResource:
+        self, caller: Principal, kind: Kind, name: str, patch: Any, if_match: str | None = None,
+        *, team: str | None = None,
+    ) -> StoredResource:  # fmt: skip
         """RFC 7386 merge patch of the stored JSON."""
         return await self._write(
-            caller, Command("patch", kind, name, patch, if_match, principal=caller)
+            caller, Command("patch", kind, name, patch, if_match, principal=caller, team=team)
         )
 
     async def delete(
-        self, caller: Principal, kind: Kind, name: str, if_match: str | None = None
-    ) -> None:
+        self, caller: Principal, kind: Kind, name: str, if_match: str | None = None,
+        *, team: str | None = None,
+    ) -> None:  # fmt: skip
         """409 while referenced or protected; 412 when `if_match` is stale."""
         await self._write(
-            caller, Command("delete", kind, name, if_match=if_match, principal=caller)
+            caller,
+            Command("delete", kind, name, if_match=if_match, principal=caller, team=team),
         )
 
     async def _write(self, caller: Principal, cmd: Command) -> StoredResource:

@@ -27,6 +27,12 @@ class ResourceRow:
     updated_at: datetime
     owner: str | None = None  # the id of the Platform API that made it
 
+    @property
+    def key(self) -> str:
+        """The row's primary key within its kind: the resource's xDS name (`<team>/<name>`, or
+        the bare name of a shared one; flowplane.domain.naming)."""
+        return self.name if self.team is None else f"{self.team}/{self.name}"
+
 
 @dataclass(frozen=True, slots=True)
 class Upsert:
@@ -36,7 +42,7 @@ class Upsert:
 @dataclass(frozen=True, slots=True)
 class Delete:
     kind: str
-    name: str
+    key: str  # the resource's xDS name, as `ResourceRow.key`
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ Statement = tuple[str, tuple[Any, ...]]
 JSON_COLUMNS = frozenset({"quotas", "scopes", "teams", "spec", "generated"})
 RESOURCE_SELECT = (
     "SELECT kind, name, team, version, source, spec, created_at, updated_at, owner"
-    " FROM resources ORDER BY kind, name"
+    " FROM resources ORDER BY kind, xds_name"
 )
 AUDIT_COLUMNS = (
     "time, actor_id, actor_name, action, resource_type, resource_name, team, before, after,"
@@ -64,13 +64,15 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
             r = w.row
             out.append(
                 (
-                    "INSERT INTO resources (kind, name, team, version, source, spec, created_at,"
-                    f" updated_at, owner) VALUES ({_marks(p, 9)}) ON CONFLICT (kind, name) DO"
-                    " UPDATE SET team = excluded.team, version = excluded.version,"
+                    "INSERT INTO resources (kind, xds_name, name, team, version, source, spec,"
+                    f" created_at, updated_at, owner) VALUES ({_marks(p, 10)})"
+                    " ON CONFLICT (kind, xds_name) DO"
+                    " UPDATE SET version = excluded.version,"
                     " source = excluded.source, spec = excluded.spec,"
                     " updated_at = excluded.updated_at, owner = excluded.owner",
                     (
                         r.kind,
+                        r.key,
                         r.name,
                         r.team,
                         r.version,
@@ -84,7 +86,10 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
             )
         elif isinstance(w, Delete):
             out.append(
-                (f"DELETE FROM resources WHERE kind = {p(1)} AND name = {p(2)}", (w.kind, w.name))
+                (
+                    f"DELETE FROM resources WHERE kind = {p(1)} AND xds_name = {p(2)}",
+                    (w.kind, w.key),
+                )
             )
         elif isinstance(w, Row):
             if w.table not in TABLES:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from flowplane.domain.naming import resolve
 from flowplane.domain.resources import Kind, Ref
 from flowplane.errors import BadRequest, Forbidden
 from flowplane.xds.scope_index import EMPTY_INDEX, IndexEntry, IndexUpdate, ScopeIndex
@@ -262,10 +263,13 @@ def _roots(index: ScopeIndex, scope: Scope) -> Iterable[str]:
         return own | index.team_listeners(None) if scope.include_default else own
     listeners = index.listeners
     eligible = (scope.team, None)
+    # An allowlist names listeners as references do: inside the node's team (`edge` is the
+    # team's `<team>/edge`), `shared/<name>` a shared one (flowplane.domain.naming).
+    keys = (resolve(scope.team, name) for name in scope.allowlist)
     return [
-        name
-        for name in scope.allowlist
-        if (e := listeners.get(name)) is not None and (scope.team is None or e.team in eligible)
+        key
+        for key in keys
+        if (e := listeners.get(key)) is not None and (scope.team is None or e.team in eligible)
     ]
 
 

@@ -38,7 +38,9 @@ async def test_conditional_get_and_fallthrough(client: httpx.AsyncClient) -> Non
     r = await client.get("/api/v1/native/clusters/ghost")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = await client.get("/api/v1/native/clusters/backend?x=1")
-    assert r.status_code == 200  # Quart's route ignores it too
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"  # unknown parameter
+    r = await client.get("/api/v1/native/clusters/backend?team=shared")
+    assert r.status_code == 200 and r.json()["name"] == "backend"
     # a stale copy never survives a write: the version and body follow the change
     await client.patch("/api/v1/native/clusters/backend", json={"http2": True})
     r = await client.get("/api/v1/native/clusters/backend")

@@ -66,15 +66,21 @@ async def test_crud_cycle(client: httpx.AsyncClient, core: Core, path: str, body
     r = await client.get(f"{N}/{path}")
     assert r.json()["total"] == 1 and r.json()["items"] == [created]
 
-    changed = copy.deepcopy(body)
-    changed["team"] = "payments"
+    changed = {**copy.deepcopy(body), "team": "payments"}
+    # api.md Conventions: references resolve inside a team, so a resource never moves (400)
     r = await client.put(f"{N}/{path}/{body['name']}", json=changed, headers={"If-Match": '"1"'})
+    assert r.status_code == 400 and r.json()["details"] == [
+        {"field": "team", "message": "must be absent or null"}
+    ]
+    r = await client.put(f"{N}/{path}/{body['name']}", json=body, headers={"If-Match": '"1"'})
     assert r.status_code == 200, r.text
-    assert r.json()["version"] == 2 and r.json()["team"] == "payments"
+    assert r.json()["version"] == 2 and r.json()["team"] is None
     assert r.json()["createdAt"] == created["createdAt"]
     assert r.json()["updatedAt"] >= created["updatedAt"]
     assert r.headers["etag"] == '"2"'
 
+    r = await client.patch(f"{N}/{path}/{body['name']}", json={"team": "payments"})
+    assert r.status_code == 400
     r = await client.patch(f"{N}/{path}/{body['name']}", json={"team": None})
     assert r.status_code == 200 and r.json()["version"] == 3 and r.json()["team"] is None
 

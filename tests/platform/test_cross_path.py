@@ -193,7 +193,8 @@ async def test_an_updated_upstream_resolves_on_both_paths(
     (new,) = updated["generated"]["clusters"]
     assert new != old
     rc = await native(api, "route-configs", GATEWAY_ROUTES)
-    assert forward_clusters(rc, "pets.example.com") == {new}
+    # the shared gateway's route config names the team's cluster `<team>/<name>` (api.md)
+    assert forward_clusters(rc, "pets.example.com") == {f"payments/{new}"}
     assert (await native(api, "clusters", new))["endpoints"] == [{"host": "127.0.0.2",
                                                                   "port": 8002}]  # fmt: skip
     assert ok(await api.get(f"{P}/endpoints/{new}"), 200)["targets"] == [
@@ -203,8 +204,8 @@ async def test_an_updated_upstream_resolves_on_both_paths(
     assert (await api.get(f"{P}/endpoints/{old}")).status_code == 404
     routed, clusters = await served(gw_core, GATEWAY_ROUTES, "pets.example.com")
     assert len(routed) == 1 and routed <= clusters
-    assert next(iter(routed)).endswith(new)  # its xDS name (team-qualified)
-    assert not [c for c in clusters if c.endswith(old)]
+    assert routed == {f"payments/{new}"}  # its xDS name (team-qualified)
+    assert f"payments/{old}" not in clusters
 
     patch = {"upstreams": [{"name": "blue", "host": "127.0.0.2", "port": 8003}]}
     patched = ok(await api.patch(url, json=patch, headers={"If-Match": '"2"'}), 200)
@@ -212,7 +213,8 @@ async def test_an_updated_upstream_resolves_on_both_paths(
     assert (await native(api, "clusters", new))["endpoints"][0]["port"] == 8003
     assert ok(await api.get(f"{P}/endpoints/{new}"), 200)["targets"][0]["port"] == 8003
     rc = await native(api, "route-configs", GATEWAY_ROUTES)
-    assert forward_clusters(rc, "pets.example.com") == {new}
+    # the shared gateway's route config names the team's cluster `<team>/<name>` (api.md)
+    assert forward_clusters(rc, "pets.example.com") == {f"payments/{new}"}
     assert sent(ok(await api.get(url), 200))["upstreams"] == patch["upstreams"]
 
 
@@ -369,7 +371,7 @@ async def test_create_update_delete_across_restarts_on_postgres(pg_settings: Set
             assert await everything(c) == resources
             (cluster,) = updated["generated"]["clusters"]
             rc = await native(c, "route-configs", GATEWAY_ROUTES)
-            assert forward_clusters(rc, "pets.example.com") == {cluster}
+            assert forward_clusters(rc, "pets.example.com") == {f"payments/{cluster}"}
             assert (await native(c, "clusters", cluster))["owner"]["id"] == api_id
             # JWT gone with the update: the gateway listener no longer names the API
             assert api_id not in json.dumps(await native(c, "listeners", GATEWAY))

@@ -11,9 +11,11 @@ nothing it can read (shared resources such as the default gateway included) name
 team's APIs (ids, domains) or resources. An operation of one team's token on the other team's
 data is 403/404 and changes nothing.
 
-Native names here carry their team (`a-cluster0`): Native names are one namespace across teams today
-(a name another team took is a 409 that reveals it, and a team can take the name an API of
-another team would generate), which api.md does not allow; that is a known gap, not tested here.
+Names are unique within a team (api.md Conventions, issue 11 item 9): both teams use the same
+Native names (`cluster0`..`cluster2`), so a create never fails because the other team has the
+name, and `?team=` picks which one a `.../{name}` path means. The leak check then looks for what
+identifies the other team's things: API ids and domains, the generated names (`b.api0...`) and
+`"team": "b"` — a bare name both teams use identifies nothing.
 """
 
 from __future__ import annotations
@@ -87,13 +89,14 @@ class World:
         out: dict[str, Any] = {"apis": await self.apis()}
         for kind in KINDS:
             items = ok(await self.admin.get(f"{N}/{kind}?limit=500"), 200)["items"]
-            out[kind] = {r["name"]: r for r in items}
+            out[kind] = {(r["name"], r["team"]): r for r in items}
         return out
 
     async def run(self, action: str, actor: str, target: str, slot: int) -> int:
         c, h = self.admin, self.tokens.get(actor, {})
         # not hex: the leak check looks for names inside what a token reads, ids (UUIDs) too
-        cluster = f"{target}-cluster{slot}"
+        cluster = f"cluster{slot}"  # the same names in both teams
+        pick = f"?team={target}"
         if action == "api_create":
             r = await c.post(f"{P}/apis", json=api_body(target, slot), headers=h)
         elif action == "api_patch":
@@ -106,13 +109,13 @@ class World:
                     "endpoints": [{"host": "127.0.0.1", "port": 9000 + slot}]}  # fmt: skip
             r = await c.post(f"{N}/clusters", json=body, headers=h)
         elif action == "cluster_patch":
-            r = await c.patch(f"{N}/clusters/{cluster}", json={"http2": True}, headers=h)
+            r = await c.patch(f"{N}/clusters/{cluster}{pick}", json={"http2": True}, headers=h)
         elif action == "cluster_delete":
-            r = await c.delete(f"{N}/clusters/{cluster}", headers=h)
+            r = await c.delete(f"{N}/clusters/{cluster}{pick}", headers=h)
         else:  # gen_patch: a Native-only field on the cluster an API generated
             name = f"{target}.api{slot}.default"
             breakers = {"default": {"maxConnections": 5 + slot}}
-            r = await c.patch(f"{N}/clusters/{name}", json={"circuitBreakers": breakers},
+            r = await c.patch(f"{N}/clusters/{name}{pick}", json={"circuitBreakers": breakers},
                               headers=h)  # fmt: skip
         assert r.status_code < 500, r.text
         return r.status_code
@@ -126,6 +129,7 @@ class World:
         world = await self.everything()
         foreign = {a["id"] for a in world["apis"].values() if a["team"] == other}
         foreign |= {a["domain"] for a in world["apis"].values() if a["team"] == other}
+        foreign |= {f'"team": "{other}"', f"{other}/"}
         seen: list[Any] = []
 
         listed = ok(await self.admin.get(f"{P}/apis?limit=500", headers=h), 200)["items"]
@@ -138,8 +142,10 @@ class World:
             assert r.status_code == (200 if a["team"] == team else 404), (api_id, r.text)
         views = {"clusters": f"{P}/endpoints", "listeners": f"{P}/services"}
         for kind in KINDS:
-            mine = sorted(n for n, r in world[kind].items() if r["team"] in (team, None))
-            foreign |= {n for n, r in world[kind].items() if r["team"] == other}
+            mine = sorted(n for (n, t) in world[kind] if t in (team, None))
+            # what an API of the other team generated is named after it (`b.api0.default`);
+            # a Native name (`cluster0`) may be any team's, and identifies nothing
+            foreign |= {n for (n, t) in world[kind] if t == other and n.startswith(f"{other}.")}
             if not native:
                 assert (await self.admin.get(f"{N}/{kind}", headers=h)).status_code == 403
             for url in (f"{N}/{kind}" if native else None, views.get(kind)):
@@ -148,12 +154,12 @@ class World:
                 items = ok(await self.admin.get(f"{url}?limit=500", headers=h), 200)["items"]
                 assert sorted(i["name"] for i in items) == mine, (url, team)
                 seen.append(items)
-            for name, res in world[kind].items():
+            for (name, owner), _res in world[kind].items():
                 for url in (f"{N}/{kind}" if native else None, views.get(kind)):
                     if url is None:
                         continue
-                    r = await self.admin.get(f"{url}/{name}", headers=h)
-                    assert r.status_code == (200 if res["team"] in (team, None) else 404), (
+                    r = await self.admin.get(f"{url}/{name}?team={owner or 'shared'}", headers=h)
+                    assert r.status_code == (200 if owner in (team, None) else 404), (
                         url, name, team)  # fmt: skip
                     if r.status_code == 200:
                         seen.append(r.json())
@@ -174,14 +180,17 @@ class World:
         for api_id, a in world["apis"].items():
             for kind, key in zip(KINDS, ("clusters", "routeConfigs", "listeners"), strict=True):
                 for name in a["generated"][key]:
-                    res = world[kind][name]
+                    res = world[kind][(name, a["team"])]
                     assert res["team"] == a["team"], (kind, name)
                     assert res["owner"] == {"kind": "api", "id": api_id}, (kind, name)
             for rc_name, vhost in a["generated"]["virtualHosts"].items():
-                (host,) = [v for v in world["route-configs"][rc_name]["virtualHosts"]
+                (host,) = [v for v in world["route-configs"][(rc_name, None)]["virtualHosts"]
                            if v["name"] == vhost]  # fmt: skip
                 for route in host["routes"]:
-                    cluster = world["clusters"][route["action"]["cluster"]]
+                    # the shared gateway names a team's cluster `<team>/<name>` (api.md)
+                    owner, _, name = route["action"]["cluster"].rpartition("/")
+                    assert owner == (a["team"] or "")
+                    cluster = world["clusters"][(name, a["team"])]
                     assert cluster["team"] == a["team"]
                     assert cluster["owner"] == {"kind": "api", "id": api_id}
 

@@ -228,7 +228,7 @@ async def test_apis_survive_a_restart(gw_settings: Settings, gw_core: Core) -> N
         api = again.state.apis[created["id"]]
         assert api.name == "pets" and api.version == 1
         (cluster,) = created["generated"]["clusters"]
-        res = again.state.get(Kind.CLUSTER, cluster)
+        res = again.state.get(Kind.CLUSTER, f"payments/{cluster}")
         assert res is not None and res.owner == created["id"]
 
 

@@ -345,8 +345,8 @@ async def test_the_xds_hub_is_a_node_directory(
                 await c.ack(cds)
                 await c.send(LISTENER_TYPE)
                 lds = await c.recv()  # requests are handled in order: the ACK is recorded
-                await c.nack(lds, "listener edge: refused")
-                await c.send(ROUTE_TYPE, ["routes"])
+                await c.nack(lds, "listener a/edge: refused")
+                await c.send(ROUTE_TYPE, ["a/routes"])  # a team's xDS names: `<team>/<name>`
                 rds = await c.recv()  # ... and so is the NACK
                 (node,) = svc.list_nodes(caller("nodes:read", teams=["a"]))
                 assert svc.get_node(ADMIN, "team=a/dp-real")["streams"] == [node]
@@ -362,7 +362,7 @@ async def test_the_xds_hub_is_a_node_directory(
     )  # fmt: skip
     rejection = got["Listener"]["lastRejection"]
     assert (rejection["errorDetail"], rejection["resourceNames"], rejection["version"]) == (
-        "listener edge: refused", ["edge"], version(lds),
+        "listener a/edge: refused", ["a/edge"], version(lds),
     )  # fmt: skip
     assert rejection["time"].endswith("Z")
     assert got["RouteConfiguration"]["versionSent"] == version(rds)

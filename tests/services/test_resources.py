@@ -40,14 +40,15 @@ def body(kind: Kind, **extra: Any) -> dict[str, Any]:
     return _FACTORY[kind](**extra)
 
 
-async def dependencies(core: Core, kind: Kind) -> None:
-    """Create, shared, what `body(kind)` references (a route config -> `backend`; a listener
-    -> `routes` -> `backend`); shared resources may be referenced from any team."""
-    res = core.services.resources
+async def dependencies(core: Core, kind: Kind, team: str | None = None) -> None:
+    """Create, in `team` (None: shared), what `body(kind)` references (a route config ->
+    `backend`; a listener -> `routes` -> `backend`): references resolve inside the referring
+    resource's team (api.md Conventions)."""
+    res, extra = core.services.resources, {} if team is None else {"team": team}
     if kind is not Kind.CLUSTER:
-        await res.create(SYSTEM, Kind.CLUSTER, cluster_body())
+        await res.create(SYSTEM, Kind.CLUSTER, cluster_body(**extra))
     if kind is Kind.LISTENER:
-        await res.create(SYSTEM, Kind.ROUTE_CONFIG, route_config_body())
+        await res.create(SYSTEM, Kind.ROUTE_CONFIG, route_config_body(**extra))
 
 
 def names(page_items: Any) -> list[str]:
@@ -108,16 +109,17 @@ async def test_replace_replaces_the_whole_document(core: Core, kind: Kind) -> No
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_patch_merges_into_the_stored_document(core: Core, kind: Kind) -> None:
-    """RFC 7386: what the patch does not mention is kept; `null` removes a member."""
-    await dependencies(core, kind)
+    """RFC 7386: what the patch does not mention is kept; `null` removes a member — but not
+    `team`: references resolve inside a team, so a resource never moves (400)."""
+    await dependencies(core, kind, team="t1")
     res = core.services.resources
     await res.create(ADMIN, kind, body(kind, team="t1"))
     patched = await res.patch(ADMIN, kind, NAME[kind], CHANGE[kind])
     assert patched.spec == {**body(kind, team="t1"), **CHANGE[kind]}
     assert patched.version == 2
-    shared = await res.patch(ADMIN, kind, NAME[kind], {"team": None}, if_match='"2"')
-    assert shared.team is None and "team" not in shared.spec and shared.version == 3
-    assert res.get(ADMIN, kind, NAME[kind]) == shared
+    with pytest.raises(BadRequest, match="cannot move to another team"):
+        await res.patch(ADMIN, kind, NAME[kind], {"team": None}, if_match='"2"')
+    assert res.get(ADMIN, kind, NAME[kind]) == patched
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -158,14 +160,14 @@ async def _call(core: Core, op: str, kind: Kind, who: Principal) -> object:
 async def test_every_operation_checks_its_scope(core: Core, op: str, kind: Kind) -> None:
     """A caller holding every scope but this kind's read (list, get) or write scope is refused
     (403) and nothing changes; that one scope, within the caller's team, is enough."""
-    await dependencies(core, kind)
+    await dependencies(core, kind, team="t1")
     res = core.services.resources
     existing = None if op == "create" else await res.create(SYSTEM, kind, body(kind, team="t1"))
     scope = kind.scope("read" if op in ("list", "get") else "write")
     with pytest.raises(Forbidden) as refused:
         await _call(core, op, kind, all_but(scope))
     assert_scope_refused(refused.value, scope)
-    stored = core.state.get(kind, NAME[kind])
+    stored = core.state.get(kind, f"t1/{NAME[kind]}")
     assert stored == existing  # nothing changed (for create: nothing made)
     await _call(core, op, kind, caller(scope, teams=["t1"]))
 
@@ -215,9 +217,9 @@ async def test_writes_outside_the_callers_teams_are_refused(core: Core) -> None:
     a, _ = await token_caller(core, role="platform-engineer", teams=["a"])
     with pytest.raises(Forbidden, match="team 'b'"):
         await res.create(a, Kind.CLUSTER, cluster_body("x", team="b"))
-    with pytest.raises(Forbidden, match="team 'b'"):
+    with pytest.raises(BadRequest, match="cannot move to another team"):
         await res.patch(a, Kind.CLUSTER, "ca", {"team": "b"})
-    with pytest.raises(Forbidden, match="team 'b'"):
+    with pytest.raises(BadRequest, match="cannot move to another team"):
         await res.replace(a, Kind.CLUSTER, "ca", cluster_body("ca", team="b"))
     for write in (
         res.replace(a, Kind.CLUSTER, "cb", cluster_body("cb", team="a")),
@@ -241,7 +243,8 @@ async def test_writes_outside_the_callers_teams_are_refused(core: Core) -> None:
 
 async def test_references_stay_inside_the_team(core: Core) -> None:
     """A resource of team a may reference a's or shared resources only; another team's is
-    reported as missing (400 with a field-level detail)."""
+    reported as missing (400 with a field-level detail). api.md Conventions: a reference
+    resolves inside the referring resource's team; a shared one is named `shared/<name>`."""
     await _three_clusters(core)
     res = core.services.resources
     a, _ = await token_caller(core, role="platform-engineer", teams=["a"])
@@ -250,11 +253,17 @@ async def test_references_stay_inside_the_team(core: Core) -> None:
     assert [d.to_json() for d in refused.value.details] == [
         {"field": "(references)", "message": "cluster 'cb' does not exist"}
     ]
-    for target in ("ca", "shared"):
-        made = await res.create(
-            a, Kind.ROUTE_CONFIG, route_config_body(f"r-{target}", cluster=target)
-        )
-        assert made.team == "a"
+    with pytest.raises(BadRequest) as refused:  # explicitly naming the other team: the same
+        await res.create(a, Kind.ROUTE_CONFIG, route_config_body("rb", cluster="b/cb"))
+    assert "'b/cb' does not exist" in refused.value.details[0].message
+    with pytest.raises(BadRequest) as refused:  # `shared` alone resolves inside team a
+        await res.create(a, Kind.ROUTE_CONFIG, route_config_body("rs", cluster="shared"))
+    assert "'shared' does not exist" in refused.value.details[0].message
+    for name, target in (("r-ca", "ca"), ("r-shared", "shared/shared")):
+        made = await res.create(a, Kind.ROUTE_CONFIG, route_config_body(name, cluster=target))
+        assert made.team == "a" and made.spec["virtualHosts"] == route_config_body(
+            cluster=target
+        )["virtualHosts"]  # stored as written
 
 
 # --- refusals ---------------------------------------------------------------------------------

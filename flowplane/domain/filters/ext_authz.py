@@ -4,11 +4,11 @@ adds context extensions to the check request (Envoy's ExtAuthzPerRoute)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from flowplane.domain.common import ApiModel, Name
+from flowplane.domain.common import ApiModel, RefName
 from flowplane.domain.filters import FilterModel, FilterSpec
 from flowplane.domain.http_status import ErrorStatus
 
@@ -25,8 +25,10 @@ class AuthzService(ApiModel):
     speak HTTP/2) or `http` (the request's method, path and allowed headers are replayed to the
     cluster, prefixed by `pathPrefix`; a 200 answer allows, anything else denies)."""
 
+    ref_fields: ClassVar[tuple[str, ...]] = ("cluster",)
+
     type: Literal["grpc", "http"]
-    cluster: Name
+    cluster: RefName
     path_prefix: Annotated[str, Field(max_length=1024, pattern=_PATH_PREFIX)] | None = None
     # Request headers sent to an HTTP service besides those Envoy always sends (host, method,
     # path, content-length, authorization).

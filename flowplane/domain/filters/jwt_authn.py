@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from jwt import PyJWK, PyJWTError
 from pydantic import AfterValidator, Field, model_validator
 
-from flowplane.domain.common import ApiModel, Name, NestedProblems, Regex
+from flowplane.domain.common import ApiModel, NestedProblems, RefName, Regex
 from flowplane.domain.filters import FilterModel, FilterSpec
 from flowplane.domain.filters.header_mutation import HeaderName
 from flowplane.errors import FieldProblem
@@ -145,8 +145,10 @@ QueryParam = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s&
 
 
 class RemoteJwks(ApiModel):
+    ref_fields: ClassVar[tuple[str, ...]] = ("cluster",)
+
     uri: Uri
-    cluster: Name
+    cluster: RefName
     timeout_seconds: Annotated[float, Field(ge=0.001, le=3600)] = 5.0
     cache_seconds: Annotated[float, Field(ge=0.001, le=315_360_000)] = 300.0
 
