@@ -67,12 +67,17 @@ class Stack:
     route_config: str
     cluster: str
     port: int
+    team: str | None = None
+
+    def xds(self, name: str) -> str:
+        """`name` as xDS names it: `<team>/<name>` for a team's resource (api.md)."""
+        return name if self.team is None else f"{self.team}/{name}"
 
 
 async def create_stack(
     api: httpx.AsyncClient, prefix: str, team: str | None, upstream: Upstream
 ) -> Stack:
-    stack = Stack(f"{prefix}-edge", f"{prefix}-routes", f"{prefix}-backend", free_port())
+    stack = Stack(f"{prefix}-edge", f"{prefix}-routes", f"{prefix}-backend", free_port(), team)
     owner: dict[str, Any] = {"team": team} if team is not None else {}
     ok(await api.post(f"{N}/clusters", json=cluster_body(stack.cluster, upstream.port, **owner)))
     body = route_config_body(stack.route_config, stack.cluster, **owner)
@@ -142,9 +147,9 @@ async def wait_serving(envoy: EnvoyProcess, stack: Stack, upstream: Upstream) ->
 
 def expected(*stacks: Stack) -> dict[str, set[str]]:
     return {
-        "listeners": {s.listener for s in stacks},
-        "route_configs": {s.route_config for s in stacks},
-        "clusters": {s.cluster for s in stacks},
+        "listeners": {s.xds(s.listener) for s in stacks},
+        "route_configs": {s.xds(s.route_config) for s in stacks},
+        "clusters": {s.xds(s.cluster) for s in stacks},
     }
 
 
@@ -164,7 +169,7 @@ async def assert_receives_only(
     sent, and Envoy holds exactly these stacks' listeners, route configs and clusters."""
     stacks = list(stacks)
     for s in stacks:
-        await wait_serving(envoy, s, upstreams[s.listener])
+        await wait_serving(envoy, s, upstreams[s.port])
     node = await envoy.wait_for(lambda: node_synced(api, node_id), 20, what="node synced")
     assert node is not None
     assert await dynamic_names(envoy) == expected(*stacks)
@@ -226,11 +231,12 @@ async def test_team_scoped_data_planes(db_url: str, tmp_path: Path) -> None:
             api = plane.api
             for team in ("a", "b"):
                 ok(await api.post("/api/v1/teams", json={"name": team}))
-            a = await create_stack(api, "a", "a", ua)
+            # names are unique per team (api.md): a's first stack and b's have the same names
+            a = await create_stack(api, "app", "a", ua)
             a2 = await create_stack(api, "a2", "a", ua2)
-            b = await create_stack(api, "b", "b", ub)
+            b = await create_stack(api, "app", "b", ub)
             shared = await create_stack(api, "shared", None, us)
-            ups = {a.listener: ua, a2.listener: ua2, b.listener: ub, shared.listener: us}
+            ups = {a.port: ua, a2.port: ua2, b.port: ub, shared.port: us}
             await plane.settled()
 
             async def envoy_for(
@@ -260,7 +266,7 @@ async def test_team_scoped_data_planes(db_url: str, tmp_path: Path) -> None:
             await envoy_for("a", [a], [a2, b, shared], scope="allowlist", allowlist=a.listener)
             # an allowlist naming another team's listener does not get it
             await envoy_for(
-                "a", [a], [a2, b, shared], scope="allowlist", allowlist=f"{a.listener},{b.listener}"
+                "a", [a], [a2, b, shared], scope="allowlist", allowlist=f"{a.listener},b/{b.listener}"
             )
 
 
@@ -309,7 +315,7 @@ async def test_mtls_identity_decides_the_team(
             # team a's certificate: connects, gets team a's config, traffic flows
             async with run_envoy(boot, tmp_dir=tmp_path / "good") as envoy:
                 node = await assert_receives_only(api, envoy, boot["node"]["id"], [a],
-                                                  {a.listener: ua})  # fmt: skip
+                                                  {a.port: ua})  # fmt: skip
                 assert node["team"] == "a"
 
             # no client certificate: the TLS handshake fails, no stream, no config
@@ -369,7 +375,7 @@ async def test_token_auth_mint_use_revoke(
 
             # with the token: team a's config, traffic flows
             async with run_envoy(boot, tmp_dir=tmp_path / "one") as envoy:
-                node = await assert_receives_only(api, envoy, node_id, [a], {a.listener: ua})
+                node = await assert_receives_only(api, envoy, node_id, [a], {a.port: ua})
                 assert node["team"] == "a"
             with trio.fail_after(10):
                 while node_id in await node_ids(api):  # noqa: ASYNC110

@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 
 from flowplane.domain.cluster import Cluster
 from flowplane.domain.listener import Listener
+from flowplane.domain.naming import xds_model
 from flowplane.domain.resources import Kind, parse_spec
 from flowplane.domain.route import RouteConfig
 from flowplane.errors import BadRequest
@@ -114,11 +115,12 @@ def problems(kind: Kind, body: dict[str, Any]) -> dict[str, str]:
 def translated(
     listener: dict[str, Any], routes: dict[str, Any] | None = None
 ) -> tuple[listener_pb2.Listener, route_pb2.RouteConfiguration | None]:
-    lst = parse_spec(Kind.LISTENER, listener)
+    # as the snapshot translates them: names and references resolved (flowplane.domain.naming)
+    lst = xds_model(parse_spec(Kind.LISTENER, listener), listener.get("team"))
     assert isinstance(lst, Listener)
     rc_pb = None
     if routes is not None:
-        rc = parse_spec(Kind.ROUTE_CONFIG, routes)
+        rc = xds_model(parse_spec(Kind.ROUTE_CONFIG, routes), routes.get("team"))
         assert isinstance(rc, RouteConfig)
         rc_pb = route_config_to_proto(rc, rc.name)
     return listener_to_proto(lst), rc_pb
@@ -169,7 +171,8 @@ async def envoy_validates(
     boot = bootstrap_pb2.Bootstrap()
     boot.node.id, boot.node.cluster = "validate", "validate"
     for c in clusters or (cluster_body("backend"),):
-        model = parse_spec(Kind.CLUSTER, c)
+        # by its xDS name (`<team>/<name>` for a team's cluster), as the snapshot names it
+        model = xds_model(parse_spec(Kind.CLUSTER, c), c.get("team"))
         assert isinstance(model, Cluster)
         boot.static_resources.clusters.append(cluster_to_proto(model))
     # Swap RDS for the translated route config inline, so Envoy validates both.
