@@ -81,6 +81,8 @@ def use_the_page(browser_path: str, base: str, token: str, screenshot: Path) -> 
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(STEP_MS)
+            errors: list[str] = []  # uncaught JavaScript exceptions on the page
+            page.on("pageerror", lambda err: errors.append(str(err)))
             expect.set_options(timeout=STEP_MS)
             page.goto(f"{base}/swagger-ui")
 
@@ -110,6 +112,8 @@ def use_the_page(browser_path: str, base: str, token: str, screenshot: Path) -> 
             body = listing.locator(".live-responses-table .response-col_description pre").first
             expect(body).to_contain_text('"name": "backend"')
             expect(body).to_contain_text('"total": 1')
+
+            assert errors == []
 
             # the page from its top down to the response shown
             page.evaluate("window.scrollTo(0, 0)")
