@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import swagger_ui_bundle
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Response, g, request, send_from_directory
 from quart_schema import QuartSchema, document_response, hide
@@ -42,7 +42,10 @@ from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
 
 log = logging.getLogger(__name__)
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+# Swagger UI's dist files (5.x: renders the OpenAPI 3.1 document quart-schema makes; 4.x could
+# not), served from the swagger-ui-py package so the page needs no CDN. Only its static files
+# are used: the page itself is quart-schema's, pointed at them below.
+SWAGGER_DIR = Path(str(files("swagger_ui") / "static"))
 
 
 @dataclass
