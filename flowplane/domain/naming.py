@@ -78,10 +78,13 @@ def _map_refs(value: Any, team: str | None) -> Any:
         cls = type(value)
         update: dict[str, Any] = {}
         refs = getattr(cls, "ref_fields", ())
+        keyed = getattr(cls, "ref_keys", ())
         for field in cls.model_fields:
             old = getattr(value, field)
             if field in refs:
                 new = resolve(team, old) if isinstance(old, str) else old
+            elif field in keyed and isinstance(old, dict):
+                new = _map_override_keys(old, team)
             else:
                 new = _map_refs(old, team)
             if new is not old:
@@ -110,3 +113,17 @@ def _map_refs(value: Any, team: str | None) -> Any:
             return mapped
         return value
     return value
+
+
+def _map_override_keys(overrides: dict[str, Any], team: str | None) -> dict[str, Any]:
+    """Per-scope filter overrides keyed `<listener>/<filter>` (a filter a listener delivers over
+    ECDS: Envoy keys its per-route config by the listener's xDS name) with the listener resolved
+    like a reference; keys without a listener are the filter's own name and stay."""
+    out: dict[str, Any] = {}
+    changed = False
+    for key, value in overrides.items():
+        listener, sep, name = key.rpartition("/")
+        new = f"{resolve(team, listener)}/{name}" if sep else key
+        changed |= new != key
+        out[new] = value
+    return out if changed else overrides

@@ -204,6 +204,9 @@ Action = Annotated[
 
 
 class Route(ApiModel):
+    # per-scope filter overrides keyed `<listener>/<filter>` name a listener (naming.py)
+    ref_keys: ClassVar[tuple[str, ...]] = ("filters",)
+
     name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
     match: RouteMatch
     action: Action
@@ -236,6 +239,9 @@ def _check_domain(domain: str) -> None:
 
 
 class VirtualHost(ApiModel):
+    # per-scope filter overrides keyed `<listener>/<filter>` name a listener (naming.py)
+    ref_keys: ClassVar[tuple[str, ...]] = ("filters",)
+
     name: Annotated[str, Field(min_length=1, max_length=253)]
     domains: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=253)]], Field(min_length=1)
@@ -270,6 +276,9 @@ def check_virtual_hosts(vhosts: list[VirtualHost]) -> None:
 class InlineRouteConfig(ApiModel):
     """A route configuration embedded in a listener's HTTP connection manager."""
 
+    # per-scope filter overrides keyed `<listener>/<filter>` name a listener (naming.py)
+    ref_keys: ClassVar[tuple[str, ...]] = ("filters",)
+
     name: Name | None = None
     virtual_hosts: list[VirtualHost]
     filters: FilterOverrides | None = None
@@ -281,6 +290,9 @@ class InlineRouteConfig(ApiModel):
 
 
 class RouteConfig(ApiModel):
+    # per-scope filter overrides keyed `<listener>/<filter>` name a listener (naming.py)
+    ref_keys: ClassVar[tuple[str, ...]] = ("filters",)
+
     name: Name
     team: TeamName | None = None
     virtual_hosts: Annotated[list[VirtualHost], Field(max_length=10_000)]

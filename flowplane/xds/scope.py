@@ -157,7 +157,9 @@ def scope_from_node(
     if allowlist or kind == "allowlist":
         if not allowlist:
             raise BadRequest("node metadata scope 'allowlist' needs a non-empty listener_allowlist")
-        return Scope.for_allowlist(allowlist, team=team)
+        # Named as references are: inside the node's team (`edge` is the team's `<team>/edge`),
+        # `shared/<name>` a shared one (flowplane.domain.naming); the scope holds the keys.
+        return Scope.for_allowlist((resolve(team, name) for name in allowlist), team=team)
     if team is None:
         return _ALL  # legacy mode: an unauthenticated node without a team sees everything
     if kind == "all":
@@ -263,13 +265,10 @@ def _roots(index: ScopeIndex, scope: Scope) -> Iterable[str]:
         return own | index.team_listeners(None) if scope.include_default else own
     listeners = index.listeners
     eligible = (scope.team, None)
-    # An allowlist names listeners as references do: inside the node's team (`edge` is the
-    # team's `<team>/edge`), `shared/<name>` a shared one (flowplane.domain.naming).
-    keys = (resolve(scope.team, name) for name in scope.allowlist)
     return [
-        key
-        for key in keys
-        if (e := listeners.get(key)) is not None and (scope.team is None or e.team in eligible)
+        name
+        for name in scope.allowlist
+        if (e := listeners.get(name)) is not None and (scope.team is None or e.team in eligible)
     ]
 
 

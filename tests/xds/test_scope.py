@@ -142,10 +142,14 @@ def test_team_from_the_node_id_only_when_metadata_has_none() -> None:
 
 
 def test_allowlist_beats_team() -> None:
+    """The allowlist names listeners as references do (api.md Conventions): inside the node's
+    team (`x` of team a is `a/x`), `shared/<name>` a shared one; the scope holds their keys."""
     meta = {"team": "a", "scope": "team", "listener_allowlist": ["x", "y"]}
-    assert scope_from_node(None, meta) == Scope.for_allowlist(["y", "x"], team="a")
-    meta = {"team": "a", "scope": "allowlist", "listener_allowlist": ["x"]}
-    assert scope_from_node(None, meta) == Scope("allowlist", "a", False, frozenset({"x"}))
+    assert scope_from_node(None, meta) == Scope.for_allowlist(["a/y", "a/x"], team="a")
+    meta = {"team": "a", "scope": "allowlist", "listener_allowlist": ["x", "shared/gw"]}
+    assert scope_from_node(None, meta) == Scope("allowlist", "a", False, frozenset({"a/x", "gw"}))
+    meta = {"listener_allowlist": ["x", "b/y"]}  # no team: keys as written
+    assert scope_from_node(None, meta) == Scope.for_allowlist(["x", "b/y"])
 
 
 @pytest.mark.parametrize("allowlist", [None, []])
@@ -179,7 +183,7 @@ def test_identity_team_is_used_when_metadata_has_none() -> None:
     assert got == Scope.for_team("b", include_default=True)
     assert scope_from_node("dp-1", {"team": "b"}, identity_team="b") == Scope.for_team("b")
     got = scope_from_node("dp-1", {"listener_allowlist": ["x"]}, identity_team="b")
-    assert got == Scope.for_allowlist(["x"], team="b")
+    assert got == Scope.for_allowlist(["b/x"], team="b")
 
 
 @pytest.mark.parametrize(
@@ -203,7 +207,7 @@ def test_malformed_metadata_is_a_bad_request(meta: dict[str, Any]) -> None:
 def test_lenient_spellings_from_hand_written_bootstraps() -> None:
     assert scope_from_node(None, {"team": "a", "include_default": "true"}).include_default
     meta = {"team": "a", "listener_allowlist": "x, y"}
-    assert scope_from_node(None, meta) == Scope.for_allowlist({"x", "y"}, team="a")
+    assert scope_from_node(None, meta) == Scope.for_allowlist({"a/x", "a/y"}, team="a")
 
 
 def test_scopes_are_values() -> None:

@@ -93,9 +93,10 @@ def parse_config(
 def override_target(key: str) -> tuple[str | None, str]:
     """(listener, filter) of a per-scope override key: `<filter>` (a filter type or name), or
     `<listener>/<filter>` for a filter that listener delivers over ECDS (Envoy names such a
-    filter, and keys its per-route config, by `<listener>/<filter's Envoy name>`). Listener
-    names and filter types have no `/`, so the split is unambiguous."""
-    listener, sep, name = key.partition("/")
+    filter, and keys its per-route config, by `<listener>/<filter's Envoy name>`). Filter
+    types and names have no `/`, so splitting at the last one is unambiguous; the listener may
+    be written as a reference (`shared/<name>`, `<team>/<name>`: flowplane.domain.naming)."""
+    listener, sep, name = key.rpartition("/")
     return (listener, name) if sep else (None, key)
 
 
