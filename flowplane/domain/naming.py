@@ -19,7 +19,8 @@ reference replaced by the key they resolve to. Models list the fields that hold 
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel
 
@@ -76,32 +77,26 @@ def xds_model(model: M, team: str | None) -> M:
 def _map_refs(value: Any, team: str | None) -> Any:
     if isinstance(value, BaseModel):
         cls = type(value)
+        fields = value.__dict__
         update: dict[str, Any] = {}
-        refs = getattr(cls, "ref_fields", ())
-        keyed = getattr(cls, "ref_keys", ())
-        for field in cls.model_fields:
-            old = getattr(value, field)
-            if field in refs:
+        for field, how in _plan(cls):
+            old = fields[field]
+            if how is _REF:
                 new = resolve(team, old) if isinstance(old, str) else old
-            elif field in keyed and isinstance(old, dict):
-                new = _map_override_keys(old, team)
+            elif how is _KEYS:
+                new = _map_override_keys(old, team) if isinstance(old, dict) else old
             else:
                 new = _map_refs(old, team)
             if new is not old:
                 update[field] = new
         # Models parsed lazily from a stored dict (an HTTP filter's `typed_config`) list those
         # cached properties in `ref_views`: the copy carries their resolved value.
-        views = {}
-        for attr in getattr(cls, "ref_views", ()):
+        for attr in _views(cls):
             old = getattr(value, attr)
             new = _map_refs(old, team)
             if new is not old:
-                views[attr] = new
-        if not update and not views:
-            return value
-        out = value.model_copy(update=update)
-        out.__dict__.update(views)
-        return out
+                update[attr] = new
+        return _copy(value, update) if update else value
     if isinstance(value, list | tuple):
         items = [_map_refs(v, team) for v in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
@@ -113,6 +108,77 @@ def _map_refs(value: Any, team: str | None) -> Any:
             return mapped
         return value
     return value
+
+
+# -- which fields to visit: decided once per model class from its annotations -----------------
+# A field is visited if it holds a reference (`ref_fields`), override keys (`ref_keys`), or a
+# type whose models may (transitively) hold one; everything else (path matchers, headers, TLS
+# settings ...) is skipped, so resolving a large route config walks only its route actions.
+
+_REF, _KEYS, _WALK = object(), object(), object()
+_view_names: dict[type, tuple[str, ...]] = {}
+
+
+def _views(cls: type[BaseModel]) -> tuple[str, ...]:
+    views = _view_names.get(cls)
+    if views is None:
+        views = _view_names[cls] = tuple(cls.__dict__.get("ref_views", ()))
+    return views
+
+
+def _copy(value: BaseModel, update: dict[str, Any]) -> BaseModel:
+    """`value.model_copy(update=update)` without its generic machinery (a resolved route config
+    copies every route that names a cluster: this is most of `xds_model`'s cost). Fields are not
+    validated again, as with `model_copy`; `update` may also set cached properties."""
+    cls = type(value)
+    out = cls.__new__(cls)
+    object.__setattr__(out, "__dict__", {**value.__dict__, **update})
+    fields_set = value.__pydantic_fields_set__ | (update.keys() & cls.model_fields.keys())
+    object.__setattr__(out, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(out, "__pydantic_extra__", value.__pydantic_extra__)
+    object.__setattr__(out, "__pydantic_private__", value.__pydantic_private__)
+    return out
+_plans: dict[type, tuple[tuple[str, object], ...]] = {}
+_bearing: dict[type, bool] = {}
+
+
+def _plan(cls: type[BaseModel]) -> tuple[tuple[str, object], ...]:
+    plan = _plans.get(cls)
+    if plan is None:
+        refs, keys = getattr(cls, "ref_fields", ()), getattr(cls, "ref_keys", ())
+        steps: list[tuple[str, object]] = []
+        for name, info in cls.model_fields.items():
+            if name in refs:
+                steps.append((name, _REF))
+            elif name in keys:
+                steps.append((name, _KEYS))
+            elif any(_bears_refs(m) for m in _models_in(info.annotation)):
+                steps.append((name, _WALK))
+        plan = _plans[cls] = tuple(steps)
+    return plan
+
+
+def _bears_refs(cls: type[BaseModel]) -> bool:
+    known = _bearing.get(cls)
+    if known is not None:
+        return known
+    _bearing[cls] = False  # while deciding: a model that contains itself adds nothing
+    own = any(getattr(cls, a, ()) for a in ("ref_fields", "ref_keys", "ref_views"))
+    result = own or any(
+        _bears_refs(m) for info in cls.model_fields.values() for m in _models_in(info.annotation)
+    )
+    _bearing[cls] = result
+    return result
+
+
+def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
+    """The model classes a type annotation can hold (through Optional, unions, lists, dicts,
+    Annotated)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        yield tp
+        return
+    for arg in get_args(tp):
+        yield from _models_in(arg)
 
 
 def _map_override_keys(overrides: dict[str, Any], team: str | None) -> dict[str, Any]:
