@@ -2,22 +2,28 @@
 with 200, else 1 (the container image's HEALTHCHECK; the image has no curl).
 
 It asks 127.0.0.1 on the port of FLOWPLANE_API_ADDRESS, over HTTPS when FLOWPLANE_API_TLS_CERT
-is set (the certificate is not verified: the point is readiness, on loopback). It reads the
-environment itself, without loading every setting, so a probe stays cheap.
+is set (the certificate is not verified: the point is readiness, on loopback).
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 import sys
 import urllib.error
 import urllib.request
 
+from flowplane.errors import ConfigurationError
+from flowplane.settings import load_settings
+
 
 def probe(timeout: float = 3.0) -> int:
-    port = os.environ.get("FLOWPLANE_API_ADDRESS", "127.0.0.1:8080").rpartition(":")[2]
-    tls = bool(os.environ.get("FLOWPLANE_API_TLS_CERT"))
+    try:
+        settings = load_settings()
+    except ConfigurationError as err:
+        print(f"flowplane healthcheck: {err.message}", file=sys.stderr)
+        return 1
+    port = settings.api_host_port[1]
+    tls = settings.api_tls_cert is not None
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/readyz"
     context = None
     if tls:  # readiness on loopback, not identity: the certificate is not checked
