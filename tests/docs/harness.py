@@ -17,13 +17,14 @@ What the harness changes, and nothing else:
   --concurrency 1`) with the given bootstrap, moving its admin listener to a free port (every
   bootstrap says 9901 by default and several Envoys run at once here), and returns once Envoy is
   LIVE (admin `/ready` answers 200), leaving it running — what a reader's second terminal does.
-  It fails with Envoy's log if Envoy exits or is not LIVE within 30 s.
+  Envoy's output goes where the command's would. It fails if Envoy exits or is not LIVE within
+  30 s.
 
 Every process a block starts (upstreams with `&`, Envoys) runs in the bash process's own session;
 `close()` kills that process group by its id, then the server by its pid.
 
 Blocks are chosen by `sh_blocks(markdown, heading)` (the ```sh blocks of one section) or
-`tested_blocks(markdown)` (the ```sh blocks right after a `<!-- doctest -->` line).
+`doctest_blocks(markdown)` (the ```sh blocks right after a `<!-- doctest -->` line).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from flowplane.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DOC_PORTS = (8080, 8000, 8001, 8002, 10000, 10080, 10081, 10082, 10083, 10084, 10443, 18000)
+DOC_PORTS = (8080, 8000, 8001, 8002, 10000, 10080, 10081, 10082, 10083, 10084, 10085, 10443, 18000)
 """The ports the documents use; each gets a free port of the run (same number everywhere)."""
 
 _FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
@@ -68,11 +69,10 @@ base = os.path.abspath(f".envoy-{{os.getpid()}}")
 with open(base + ".yaml", "w") as f:
     yaml.safe_dump(boot, f)
 rest = [a for i, a in enumerate(args) if a != "-c" and (i == 0 or args[i - 1] != "-c")]
-log = open(base + ".log", "wb")
-proc = subprocess.Popen(
+proc = subprocess.Popen(  # Envoy's stdout and stderr are the caller's, as with the real one
     [{envoy!r}, "-c", base + ".yaml", "--admin-address-path", base + ".admin",
      "--disable-hot-restart", "--concurrency", "1", "-l", "warning", *rest],
-    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    stdin=subprocess.DEVNULL,
 )
 with open({pids!r}, "a") as f:
     f.write(f"{{proc.pid}}\n")
@@ -88,7 +88,6 @@ while time.monotonic() < deadline:
     except OSError:
         pass
     time.sleep(0.05)
-sys.stderr.write(open(base + ".log").read()[-4000:])
 sys.stderr.write(f"envoy (pid {{proc.pid}}) is not LIVE (exit code {{proc.poll()}})\n")
 sys.exit(1)
 '''
@@ -113,7 +112,7 @@ def sh_blocks(markdown: str, heading: str) -> list[str]:
     return [m.group(1) for m in _FENCE.finditer("".join(section))]
 
 
-def tested_blocks(markdown: str) -> list[str]:
+def doctest_blocks(markdown: str) -> list[str]:
     """The ```sh blocks marked for testing: a `<!-- doctest -->` line right before the fence."""
     out = []
     for m in _FENCE.finditer(markdown):
