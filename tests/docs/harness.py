@@ -112,12 +112,14 @@ def sh_blocks(markdown: str, heading: str) -> list[str]:
     return [m.group(1) for m in _FENCE.finditer("".join(section))]
 
 
-def doctest_blocks(markdown: str) -> list[str]:
-    """The ```sh blocks marked for testing: a `<!-- doctest -->` line right before the fence."""
+def doctest_blocks(markdown: str, tag: str = "") -> list[str]:
+    """The ```sh blocks marked for testing: a `<!-- doctest -->` line right before the fence
+    (`<!-- doctest: TAG -->` for a group a test runs on its own)."""
+    mark = f"<!-- doctest: {tag} -->" if tag else _MARK
     out = []
     for m in _FENCE.finditer(markdown):
         before = markdown[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        if before.strip() == _MARK:
+        if before.strip() == mark:
             out.append(m.group(1))
     return out
 
@@ -147,6 +149,7 @@ class DocShell:
             "HOME": str(work),
             **(env or {}),
         }
+        self.names: dict[str, str] = {}  # word -> replacement (e.g. database names of a run)
         self.server: subprocess.Popen[bytes] | None = None
         self.token = ""
         self.server_log = work / "server.log"
@@ -198,7 +201,7 @@ class DocShell:
                 self.server.kill()
                 self.server.wait()
         self.server = None
-        return self.server_log.read_text()
+        return self.server_log.read_text() if self.server_log.exists() else ""
 
     # -- blocks -------------------------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class DocShell:
         text = re.sub(
             rf"(?<![\d.])({ports})(?!\d)", lambda m: str(self.ports[int(m.group(1))]), block
         )
+        for word, replacement in self.names.items():
+            text = re.sub(rf"\b{re.escape(word)}\b", replacement, text)
         return _TOKEN_LINE.sub(f"TOKEN={self.token}", text)
 
     def run(self, blocks: Iterable[str], *, timeout: float = 120) -> list[str]:
@@ -237,10 +242,13 @@ class DocShell:
         if proc.returncode != 0 or "\n@@end@@\n" not in out:
             raise AssertionError(
                 f"a documented command failed (exit {proc.returncode}).\nstdout:\n{out}\n"
-                f"stderr:\n{err}\nserver log tail:\n{self.server_log.read_text()[-3000:]}"
+                f"stderr:\n{err}\nserver log tail:\n{self._log_tail()}"
             )
         parts = re.split(r"\n@@block \d+@@\n", out.split("\n@@end@@\n")[0])
         return parts[1:]
+
+    def _log_tail(self) -> str:
+        return self.server_log.read_text()[-3000:] if self.server_log.exists() else "(none)"
 
     _groups: list[int]
 
