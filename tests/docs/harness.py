@@ -206,13 +206,15 @@ class DocShell:
     # -- blocks -------------------------------------------------------------------------------
 
     def localise(self, block: str) -> str:
-        """The block with the run's ports and the admin token put in (see the module doc)."""
-        ports = "|".join(str(p) for p in self.ports)
-        text = re.sub(
-            rf"(?<![\d.])({ports})(?!\d)", lambda m: str(self.ports[int(m.group(1))]), block
-        )
+        """The block with the run's names (`names`, first), ports and admin token put in (see
+        the module doc)."""
+        text = block
         for word, replacement in self.names.items():
             text = re.sub(rf"\b{re.escape(word)}\b", replacement, text)
+        ports = "|".join(str(p) for p in self.ports)
+        text = re.sub(
+            rf"(?<![\d.])({ports})(?!\d)", lambda m: str(self.ports[int(m.group(1))]), text
+        )
         return _TOKEN_LINE.sub(f"TOKEN={self.token}", text)
 
     def run(self, blocks: Iterable[str], *, timeout: float = 120) -> list[str]:

@@ -148,3 +148,49 @@ def test_sqlite_backup_and_restore(tmp_path: Path) -> None:
         sh.serve()
         names = [c["name"] for c in httpx.get(api, headers=auth, timeout=10).json()["items"]]
         assert "before-backup" in names and "after-backup" not in names
+
+
+@pytest.mark.e2e
+def test_moving_from_sqlite_copies_the_configuration(tmp_path: Path) -> None:
+    """§1 "Moving from SQLite": the copy loop moves teams, Native resources (a team's and shared
+    ones) and Platform API definitions from one server to a fresh one; what the APIs generated
+    is generated again there, not copied; the default gateway is left alone."""
+    (move,) = doctest_blocks(GUIDE, "move")
+    with DocShell(tmp_path / "old") as old, DocShell(tmp_path / "new") as new:
+        old_token, new_token = old.serve(), new.serve()
+        base = f"http://127.0.0.1:{old.ports[8080]}/api/v1"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {old_token}"}) as c:
+            for path, body in [
+                ("/teams", {"name": "payments"}),
+                ("/native/clusters", {"name": "ledger", "team": "payments",
+                                      "endpoints": [{"host": "127.0.0.1", "port": 8000}]}),
+                ("/native/clusters", {"name": "shared", "endpoints": [{"host": "10.0.0.1",
+                                                                       "port": 80}]}),
+                ("/native/route-configs", {"name": "web", "virtualHosts": [{
+                    "name": "all", "domains": ["*"], "routes": [{
+                        "match": {"path": {"type": "prefix", "value": "/"}},
+                        "action": {"type": "forward", "cluster": "shared"}}]}]}),
+                ("/native/listeners", {"name": "web", "address": "127.0.0.1", "port": 10080,
+                                       "filterChains": [{"filters": [{
+                                           "type": "httpConnectionManager",
+                                           "routeConfigName": "web"}]}]}),
+                ("/platform/apis", {"name": "pets", "domain": "pets.local", "upstreams": [
+                    {"url": "http://127.0.0.1:8001"}], "routes": [{"path": "/pets"}]}),
+            ]:  # fmt: skip
+                r = c.post(path, json=body)
+                assert r.status_code == 201, (path, r.text)
+        new_url = f"http://127.0.0.1:{new.ports[8080]}"
+        old.names = {"https://flowplane.internal:8080": new_url}
+        old.env |= {"OLD_TOKEN": old_token, "NEW_TOKEN": new_token}
+        (out,) = old.run([move])
+        assert sorted(out.split("\n")) == sorted([
+            "teams 201", "native/clusters 201", "native/clusters 201",
+            "native/route-configs 201", "native/listeners 201", "platform/apis 201", "",
+        ]), out  # fmt: skip
+        with httpx.Client(base_url=f"{new_url}/api/v1",
+                          headers={"Authorization": f"Bearer {new_token}"}) as c:  # fmt: skip
+            clusters = {x["name"]: x for x in c.get("/native/clusters").json()["items"]}
+            assert clusters["ledger"]["team"] == "payments" and "shared" in clusters
+            assert [x["name"] for x in c.get("/platform/apis").json()["items"]] == ["pets"]
+            assert any(x["source"] == "platform" for x in clusters.values())  # generated anew
+            assert c.get("/native/listeners/web").status_code == 200
