@@ -181,6 +181,11 @@ async def run_server(
     """`flowplane serve`: run until SIGTERM/SIGINT, then shut down within the grace period."""
     check_api_tls(settings)
     xds_tls = xds_server_context(settings)
+    if settings.xds_auth == "none":
+        log.warning(
+            "FLOWPLANE_XDS_AUTH=none: xDS streams are not authenticated; anyone who reaches %s "
+            "receives every team's configuration (the default is token)", settings.xds_address,
+        )  # fmt: skip
     # XdsServer.start installs it too; here, before any nursery, a refusal (ConfigurationError:
     # trio-asyncio is not the version the patch was written for) reaches the CLI as the one-line
     # message of every other start-up error, and before the database is touched.

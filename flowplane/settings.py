@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     xds_tls_cert: str | None = None
     xds_tls_key: str | None = None
     xds_tls_client_ca: str | None = None
-    xds_auth: Literal["none", "token", "mtls"] = "none"
+    # Authenticated by default (issue 17, item 7): "none" hands every team's configuration to
+    # anyone who reaches the port, so it must be chosen explicitly (and is warned about at start).
+    xds_auth: Literal["none", "token", "mtls"] = "token"
     # HTTP/2 keepalive on xDS connections, both ways: the server PINGs every connection this
     # often and closes it if the PING is not answered within the timeout (a data plane whose host
     # vanished is dropped, not kept as a node forever); bootstraps ask Envoy to do the same, so it

@@ -13,6 +13,7 @@ from flowplane.actors.config import MemoryTxn, PlanContext, Txn, TxnPlan
 from flowplane.auth.audit import audit_row
 from flowplane.auth.keys import SigningKey, load_auth
 from flowplane.domain.auth import (
+    ABOVE_TEAMS,
     SYSTEM,
     Principal,
     TeamPatch,
@@ -40,12 +41,17 @@ def _no_escalation(principal: Principal, scopes: frozenset[str], teams: frozense
 
 
 def _no_team_management_in_teams(scopes: frozenset[str], teams: frozenset[str]) -> None:
-    """Team records (quotas, rate limits) are managed from above the teams: a token bound to
-    teams can never hold teams:write, so no token can widen its own team's limits."""
-    if teams and "teams:write" in scopes and "admin:all" not in scopes:
+    """Scopes that stand above teams (`ABOVE_TEAMS`) never go with teams: team records (quotas,
+    rate limits) are managed from above, so no token can widen its own team's limits; and
+    `xds:all` (a node of no team, receiving every team's configuration) in a team's hands would
+    undo xDS team isolation."""
+    if not teams or "admin:all" in scopes:
+        return
+    above = [s for s in ABOVE_TEAMS if s in scopes]
+    if above:
         raise BadRequest(
-            "a token bound to teams cannot hold teams:write (team records are admin business)",
-            [FieldProblem("scopes", "teams:write is not allowed with teams")],
+            f"a token bound to teams cannot hold {', '.join(above)} (these stand above teams)",
+            [FieldProblem("scopes", f"{s} is not allowed with teams") for s in above],
         )
 
 

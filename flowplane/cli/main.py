@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         configure_logging(settings.log_format, settings.log_level)
+        if args.command in ("serve", "db") and settings.database_url.startswith("sqlite:"):
+            from flowplane.storage.sqlite import check_location
+
+            check_location(settings.database_url)  # a clear message, not SQLite's "unable to open"
         if args.command == "serve":
             from flowplane.app import run_server
 

@@ -18,8 +18,13 @@ from flowplane.domain.common import ApiModel, Name, TeamName, rfc3339
 
 RESOURCES = ("clusters", "routes", "listeners", "apis", "tokens", "teams", "audit", "nodes")
 SCOPES = frozenset(
-    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")} | {"admin:all", "xds:connect"}
+    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")}
+    | {"admin:all", "xds:connect", "xds:all"}
 )
+"""`xds:connect` lets a data plane open an xDS stream; `xds:all` (with no team) lets it be a node
+of no team, which receives every team's configuration (an admin's `scope=all` bootstrap)."""
+ABOVE_TEAMS = ("teams:write", "xds:all")
+"""Scopes that stand above teams: a token bound to teams never holds them."""
 _NATIVE = {f"{r}:{a}" for r in ("clusters", "routes", "listeners") for a in ("read", "write")}
 ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset({"admin:all"}),

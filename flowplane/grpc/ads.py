@@ -179,8 +179,10 @@ class AdsService:
             )
             if not principal.has("xds:connect"):
                 raise Forbidden("the token lacks the scope xds:connect")
-            if principal.admin and not principal.teams:
-                # an admin token may connect any node, as its metadata says
+            if not principal.teams and (principal.admin or "xds:all" in principal.scopes):
+                # an admin token, or a token holding xds:all (minted only by an admin, for a
+                # scope=all bootstrap; never with teams), may connect any node, as its metadata
+                # says: a node without a team then receives every team's configuration
                 return None, False, principal.token_id
             if len(principal.teams) != 1:
                 raise Forbidden("a data-plane token must be bound to exactly one team")

@@ -140,7 +140,8 @@ class DataPlaneService:
 
     async def bootstrap(self, caller: Principal, team: str, q: BootstrapOptions) -> dict[str, Any]:
         """An Envoy bootstrap for `team` pointing at the advertised xDS address. With xDS token
-        auth on, a data-plane token for the team is minted into it (needs tokens:write)."""
+        auth on (the default), a data-plane token is minted into it (needs tokens:write): bound
+        to the team, or for scope=all (admins only) a team-less token with `xds:all`."""
         require_scope(caller, "listeners:read")
         if not NAME_RE.fullmatch(team):
             raise BadRequest(f"{team!r} is not a valid team name")
@@ -155,8 +156,11 @@ class DataPlaneService:
             # Everything, for every team: an admin's choice, and a node without a team.
             if not caller.admin:
                 raise Forbidden("scope=all (every team's resources) needs admin:all")
-            if settings.xds_auth != "none":
-                raise BadRequest("scope=all needs FLOWPLANE_XDS_AUTH=none (nodes have a team)")
+            if settings.xds_auth == "mtls":
+                raise BadRequest(
+                    "scope=all needs FLOWPLANE_XDS_AUTH=token or none "
+                    "(with mtls a node's team comes from its client certificate)"
+                )
             metadata = {"scope": "all"}
             node_id = f"dp-{uuid.uuid4()}"
         if q.scope == "allowlist":
@@ -176,7 +180,13 @@ class DataPlaneService:
                 raise Forbidden(
                     "xDS token auth is on: minting a data-plane token needs tokens:write"
                 )
-            body = {"name": f"dataplane-{team}", "role": "data-plane", "teams": [team]}
+            body: dict[str, Any] = {
+                "name": f"dataplane-{team}", "role": "data-plane", "teams": [team]
+            }  # fmt: skip
+            if q.scope == "all":
+                # A node of no team (every team's configuration): xds:all and no team, which only
+                # an admin can hand out (checked above); the token's creation is audited.
+                body = {"name": "dataplane-all", "scopes": ["xds:connect", "xds:all"]}
             token = (await self._tokens.create(caller, body)).token
         return ads_bootstrap(
             node_id, host, port, delta=q.mode == "delta",

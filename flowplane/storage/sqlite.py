@@ -13,6 +13,7 @@ fixed permission takes effect without a restart. Each write records its id in `w
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -60,6 +61,44 @@ def sqlite_path(url: str) -> str:
             f"not a SQLite URL: {url!r} (expected sqlite:///relative/path.db or sqlite:////abs.db)"
         )
     return url[len(prefix) :]
+
+
+def check_location(url: str) -> None:
+    """Start-up check (`flowplane serve`, `db migrate`): the database file of `url` can be created
+    and written where it is, and so can SQLite's WAL files beside it (`-wal`, `-shm`), so that the
+    directory must be writable too. The directory is created if missing.
+
+    Raises `ConfigurationError` naming the directory, its owner and mode, and the uid/gid this
+    process runs as -- the usual case is a host directory mounted into a container whose user
+    does not own it (README "Docker"); without this check SQLite says only "unable to open
+    database file".
+    """
+    path = sqlite_path(url)
+    if path == ":memory:":
+        return
+    file = Path(path).expanduser()
+    directory = file.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".flowplane-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        if file.exists():
+            with file.open("r+b"):
+                pass
+    except OSError as err:
+        try:
+            st = directory.stat()
+            owner = f"owned by uid {st.st_uid} gid {st.st_gid}, mode {st.st_mode & 0o7777:o}"
+        except OSError:
+            owner = "its owner unknown"
+        uid, gid = os.getuid(), os.getgid()
+        raise ConfigurationError(
+            f"cannot write the database {file} ({err.strerror}): this process runs as uid {uid} "
+            f"gid {gid}; the directory {directory} is {owner}. Make the directory writable for "
+            f"uid {uid} (e.g. `chown {uid}:{gid} <host dir>`), or run as the directory's owner "
+            f"(`docker run --user <uid>:<gid>`)"
+        ) from None
 
 
 # Errors after which this connection cannot write even once the cause is fixed (a file that was

@@ -14,11 +14,12 @@ import httpx
 import pytest
 import trio
 import yaml
+from grpclib.const import Status
 
 from flowplane.app import make_app, open_core
 from flowplane.domain.resources import Kind
 from flowplane.settings import load_settings
-from flowplane.testing.adsclient import delta_client, sotw_client
+from flowplane.testing.adsclient import AdsStreamEnded, decode, delta_client, sotw_client
 from flowplane.testing.certs import make_pki
 from flowplane.testing.envoy import validate_bootstrap
 from flowplane.testing.plane import admin_token, run_plane
@@ -266,3 +267,50 @@ async def test_envoy_connecting_and_disconnecting_is_logged_at_info(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("connected: node team=a/dp-1 (team a)" in m for m in messages), messages
     assert any("disconnected: node team=a/dp-1" in m for m in messages), messages
+
+
+async def test_xds_is_authenticated_by_default(db_url: str) -> None:
+    """Issue 17 item 7: "Make authenticated xDS the default ... `none` must be chosen explicitly".
+    With no FLOWPLANE_XDS_AUTH set, a stream without a token is refused (UNAUTHENTICATED) and
+    receives nothing. An admin's scope=all bootstrap token connects a node of no team, which
+    receives every team's clusters; a team's data-plane token cannot make its node a node of no
+    team (PERMISSION_DENIED): team isolation is as before."""
+    settings = load_settings(  # no xds_auth: the default is what is tested
+        database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False
+    )
+    with trio.fail_after(30):
+        async with run_plane(settings) as plane:
+            api = plane.api
+            for team in ("a", "b"):
+                ok(await api.post("/api/v1/teams", json={"name": team}))
+                ok(await api.post("/api/v1/native/clusters", json={
+                    "name": f"{team}-backend", "team": team,
+                    "endpoints": [{"host": "127.0.0.1", "port": 8000}]}))  # fmt: skip
+            await plane.settled()
+            async with sotw_client("127.0.0.1", plane.xds_port, node_id="dp-anonymous",
+                                   node_metadata={"scope": "all"}) as bare:  # fmt: skip
+                await bare.send(CLUSTER_TYPE)
+                with pytest.raises(AdsStreamEnded) as ended:
+                    await bare.recv()
+                assert ended.value.end.status == Status.UNAUTHENTICATED, ended.value.end
+
+            r = await api.get("/api/v1/teams/a/bootstrap?scope=all&format=json")
+            boot = ok(r, 200)
+            (meta,) = boot["dynamic_resources"]["ads_config"]["grpc_services"][0][
+                "initial_metadata"]  # fmt: skip
+            async with sotw_client(
+                "127.0.0.1", plane.xds_port, node_id=boot["node"]["id"],
+                node_metadata=boot["node"]["metadata"], metadata={"authorization": meta["value"]},
+            ) as everything:  # fmt: skip
+                await everything.send(CLUSTER_TYPE)
+                names = {decode(r).name for r in (await everything.recv()).resources}
+                assert names == {"a-backend", "b-backend"}
+
+            dp_a = await _token(api, role="data-plane", teams=["a"])
+            async with sotw_client("127.0.0.1", plane.xds_port, node_id="dp-sneaky",
+                                   node_metadata={"scope": "all"},
+                                   metadata={"authorization": f"Bearer {dp_a}"}) as sneaky:  # fmt: skip
+                await sneaky.send(CLUSTER_TYPE)
+                with pytest.raises(AdsStreamEnded) as ended:
+                    await sneaky.recv()
+                assert ended.value.end.status == Status.PERMISSION_DENIED, ended.value.end

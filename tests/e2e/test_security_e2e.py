@@ -48,6 +48,7 @@ REFUSAL_WINDOW = 3.0  # seconds a refused Envoy is watched (Envoy retries ADS ev
 
 
 def plane_settings(db_url: str, **extra: Any) -> Settings:
+    extra.setdefault("xds_auth", "none")  # tests that want token or mtls say so
     return load_settings(
         database_url=db_url, xds_address="127.0.0.1:0", default_gateway=False,
         snapshot_debounce_seconds=0.001, **extra,

@@ -193,3 +193,19 @@ async def test_json_logs_are_json_lines_and_tell_what_happened(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
             await proc.wait()
+
+
+def test_xds_auth_none_is_warned_about_at_start(tmp_path: Path) -> None:
+    """Issue 17 item 7: "`none` must be chosen explicitly and logs a warning at start" -- a real
+    `flowplane serve` with FLOWPLANE_XDS_AUTH=none logs one WARNING saying what it means; the
+    default (token) logs none."""
+    from tests.docs.harness import DocShell
+
+    for auth, warned in (("none", True), (None, False)):
+        with DocShell(tmp_path / str(auth)) as sh:
+            sh.serve({"FLOWPLANE_XDS_AUTH": auth} if auth else {})
+            log = sh.stop_server()
+        lines = [ln for ln in log.splitlines() if "FLOWPLANE_XDS_AUTH=none" in ln]
+        assert len(lines) == int(warned), log
+        if warned:
+            assert " WARNING " in lines[0] and "every team's configuration" in lines[0]

@@ -96,6 +96,7 @@ async def test_an_imported_api_is_served_on_the_shared_gateway_and_isolated(
     settings = load_settings(
         database_url=db_url, xds_address="127.0.0.1:0", default_gateway=True,
         default_gateway_address=f"127.0.0.1:{gateway}", snapshot_debounce_seconds=0.001,
+        xds_auth="none",  # bootstraps made here carry no token
     )  # fmt: skip
     with trio.fail_after(90):
         async with (
@@ -200,6 +201,7 @@ async def test_adding_an_api_leaves_the_gateways_connections_open(
     settings = load_settings(
         database_url=db_url, xds_address="127.0.0.1:0", default_gateway=True,
         default_gateway_address=f"127.0.0.1:{gateway}", snapshot_debounce_seconds=0.001,
+        xds_auth="none",  # bootstraps made here carry no token
     )  # fmt: skip
 
     def api(name: str, port: int) -> dict[str, Any]:

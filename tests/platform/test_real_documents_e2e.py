@@ -155,6 +155,7 @@ async def test_real_documents_are_imported_and_served(db_url: str, tmp_path: Pat
     settings = load_settings(
         database_url=db_url, xds_address="127.0.0.1:0", default_gateway=True,
         default_gateway_address=f"127.0.0.1:{gateway}", snapshot_debounce_seconds=0.001,
+        xds_auth="none",  # bootstraps made here carry no token
     )  # fmt: skip
     with trio.fail_after(120):
         async with run_plane(settings) as plane, _upstreams(hosts) as upstreams:

@@ -22,6 +22,7 @@ from flowplane.app import Core, open_core
 from flowplane.domain.auth import SYSTEM
 from flowplane.domain.resources import Kind
 from flowplane.errors import BadRequest, Forbidden, NotFound
+from flowplane.services.audit import AuditFilter
 from flowplane.services.common import Window
 from flowplane.services.dataplanes import BootstrapOptions, DataPlaneService, NodeDirectory
 from flowplane.settings import Settings, load_settings
@@ -34,6 +35,13 @@ from tests.services.helpers import ADMIN, all_but, assert_scope_refused, authent
 
 CONNECTED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 REJECTED = datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Most bootstrap tests here are about the document's shape: xDS auth `none` (no token in
+    it), chosen explicitly; `token_auth` below is the default, with tests of its own."""
+    return load_settings(database_url=db_url, default_gateway=False, xds_auth="none")
 
 
 # --- a NodeDirectory in memory ----------------------------------------------------------------
@@ -291,9 +299,51 @@ async def test_bootstrap_with_token_auth_mints_a_data_plane_token(db_url: str) -
         assert authenticate(core, minted(doc)).token_id == dp.token_id
 
 
+async def test_token_auth_is_the_default(db_url: str) -> None:
+    """Issue 17 item 7: "Make authenticated xDS the default (bootstraps already carry data-plane
+    tokens); `none` must be chosen explicitly" -- settings without FLOWPLANE_XDS_AUTH mean token
+    auth, and a bootstrap made under them carries a token."""
+    settings = load_settings(database_url=db_url, default_gateway=False)
+    assert settings.xds_auth == "token"
+    async with open_core(settings) as core:
+        doc = await core.services.dataplanes.bootstrap(ADMIN, "a", BootstrapOptions())
+        assert authenticate(core, minted(doc)).teams == {"a"}
+
+
+async def test_scope_all_bootstrap_under_token_auth(db_url: str) -> None:
+    """An admin's scope=all bootstrap under token auth carries a team-less token holding
+    `xds:connect` and `xds:all` (what authenticated xDS accepts for a node of no team); its
+    creation is audited with the admin as actor. Nobody else gets one (403 before anything is
+    minted), and no token bound to a team can ever hold `xds:all` (400), created or patched."""
+    async with open_core(token_auth(db_url)) as core:
+        svc, tokens = core.services.dataplanes, core.services.tokens
+        doc = await svc.bootstrap(ADMIN, "a", BootstrapOptions(scope="all"))
+        assert doc["node"]["metadata"] == {"scope": "all"}
+        dp = authenticate(core, minted(doc))
+        assert (dp.name, dp.scopes, dp.teams) == ("dataplane-all", {"xds:connect", "xds:all"},
+                                                   frozenset())  # fmt: skip
+        audit = await core.services.audit.query(ADMIN, AuditFilter(resource_type="token"),
+                                                Window())  # fmt: skip
+        assert any(
+            row.resource_name == dp.token_id and row.action == "create"
+            and row.actor_name == ADMIN.name for row in audit.items
+        ), audit.items
+        before = tokens.list(ADMIN, Window()).total
+        engineer = caller("listeners:read", "tokens:write", "xds:connect", "xds:all")
+        with pytest.raises(Forbidden, match="admin:all"):
+            await svc.bootstrap(engineer, "a", BootstrapOptions(scope="all"))
+        assert tokens.list(ADMIN, Window()).total == before
+        with pytest.raises(BadRequest, match="xds:all"):
+            await tokens.create(ADMIN, {"name": "x", "scopes": ["xds:all"], "teams": ["a"]})
+        with pytest.raises(BadRequest, match="xds:all"):
+            await tokens.patch(ADMIN, dp.token_id or "", {"teams": ["a"]})
+        assert tokens.list(ADMIN, Window()).total == before
+
+
 async def test_bootstrap_with_token_auth_refusals(db_url: str) -> None:
     """Minting needs tokens:write (403), and no escalation: a caller without xds:connect cannot
-    hand it out (403); scope=all has no team to bind a token to (400). Nothing is minted."""
+    hand it out (403); under mtls a node's team comes from its certificate, so scope=all is
+    refused (400). Nothing is minted."""
     async with open_core(token_auth(db_url)) as core:
         svc, tokens = core.services.dataplanes, core.services.tokens
         before = tokens.list(ADMIN, Window()).total
@@ -302,8 +352,10 @@ async def test_bootstrap_with_token_auth_refusals(db_url: str) -> None:
         with pytest.raises(Forbidden, match="xds:connect"):
             await svc.bootstrap(caller("listeners:read", "tokens:write", teams=["a"]), "a",
                                 BootstrapOptions())  # fmt: skip
-        with pytest.raises(BadRequest, match="FLOWPLANE_XDS_AUTH=none"):
-            await svc.bootstrap(ADMIN, "a", BootstrapOptions(scope="all"))
+        mtls = load_settings(database_url=db_url, xds_tls_cert="/s.pem", xds_tls_key="/k.pem",
+                             xds_tls_client_ca="/ca.pem", xds_auth="mtls")  # fmt: skip
+        with pytest.raises(BadRequest, match="FLOWPLANE_XDS_AUTH=token or none"):
+            await service(core, settings=mtls).bootstrap(ADMIN, "a", BootstrapOptions(scope="all"))
         assert tokens.list(ADMIN, Window()).total == before
 
 

@@ -20,10 +20,19 @@ from flowplane.services.audit import AuditFilter
 from flowplane.services.common import Window
 from flowplane.services.dataplanes import BootstrapOptions
 from flowplane.services.platform import ImportOptions
+from flowplane.settings import Settings, load_settings
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from tests.services.helpers import all_but, assert_scope_refused, caller, run
 
 Args = Callable[[], tuple[Any, ...]]
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """xDS auth `none`: a bootstrap then needs exactly its rule's scope. Under token auth (the
+    default) it also mints a data-plane token, which needs tokens:write on top; that is tested
+    in tests/services/test_dataplanes.py."""
+    return load_settings(database_url=db_url, default_gateway=False, xds_auth="none")
 _BODY = {Kind.CLUSTER: cluster_body, Kind.ROUTE_CONFIG: route_config_body,
          Kind.LISTENER: listener_body}  # fmt: skip
 
