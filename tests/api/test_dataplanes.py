@@ -304,7 +304,7 @@ async def test_xds_is_authenticated_by_default(db_url: str) -> None:
             ) as everything:  # fmt: skip
                 await everything.send(CLUSTER_TYPE)
                 names = {decode(r).name for r in (await everything.recv()).resources}
-                assert names == {"a-backend", "b-backend"}
+                assert names == {"a/a-backend", "b/b-backend"}  # xDS names: <team>/<name>
 
             dp_a = await _token(api, role="data-plane", teams=["a"])
             async with sotw_client("127.0.0.1", plane.xds_port, node_id="dp-sneaky",
