@@ -330,8 +330,8 @@ def _write(client: Client, c: Change) -> None:
         client.request("DELETE", path, params=params, headers=headers)
     elif kind.replace == "PATCH":  # teams: a merge patch that also clears what the file omits
         assert c.desired is not None
-        body = {k: None for k in kind.spec(c.current.record) if k not in c.desired}
-        client.request("PATCH", path, json=body | c.desired, headers=headers)
+        body = kind.merge_patch(kind.spec(c.current.record), c.desired)
+        client.request("PATCH", path, json=body, headers=headers)
     else:
         client.request("PUT", path, params=params, json=c.desired, headers=headers)
 

@@ -42,6 +42,13 @@ class Kind:
                 spec.pop("quotas", None)
         return spec
 
+    @staticmethod
+    def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+        """The RFC 7386 merge patch from spec `before` to spec `after` at the top level: the
+        changed fields, and null for each one removed (teams and tokens have no PUT)."""
+        removed = {k: None for k in before if k not in after}
+        return removed | {k: v for k, v in after.items() if before.get(k) != v}
+
     def item_path(self, key: str) -> str:
         return f"{self.path}/{key}"
 

@@ -120,10 +120,7 @@ def group(kind: Kind) -> typer.Typer:
         params = {"team": record.get("team")} if kind.team_scoped and record.get("team") else {}
         headers = {"If-Match": etag} if kind.etag and etag else None
         if kind.replace == "PATCH":
-            body = {k: None for k in before if k not in after} | {
-                k: v for k, v in after.items() if before.get(k) != v
-            }
-            c.request("PATCH", path, json=body, headers=headers)
+            c.request("PATCH", path, json=kind.merge_patch(before, after), headers=headers)
         else:
             c.request("PUT", path, params=params, json=after, headers=headers)
         console().print(f"{kind.label} {name!r} saved", highlight=False)
