@@ -68,6 +68,4 @@ TeamOpt = Annotated[
     str | None,
     typer.Option("--team", "-t", help="the team the name belongs to (sent as ?team=)"),
 ]
-FileOpt = Annotated[
-    Path, typer.Option("--file", "-f", help="a JSON or YAML file; - reads stdin")
-]
+FileOpt = Annotated[Path, typer.Option("--file", "-f", help="a JSON or YAML file; - reads stdin")]

@@ -103,7 +103,7 @@ def apply_(
     if output is Format.table:
         declarative.show(plan, diff)
     else:
-        emit([ch.to_json() for ch in plan.ordered()], output)
+        emit([ch.to_json() for ch in [*plan.ordered(), *plan.of("unchanged")]], output)
     if dry_run or plan.empty:
         return
     lines = declarative.execute(c, plan, progress=True)
@@ -231,9 +231,7 @@ def nodes(
     """Connected Envoys: per resource type the version sent and acknowledged, and the last
     rejection."""
     c = client(ctx)
-    items = (
-        [c.get_json(f"/api/v1/nodes/{node_id}")] if node_id else c.list_all("/api/v1/nodes")
-    )
+    items = [c.get_json(f"/api/v1/nodes/{node_id}")] if node_id else c.list_all("/api/v1/nodes")
     if output is not Format.table:
         emit(items[0] if node_id else items, output)
         return

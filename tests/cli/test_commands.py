@@ -65,10 +65,20 @@ def test_login_profiles_and_precedence(server: Server, tmp_path: Path) -> None:
     assert run_cli("teams", "list", env=cfg | {"FLOWPLANE_PROFILE": "down"}).code == 10
     r = run_cli("--profile", "missing", "teams", "list", env=cfg)
     assert r.code == 2 and "no profile 'missing'" in r.err
-    ok(run_cli("login", "--profile", "second", env=cfg | {"FLOWPLANE_SERVER": server.url,
-                                                          "FLOWPLANE_TOKEN": server.token}))
+    ok(
+        run_cli(
+            "login",
+            "--profile",
+            "second",
+            env=cfg | {"FLOWPLANE_SERVER": server.url, "FLOWPLANE_TOKEN": server.token},
+        )
+    )
     stored = yaml.safe_load(path.read_text())
-    assert stored["current"] == "second" and set(stored["profiles"]) == {"default", "down", "second"}
+    assert stored["current"] == "second" and set(stored["profiles"]) == {
+        "default",
+        "down",
+        "second",
+    }
 
 
 def test_no_server_and_usage_errors(cli: Any, tmp_path: Path) -> None:
@@ -147,7 +157,10 @@ def test_resource_commands(
     doc = write(tmp_path / "apply.yaml", {"kind": _kind(group), "spec": updated})
     r = ok(cli(group, "apply", "-f", doc))
     assert "~ update" in r.out and "1 to update" in r.out
-    assert "0 to create, 0 to update, 0 to delete, 1 unchanged" in ok(cli(group, "apply", "-f", doc)).out
+    assert (
+        "0 to create, 0 to update, 0 to delete, 1 unchanged"
+        in ok(cli(group, "apply", "-f", doc)).out
+    )
     got = ok(cli(group, "get", name, *team, "-o", "json")).json()
     assert {k: got[k] for k in updated} == updated and got["version"] == 2
 
@@ -189,7 +202,9 @@ def _editor(tmp_path: Path, change: dict[str, Any]) -> str:
     return f"{sys.executable} {script}"
 
 
-def test_edit_refuses_to_overwrite_a_concurrent_change(server: Server, cli: Any, tmp_path: Path) -> None:
+def test_edit_refuses_to_overwrite_a_concurrent_change(
+    server: Server, cli: Any, tmp_path: Path
+) -> None:
     """api.md: PUT honours If-Match (412 when stale). The editor session reads version 1;
     someone else writes version 2 meanwhile; saving is a 412 (exit 7) and version 2 stays."""
     ok(cli("clusters", "create", "-f", write(tmp_path / "c.json", cluster("cmd-race"))))
@@ -230,7 +245,9 @@ def test_a_team_token_sees_its_team_only(server: Server, cli: Any, tmp_path: Pat
     spec = {"name": "cmd-dev", "role": "api-developer", "teams": ["cmd-tok"]}
     made = ok(cli("tokens", "create", "-f", write(tmp_path / "t.yaml", spec), "-o", "json")).json()
     token, token_id = made["token"], made["id"]
-    shown = ok(cli("tokens", "create", "-f", write(tmp_path / "t2.yaml", spec | {"name": "cmd-dev2"})))
+    shown = ok(
+        cli("tokens", "create", "-f", write(tmp_path / "t2.yaml", spec | {"name": "cmd-dev2"}))
+    )
     assert "shown only this once" in shown.out
     assert ok(cli("tokens", "get", "cmd-dev", "-o", "json")).json()["id"] == token_id  # by name
     assert ok(cli("tokens", "get", token_id, "-o", "yaml")).out.startswith(f"id: {token_id}")
@@ -295,19 +312,19 @@ def test_import_bootstrap_nodes_audit(server: Server, cli: Any, tmp_path: Path) 
     as_json = ok(cli("bootstrap", "cmd-pets", "--format", "json", "--mode", "delta")).json()
     assert as_json["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
     assert cli("bootstrap", "cmd-pets", "--scope", "nope").code == 2
-    envoy = subprocess.Popen(
-        [envoy_binary(), "-c", str(boot), "--disable-hot-restart", "--concurrency", "1",
-         "--base-id", str(admin_port), "-l", "warning"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "envoy.log").open("wb"),
-    )  # fmt: skip
+    with (tmp_path / "envoy.log").open("wb") as log:
+        envoy = subprocess.Popen(
+            [envoy_binary(), "-c", str(boot), "--disable-hot-restart", "--concurrency", "1",
+             "--base-id", str(admin_port), "-l", "warning"],
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
-        nodes = _wait_for_acks(cli)
+        node_id = _wait_for_acks(cli)[0]["id"]
+        one = ok(cli("nodes", node_id, "-o", "json")).json()
+        assert one["id"] == node_id and one["protocol"] == "sotw"
     finally:
         envoy.terminate()
         envoy.wait(timeout=10)
-    node_id = nodes[0]["id"]
-    one = ok(cli("nodes", node_id, "-o", "json")).json()
-    assert one["id"] == node_id and one["protocol"] == "sotw"
 
 
 def _wait_for_acks(cli: Any) -> list[dict[str, Any]]:
@@ -315,9 +332,18 @@ def _wait_for_acks(cli: Any) -> list[dict[str, Any]]:
     while time.monotonic() < deadline:
         nodes = ok(cli("nodes", "-o", "json")).json()
         res = nodes[0]["resources"] if nodes else {}
-        if len(res) >= 3 and all(r["versionAcknowledged"] == r["versionSent"] for r in res.values()):
+        if len(res) >= 3 and all(
+            r["versionAcknowledged"] == r["versionSent"] for r in res.values()
+        ):
             table = ok(cli("nodes")).out.splitlines()
-            assert table[0].split()[:6] == ["NODE", "TEAM", "PROTOCOL", "ADDRESS", "CONNECTED", "TYPE"]
+            assert table[0].split()[:6] == [
+                "NODE",
+                "TEAM",
+                "PROTOCOL",
+                "ADDRESS",
+                "CONNECTED",
+                "TYPE",
+            ]
             rows = [ln for ln in table[1:] if ln.startswith(nodes[0]["id"])]
             assert len(rows) == len(res)  # one row per resource type, none rejected
             assert all(ln.rstrip().endswith("-") for ln in rows)
