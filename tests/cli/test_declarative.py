@@ -280,3 +280,26 @@ def test_invalid_documents_change_nothing(rich_server: Server, tmp_path: Path) -
     assert r.code == 8, r.err
     assert "create RouteConfig alpha/inv-2 failed after 1 of 2 changes" in r.err
     assert "no-such-cluster" in r.err
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gitops" / "flowplane"
+
+
+def test_the_gitops_example_applies_and_exports_as_its_layout(
+    server: Server, tmp_path: Path
+) -> None:
+    """examples/gitops: the workflow's dry run changes nothing, apply creates it all, a second
+    apply plans nothing, and `export --dir --team payments` writes the same documents in the
+    same layout."""
+    env = env_for(server, tmp_path)
+    dry = ok(run_cli("apply", "-f", str(EXAMPLE), "--prune", "--dry-run", env=env))
+    assert "5 to create, 0 to update, 0 to delete" in dry.out
+    assert run_cli("teams", "get", "payments", env=env).code == 5
+    ok(run_cli("apply", "-f", str(EXAMPLE), "--prune", env=env))
+    again = ok(run_cli("apply", "-f", str(EXAMPLE), "--prune", env=env))
+    assert "0 to create, 0 to update, 0 to delete, 5 unchanged" in again.out
+    ok(run_cli("export", "--team", "payments", "--dir", str(tmp_path / "out"), env=env))
+    mine = {p.relative_to(EXAMPLE): yaml.safe_load(p.read_text()) for p in EXAMPLE.rglob("*.yaml")}
+    out = tmp_path / "out"
+    exported = {p.relative_to(out): yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
+    assert exported == mine
