@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -103,7 +104,7 @@ def serve(
     _server_side(lambda: trio.run(run_server, settings))
 
 
-db = typer.Typer(no_args_is_help=True, help="database maintenance")
+db = typer.Typer(rich_markup_mode="markdown", no_args_is_help=True, help="database maintenance")
 app.add_typer(db, name="db")
 
 
@@ -123,7 +124,11 @@ class Role(StrEnum):
     data_plane = "data-plane"
 
 
-token_app = typer.Typer(no_args_is_help=True, help="tokens, straight in the database (recovery)")
+token_app = typer.Typer(
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    help="tokens, straight in the database (recovery)",
+)
 app.add_typer(token_app, name="token")
 
 

@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
     app.command()(login)
     app.command("apply")(apply_)
     app.command("export")(export)
-    imp = typer.Typer(no_args_is_help=True, help="import API descriptions")
+    imp = typer.Typer(
+        rich_markup_mode="markdown", no_args_is_help=True, help="import API descriptions"
+    )
     imp.command("openapi")(import_openapi)
     app.add_typer(imp, name="import")
     app.command()(bootstrap)

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
 
 def group(kind: Kind) -> typer.Typer:
-    g = typer.Typer(no_args_is_help=True)
+    g = typer.Typer(rich_markup_mode="markdown", no_args_is_help=True)
     key = "ID or NAME" if kind.by_id else "NAME"
 
     @g.command("list")

@@ -4,6 +4,7 @@ process, in every output format, with the exit codes the README promises."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -351,3 +352,46 @@ def _wait_for_acks(cli: Any) -> list[dict[str, Any]]:
             return list(nodes)
         time.sleep(0.2)
     raise AssertionError("the Envoy never acknowledged every type")
+
+
+def test_progress_bars_on_a_terminal_only(server: Server, tmp_path: Path) -> None:
+    """Progress bars (rich) show while export reads the server when stdout is a terminal; a
+    pipe gets the documents alone."""
+    import pty
+
+    with server.api() as api:
+        if api.get("/api/v1/teams/cmd-progress").status_code == 404:
+            api.post("/api/v1/teams", json={"name": "cmd-progress"}).raise_for_status()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPLANE_")}
+    env |= {
+        "FLOWPLANE_SERVER": server.url,
+        "FLOWPLANE_TOKEN": server.token,
+        "FLOWPLANE_CONFIG": str(tmp_path / "none.yaml"),
+        "TERM": "xterm",
+        "COLUMNS": "100",
+    }
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flowplane.cli.main", "export"],
+            env=env,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+    assert b"reading the server" in seen and b"kind: Team" in seen
+    piped = run_cli("export", env={k: env[k] for k in env if k.startswith("FLOWPLANE_")})
+    assert "reading the server" not in piped.out + piped.err
