@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from flowplane.cli.client import USAGE, Client, CliError
+from flowplane.cli.client import USAGE, ApiError, Client, CliError
 from flowplane.cli.kinds import BY_KIND, DECLARATIVE, Kind
 from flowplane.cli.output import console, dump_yaml
 
@@ -172,12 +172,22 @@ class Current:
         return f'"{v}"' if self.kind.etag and v is not None else None
 
 
-def server_state(client: Client, kinds: Iterable[Kind], progress: bool) -> list[Current]:
+def server_state(
+    client: Client, kinds: Iterable[Kind], progress: bool, optional: Iterable[Kind] = ()
+) -> list[Current]:
+    """Every record of `kinds`; a kind in `optional` that the token may not list (403, e.g.
+    the Native API for an api-developer) is skipped with a note on stderr instead."""
     out: list[Current] = []
-    kinds = list(kinds)
+    needed = set(kinds)
+    kinds = [k for k in DECLARATIVE if k in needed or k in set(optional)]  # apply order
     with _progress(progress, "reading the server", len(kinds)) as step:
         for kind in kinds:
-            out.extend(Current(kind, r) for r in client.list_all(kind.path))
+            try:
+                out.extend(Current(kind, r) for r in client.list_all(kind.path))
+            except ApiError as err:
+                if err.status != 403 or kind in needed:
+                    raise
+                print(f"flowplane: skipped {kind.label}s: {err.message}", file=sys.stderr)
             step()
     return out
 

@@ -100,7 +100,11 @@ def apply_(
     if team is not None:
         docs = [d for d in docs if d.team == team or (d.kind.kind == "Team" and d.name == team)]
     c = client(ctx)
-    current = declarative.server_state(c, DECLARATIVE, progress=True)
+    # the kinds the documents use must be readable; the others only matter to --prune, and
+    # a kind this token may not even list has nothing it could prune
+    used = [k for k in DECLARATIVE if any(d.kind is k for d in docs)]
+    optional = DECLARATIVE if prune else ()
+    current = declarative.server_state(c, used, progress=True, optional=optional)
     plan = declarative.plan(docs, current, prune)
     if output is Format.table:
         declarative.show(plan, diff)
@@ -129,7 +133,7 @@ def export(
 ) -> None:
     """Write the server's state as documents `flowplane apply` takes (tokens are not exported:
     their secrets cannot be re-created)."""
-    current = declarative.server_state(client(ctx), DECLARATIVE, progress=True)
+    current = declarative.server_state(client(ctx), (), progress=True, optional=DECLARATIVE)
     docs = declarative.export_documents(current, set(team) if team else None)
     if directory is not None:
         written = declarative.write_documents(docs, directory)

@@ -303,3 +303,23 @@ def test_the_gitops_example_applies_and_exports_as_its_layout(
     out = tmp_path / "out"
     exported = {p.relative_to(out): yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
     assert exported == mine
+
+
+def test_a_team_token_exports_and_applies_what_it_may_see(
+    rich_server: Server, tmp_path: Path
+) -> None:
+    """An api-developer token of team alpha may not list Native resources (403): export
+    skips those kinds (saying so) and writes alpha's APIs; applying that export with
+    the same token plans nothing, --prune included (a kind it cannot list, it cannot prune)."""
+    with rich_server.api() as api:
+        made = post(api, "/api/v1/tokens", {"name": "alpha-dev", "role": "api-developer",
+                                            "teams": ["alpha"]})  # fmt: skip
+    env = env_for(rich_server, tmp_path) | {"FLOWPLANE_TOKEN": made["token"]}
+    r = ok(run_cli("export", env=env))
+    assert "skipped clusters" in r.err and "skipped listeners" in r.err
+    docs = list(yaml.safe_load_all(r.out))
+    assert {(d["kind"], d["spec"]["team"]) for d in docs} == {("Api", "alpha")}
+    (tmp_path / "alpha.yaml").write_text(r.out)
+    plan = ok(run_cli("apply", "-f", str(tmp_path / "alpha.yaml"), "--prune", "-o", "json",
+                      env=env)).json()  # fmt: skip
+    assert len(plan) == len(docs) and {c["action"] for c in plan} == {"unchanged"}
