@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -46,9 +47,12 @@ class Server:
         )
 
 
-def start_server(directory: Path) -> Server:
+def start_server(
+    directory: Path, extra_env: Mapping[str, str] | None = None, ca: Path | None = None
+) -> Server:
     """`flowplane serve` on loopback ports in `directory`; returns once /readyz answers 200
-    with the first admin token read from its banner."""
+    with the first admin token read from its banner. With `ca`, the API is served over HTTPS
+    (`extra_env` has the certificate) and checked against that CA."""
     directory.mkdir(parents=True, exist_ok=True)
     port, log = free_port(), directory / "server.log"
     env = {
@@ -58,19 +62,21 @@ def start_server(directory: Path) -> Server:
         "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{free_port()}",
         "FLOWPLANE_DEFAULT_GATEWAY_ADDRESS": f"127.0.0.1:{free_port()}",
         "FLOWPLANE_SNAPSHOT_DEBOUNCE_SECONDS": "0.001",
+        **(extra_env or {}),
     }
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [*CLI, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
+    verify: Any = ssl.create_default_context(cafile=str(ca)) if ca else True
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"server exited early:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2, verify=verify).status_code == 200:
                 break
         except httpx.TransportError:
             pass

@@ -17,7 +17,7 @@ import yaml
 
 from flowplane.testing.envoy import envoy_binary
 from flowplane.testing.ports import free_port
-from tests.cli.conftest import Server, ok, run_cli
+from tests.cli.conftest import Server, ok, run_cli, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -395,3 +395,30 @@ def test_progress_bars_on_a_terminal_only(server: Server, tmp_path: Path) -> Non
     assert b"reading the server" in seen and b"kind: Team" in seen
     piped = run_cli("export", env={k: env[k] for k in env if k.startswith("FLOWPLANE_")})
     assert "reading the server" not in piped.out + piped.err
+
+
+def test_https_server_with_a_ca_bundle(tmp_path: Path) -> None:
+    """--ca / FLOWPLANE_CA / a profile's `ca` make the CLI trust the server's CA; without it
+    the certificate is refused (exit 10), a missing bundle is a usage error (exit 2)."""
+    from flowplane.testing.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tls = {"FLOWPLANE_API_TLS_CERT": str(pki.server_cert),
+           "FLOWPLANE_API_TLS_KEY": str(pki.server_key)}  # fmt: skip
+    s = start_server(tmp_path / "tls", tls, ca=pki.ca_cert)
+    try:
+        env = {"FLOWPLANE_SERVER": s.url, "FLOWPLANE_TOKEN": s.token,
+               "FLOWPLANE_CONFIG": str(tmp_path / "config.yaml")}  # fmt: skip
+        r = run_cli("teams", "list", env=env)
+        assert r.code == 10 and "CERTIFICATE_VERIFY_FAILED" in r.err
+        ok(run_cli("--ca", str(pki.ca_cert), "teams", "list", env=env))
+        ok(run_cli("teams", "list", env=env | {"FLOWPLANE_CA": str(pki.ca_cert)}))
+        r = run_cli("--ca", str(tmp_path / "absent.pem"), "teams", "list", env=env)
+        assert r.code == 2 and "does not exist" in r.err
+        ok(run_cli("login", "--ca", str(pki.ca_cert), env=env))
+        config = {"FLOWPLANE_CONFIG": env["FLOWPLANE_CONFIG"]}
+        assert yaml.safe_load((tmp_path / "config.yaml").read_text())["profiles"]["default"][
+            "ca"] == str(pki.ca_cert)  # fmt: skip
+        ok(run_cli("teams", "list", env=config))  # the profile carries the CA
+    finally:
+        s.stop()
