@@ -131,7 +131,7 @@ LISTENER: Final = Kind(
 )  # fmt: skip
 API: Final = Kind(
     "Api", "apis", "API", "/api/v1/platform/apis",
-    frozenset({"id", "version", "createdAt", "updatedAt", "generated"}),
+    frozenset({"id", "version", "source", "createdAt", "updatedAt", "generated"}),
     (NAME, TEAM, ("DOMAIN", _get("domain")), ("ROUTES", lambda r: len(r.get("routes", []))),
      ("ISOLATED", lambda r: bool((r.get("listener") or {}).get("isolation"))), VERSION,
      ("ID", _get("id"))),
