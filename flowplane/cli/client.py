@@ -213,11 +213,13 @@ class Client:
     def get_json(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
 
+    page_size: int = 1000  # the API's largest `limit`
+
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a list endpoint, page by page (lists are never truncated silently)."""
         items: list[dict[str, Any]] = []
         while True:
-            page = self.get_json(path, limit=1000, offset=len(items), **params)
+            page = self.get_json(path, limit=self.page_size, offset=len(items), **params)
             items.extend(page["items"])
             if not page["items"] or len(items) >= page["total"]:
                 return items

@@ -422,3 +422,21 @@ def test_https_server_with_a_ca_bundle(tmp_path: Path) -> None:
         ok(run_cli("teams", "list", env=config))  # the profile carries the CA
     finally:
         s.stop()
+
+
+def test_lists_are_read_page_by_page(server: Server, cli: Any, tmp_path: Path) -> None:
+    """api.md: no silent truncation. The client reads every page (here 2 items a page)."""
+    from flowplane.cli.client import Client, Connection
+
+    for i in range(5):
+        ok(cli("clusters", "create", "-f", write(tmp_path / f"{i}.json", cluster(f"cmd-page-{i}"))))
+    client = Client(Connection(server.url, server.token, None, None))
+    client.page_size = 2
+    try:
+        names = [c["name"] for c in client.list_all("/api/v1/native/clusters")]
+    finally:
+        client.close()
+    with server.api() as api:
+        total = api.get("/api/v1/native/clusters").json()["total"]
+    assert len(names) == len(set(names)) == total >= 5
+    assert {f"cmd-page-{i}" for i in range(5)} <= set(names)
