@@ -265,6 +265,12 @@ def test_a_team_token_sees_its_team_only(server: Server, cli: Any, tmp_path: Pat
     ok(cli("tokens", "delete", rotated["id"]))
     assert cli("apis", "list", env={"FLOWPLANE_TOKEN": rotated["token"]}).code == 3
 
+    # edit (tokens have no If-Match: a merge patch of what changed)
+    editor = _editor(tmp_path, {"name": "cmd-dev2-renamed"})
+    assert "saved" in ok(cli("tokens", "edit", "cmd-dev2", env={"EDITOR": editor})).out
+    renamed = ok(cli("tokens", "get", "cmd-dev2-renamed", "-o", "json")).json()
+    assert renamed["version"] == 2 and renamed["teams"] == ["cmd-tok"]
+
 
 # -- platform, data planes, audit ----------------------------------------------------------------
 
