@@ -8,7 +8,6 @@ commands that need them, so a client command starts quickly.
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -35,6 +34,8 @@ app = typer.Typer(
 
 
 def _version() -> str:
+    import importlib.metadata  # only here: it costs a client command's start-up otherwise
+
     try:
         return importlib.metadata.version("flowplane")
     except importlib.metadata.PackageNotFoundError:  # running from a source tree

@@ -3,6 +3,7 @@ processes, run as real processes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,20 @@ def test_the_gitops_example_applies_and_exports_as_its_layout(
     out = tmp_path / "out"
     exported = {p.relative_to(out): yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
     assert exported == mine
+    # a change to the API in a copy of the repository: an update (If-Match), then nothing
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    api_file = repo / "payments" / "api" / "invoices.yaml"
+    api_doc = yaml.safe_load(api_file.read_text())
+    api_doc["spec"]["routes"].append({"path": "/invoices", "methods": ["POST"]})
+    api_file.write_text(yaml.safe_dump(api_doc))
+    r = ok(run_cli("apply", "-f", str(repo), "--prune", env=env))
+    assert "~ update Api payments/invoices" in r.out
+    added = [ln.strip() for ln in r.out.splitlines() if ln.strip().startswith("+ ")]
+    assert "- POST" in " ".join(added) and "path: /invoices" in " ".join(added)
+    assert "applied 1 changes" in r.out
+    again = ok(run_cli("apply", "-f", str(repo), "--prune", env=env))
+    assert "0 to create, 0 to update, 0 to delete, 5 unchanged" in again.out
 
 
 def test_a_team_token_exports_and_applies_what_it_may_see(
@@ -323,17 +338,3 @@ def test_a_team_token_exports_and_applies_what_it_may_see(
     plan = ok(run_cli("apply", "-f", str(tmp_path / "alpha.yaml"), "--prune", "-o", "json",
                       env=env)).json()  # fmt: skip
     assert len(plan) == len(docs) and {c["action"] for c in plan} == {"unchanged"}
-    # a change to the API in a copy of the repository: an update (If-Match), then nothing
-    import shutil
-
-    repo = tmp_path / "repo"
-    shutil.copytree(EXAMPLE, repo)
-    api_file = repo / "payments" / "api" / "invoices.yaml"
-    api_doc = yaml.safe_load(api_file.read_text())
-    api_doc["spec"]["routes"].append({"path": "/invoices", "methods": ["POST"]})
-    api_file.write_text(yaml.safe_dump(api_doc))
-    r = ok(run_cli("apply", "-f", str(repo), "--prune", env=env))
-    assert "~ update Api payments/invoices" in r.out and "+  - methods:" in r.out
-    assert "applied 1 changes" in r.out
-    again = ok(run_cli("apply", "-f", str(repo), "--prune", env=env))
-    assert "0 to create, 0 to update, 0 to delete, 5 unchanged" in again.out
