@@ -288,11 +288,12 @@ class AdsService:
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
                     retain(info.scope)  # released when the stream ends (`_serve`)
-                    observed.identified(node.id if node is not None else None, info.team)
+                    node_id = node.id if node is not None else None
+                    observed.identified(node_id, info.team)
                     log.info(
                         "xDS %s stream %d connected: node %s (team %s) from %s",
-                        info.protocol, info.stream_id, node.id if node is not None else None,
-                        info.team, info.address, extra=_fields(info, observed.token_id),
+                        info.protocol, info.stream_id, node_id, info.team, info.address,
+                        extra={**_fields(info, observed.token_id), "node": node_id},
                     )  # fmt: skip
                 owes = state.on_request(convert(msg))
                 nack = msg.HasField("error_detail")
