@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,52 +154,51 @@ async def _serve_http(app: Any) -> AsyncIterator[int]:
 
 
 @asynccontextmanager
-async def otlp_http_collector() -> AsyncIterator[Collector]:
+async def _http_collector(
+    path: str, decode: Callable[[bytes], list[Span]], status: int, ctype: bytes, reply: bytes
+) -> AsyncIterator[Collector]:
+    """A collector answering `POST path` (body decoded by `decode`) on 127.0.0.1."""
+    collector = Collector()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        body = await _read_body(receive)
+        if scope["method"] != "POST" or scope["path"] != path:
+            await _respond(send, 404, b"text/plain", b"not found")
+            return
+        collector.add(decode(body))
+        await _respond(send, status, ctype, reply)
+
+    async with _serve_http(app) as port:
+        collector.port = port
+        yield collector
+
+
+def otlp_http_collector() -> AbstractAsyncContextManager[Collector]:
     """An OTLP/HTTP receiver on 127.0.0.1 (any free port): `POST /v1/traces`, protobuf."""
-    collector = Collector()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        body = await _read_body(receive)
-        if scope["method"] != "POST" or scope["path"] != "/v1/traces":
-            await _respond(send, 404, b"text/plain", b"not found")
-            return
-        collector.add(spans_of(ExportTraceServiceRequest.FromString(body)))
-        reply = ExportTraceServiceResponse().SerializeToString()
-        await _respond(send, 200, b"application/x-protobuf", reply)
-
-    async with _serve_http(app) as port:
-        collector.port = port
-        yield collector
+    return _http_collector(
+        "/v1/traces", lambda body: spans_of(ExportTraceServiceRequest.FromString(body)),
+        200, b"application/x-protobuf", ExportTraceServiceResponse().SerializeToString(),
+    )  # fmt: skip
 
 
-@asynccontextmanager
-async def zipkin_collector() -> AsyncIterator[Collector]:
+def _zipkin_spans(body: bytes) -> list[Span]:
+    return [
+        Span(
+            trace_id=s["traceId"],
+            span_id=s["id"],
+            parent_id=s.get("parentId", ""),
+            name=s.get("name", ""),
+            attributes={k: str(v) for k, v in s.get("tags", {}).items()},
+            service=s.get("localEndpoint", {}).get("serviceName", ""),
+            kind=s.get("kind", ""),
+        )
+        for s in json.loads(body)
+    ]
+
+
+def zipkin_collector() -> AbstractAsyncContextManager[Collector]:
     """A Zipkin v2 receiver on 127.0.0.1 (any free port): `POST /api/v2/spans`, JSON."""
-    collector = Collector()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        body = await _read_body(receive)
-        if scope["method"] != "POST" or scope["path"] != "/api/v2/spans":
-            await _respond(send, 404, b"text/plain", b"not found")
-            return
-        spans = [
-            Span(
-                trace_id=s["traceId"],
-                span_id=s["id"],
-                parent_id=s.get("parentId", ""),
-                name=s.get("name", ""),
-                attributes={k: str(v) for k, v in s.get("tags", {}).items()},
-                service=s.get("localEndpoint", {}).get("serviceName", ""),
-                kind=s.get("kind", ""),
-            )
-            for s in json.loads(body)
-        ]
-        collector.add(spans)
-        await _respond(send, 202, b"application/json", b"")
-
-    async with _serve_http(app) as port:
-        collector.port = port
-        yield collector
+    return _http_collector("/api/v2/spans", _zipkin_spans, 202, b"application/json", b"")
 
 
 class _TraceService:

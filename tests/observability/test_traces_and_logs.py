@@ -9,10 +9,6 @@ by line. xDS traffic comes from the repository's gRPC test client, acting as a t
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +23,7 @@ from flowplane.testing.adsclient import sotw_client
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.testing.ports import free_port
 from flowplane.xds.types import CLUSTER_TYPE
+from tests.e2e.test_security_e2e import serve_process
 from tests.observability.collectors import Span, otlp_http_collector
 
 pytestmark = pytest.mark.e2e
@@ -40,41 +37,11 @@ PARENT = "00f067aa0ba902b7"
 async def serve(tmp: Path, env: Mapping[str, str]) -> AsyncIterator[tuple[str, int, Path]]:
     """`flowplane serve` with JSON logs and `env`; yields (API base URL, xDS port, log file).
     Stopped with SIGTERM on exit (which flushes the spans still queued)."""
-    port, xds, log = free_port(), free_port(), tmp / "server.log"
-    full = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/fp.db",
-        "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{port}",
-        "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds}",
-        "FLOWPLANE_DEFAULT_GATEWAY": "false",
-        "FLOWPLANE_LOG_FORMAT": "json",
-        **env,
-    }
-    with log.open("ab") as out:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "flowplane.cli.main", "serve"], env=full, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as c:
-            with trio.fail_after(30):
-                while True:
-                    assert proc.poll() is None, log.read_text()
-                    try:
-                        if (await c.get(f"{base}/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
-        yield base, xds, log
-        proc.send_signal(signal.SIGTERM)
-        with trio.fail_after(15):
-            assert await proc.wait() == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            await proc.wait()
+    xds = free_port()
+    async with serve_process(
+        tmp, FLOWPLANE_XDS_ADDRESS=f"127.0.0.1:{xds}", FLOWPLANE_LOG_FORMAT="json", **env
+    ) as served:
+        yield served.base_url, xds, served.log
 
 
 def lines(log: Path) -> list[dict[str, Any]]:
