@@ -68,11 +68,13 @@ class Collector:
         predicate: Callable[[list[Span]], bool],
         seconds: float = 15,
     ) -> list[Span]:
-        """The spans once `predicate(spans)` holds; TimeoutError after `seconds`."""
-        with trio.fail_after(seconds):
+        """The spans once `predicate(spans)` holds; AssertionError (with what did arrive)
+        after `seconds`."""
+        with trio.move_on_after(seconds):
             while not predicate(self.spans):
                 await self._changed.wait()
-        return self.spans
+            return self.spans
+        raise AssertionError(f"after {seconds} s, {self.requests} exports: {self.spans}")
 
 
 def _value(v: AnyValue) -> str:
