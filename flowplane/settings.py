@@ -1,6 +1,7 @@
 """Settings: the only module that reads environment variables.
 
-Every setting is `FLOWPLANE_<NAME>`; the README lists each with its default.
+Every setting is `FLOWPLANE_<NAME>`; the README lists each with its default. Tracing is the
+exception: it reads OpenTelemetry's standard `OTEL_*` variables (README "Observability").
 """
 
 from __future__ import annotations
