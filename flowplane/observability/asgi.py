@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -89,7 +89,8 @@ class ObservedRequests:
                 break
         method = scope["method"] if scope["method"] in _METHODS else "other"
         if request_id is None:
-            rid = uuid.uuid4().hex
+            # unique, not secret: the PRNG, not a system call per request as uuid4 would make
+            rid = format(random.getrandbits(128), "032x")
         elif _REQUEST_ID.fullmatch(request_id):
             rid = request_id.decode("ascii")
         else:
@@ -98,7 +99,6 @@ class ObservedRequests:
             _observe(method, _Request(), err.status, time.perf_counter() - t0)
             return
         req = _Request()
-        req_token = _CURRENT.set(req)
         status = 500
         rid_header = rid.encode("ascii")
 
@@ -109,11 +109,17 @@ class ObservedRequests:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid_header)]
             await send(message)
 
+        # Plain set/reset rather than context managers: this runs for every request.
+        req_token = _CURRENT.set(req)
+        fields_token = context.push({"request_id": rid})
         try:
-            with (
-                context.bound({"request_id": rid}),
-                tracing.server_span(scope["headers"], method) as span,
-            ):
+            if not tracing.enabled():
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    _observe(method, req, status, time.perf_counter() - t0)
+                return
+            with tracing.server_span(scope["headers"], method) as span:
                 try:
                     await self.app(scope, receive, observed_send)
                 finally:
@@ -121,12 +127,30 @@ class ObservedRequests:
                         _finish_span(span, method, req.route, scope, status)
                     _observe(method, req, status, time.perf_counter() - t0)
         finally:
+            context.pop(fields_token)
             _CURRENT.reset(req_token)
 
 
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The (counter, histogram) children of a request's labels, looked up once: `labels()`
+    takes a lock and builds a key per call, which the hottest endpoint would pay each time."""
+    key = (method, route, status)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = (
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+            metrics.HTTP_SECONDS.labels(method, route),
+        )
+    return found
+
+
 def _observe(method: str, req: _Request, status: int, seconds: float) -> None:
-    metrics.HTTP_REQUESTS.labels(method, req.route, str(status)).inc()
-    metrics.HTTP_SECONDS.labels(method, req.route).observe(seconds)
+    count, latency = _series(method, req.route, status)
+    count.inc()
+    latency.observe(seconds)
     level = logging.DEBUG if method in ("GET", "HEAD") and status < 400 else logging.INFO
     if access_log.isEnabledFor(level):
         access_log.log(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _EMPTY: Mapping[str, str] = {}
 _FIELDS: ContextVar[Mapping[str, str]] = ContextVar("flowplane_log_fields", default=_EMPTY)
@@ -53,6 +53,15 @@ def bound(fields: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _FIELDS.reset(token)
+
+
+def push(fields: Mapping[str, str]) -> Token[Mapping[str, str]]:
+    """Bind `fields` until `pop` with the returned token (in the same task)."""
+    return _FIELDS.set({**_FIELDS.get(), **fields})
+
+
+def pop(token: Token[Mapping[str, str]]) -> None:
+    _FIELDS.reset(token)
 
 
 def bind(**fields: str | None) -> None:
