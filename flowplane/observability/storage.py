@@ -1,11 +1,15 @@
-"""Storage metrics without touching the drivers: a proxy around the repository, made by the
-composition root, that times every call (`flowplane_storage_operation_seconds{operation}`) and
-counts the ones that raise (`flowplane_storage_errors_total{operation,error}`).
+"""Storage metrics without touching the drivers: the composition root hands the repository to
+`metered`, which times every public coroutine method of it
+(`flowplane_storage_operation_seconds{operation}`) and counts the calls that raise
+(`flowplane_storage_errors_total{operation,error}`).
 
 `operation` is the repository method (write, load_all, query_audit, ping, ...): one call is one
 query or one transaction, so this is the latency the actors and services wait for. `error` is
 the exception's class name (StorageError, WriteOutcomeUnknown, ...). A cancelled call (a
 deadline elsewhere) is neither timed nor counted as an error.
+
+The timed methods are set on the instance itself (they shadow the class's), so the repository
+stays what it is: its type, its other attributes and its internal calls are unchanged.
 """
 
 from __future__ import annotations
@@ -14,29 +18,13 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import trio
 
 from flowplane.observability import metrics
 
 T = TypeVar("T")
-
-
-class _Metered:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._wrapped: dict[str, Callable[..., Any]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        # only called for names not set on the proxy: the repository's methods and attributes
-        attr = getattr(self._inner, name)
-        if name.startswith("_") or not inspect.iscoroutinefunction(attr):
-            return attr
-        wrapped = self._wrapped.get(name)
-        if wrapped is None:
-            wrapped = self._wrapped[name] = _timed(name, attr)
-        return wrapped
 
 
 def _timed(operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,5 +48,8 @@ def _timed(operation: str, call: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def metered(repository: T) -> T:
-    """`repository`, with every coroutine method timed and its failures counted."""
-    return cast(T, _Metered(repository))
+    """`repository` itself, with every public coroutine method timed and its failures counted."""
+    for name, _ in inspect.getmembers(type(repository), inspect.iscoroutinefunction):
+        if not name.startswith("_"):
+            setattr(repository, name, _timed(name, getattr(repository, name)))
+    return repository
