@@ -94,6 +94,9 @@ async def test_a_write_is_one_trace_from_rest_to_push_and_its_logs_carry_its_ids
             async with sotw_client("127.0.0.1", xds_port, node_id="team=obs/dp-1") as node:
                 await node.send(CLUSTER_TYPE)
                 first = await node.recv()
+                while not first.resources:  # the listener's snapshot was not yet published
+                    await node.ack(first)
+                    first = await node.recv()
                 await node.ack(first)
                 await node.expect_quiet(0.2)
                 r = await api.put(
