@@ -299,18 +299,18 @@ class AdsService:
                 nack = msg.HasField("error_detail")
                 observed.received(msg.type_url, msg.response_nonce, nack)
                 if nack:  # only a NACK can record a rejection
-                    self._note_rejections(info)
+                    self._note_rejections(info, observed.token_id)
                 if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
                     wake.set()
         finally:
             wake.set()  # let the writer see that the reader is done
 
-    def _note_rejections(self, info: StreamInfo) -> None:
+    def _note_rejections(self, info: StreamInfo, token_id: str | None) -> None:
         for type_url, st in info.state.status().items():
             rej = st.last_rejection
             if rej is not None and info.note_rejection(rej):
                 metrics.XDS_NACKS.labels(_short(type_url), info.team or NO_TEAM).inc()
-                self.nacks.nack(_log_key(info), rej, _fields(info, None))
+                self.nacks.nack(_log_key(info), rej, _fields(info, token_id))
 
 
 def _log_key(info: StreamInfo) -> str:
