@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from flowplane.domain.state import ConfigState
 from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub
 from flowplane.grpc.server import XdsServer
+from flowplane.observability.asgi import ObservedRequests
+from flowplane.observability.storage import metered
+from flowplane.observability.tracing import configure_tracing, shutdown_tracing
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
 from flowplane.services.gateway import LISTENER, ROUTES, ensure_default_gateway
@@ -91,7 +95,9 @@ def _services(
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Open storage, migrate, rebuild state and the first snapshot, run the actors; close all
     on exit."""
-    repo = await open_repository(settings.database_url, time_limit=settings.storage_timeout_seconds)
+    repo = metered(  # storage latency and errors, per repository operation
+        await open_repository(settings.database_url, time_limit=settings.storage_timeout_seconds)
+    )
     try:
         applied = await repo.migrate()
         if applied:
@@ -142,9 +148,12 @@ def quart_app(core: Core) -> QuartTrio:
     )
 
 
-def make_app(core: Core) -> FastReads:
-    """The ASGI app: the read fast path in front of the quart-trio application."""
-    return FastReads(quart_app(core), core.services.resources, core.authenticator)  # type: ignore[arg-type]
+def make_app(core: Core) -> ObservedRequests:
+    """The ASGI app: request ids, metrics and traces around the read fast path in front of the
+    quart-trio application."""
+    return ObservedRequests(
+        FastReads(quart_app(core), core.services.resources, core.authenticator)  # type: ignore[arg-type]
+    )
 
 
 async def serve_api(
@@ -193,6 +202,17 @@ async def run_server(
     # Thousands of long-lived streams make a large, stable heap: collect the young generation
     # less often (the default 700 allocations means a collection every few pushes per stream).
     gc.set_threshold(50_000, 20, 20)
+    if configure_tracing(settings):  # off unless the OTEL_* variables ask for it
+        log.info("tracing on: spans exported over OTLP/HTTP")
+    try:
+        await _run(settings, xds_tls, task_status)
+    finally:
+        shutdown_tracing()  # flushes the spans still queued
+
+
+async def _run(
+    settings: Settings, xds_tls: ssl.SSLContext | None, task_status: trio.TaskStatus[list[str]]
+) -> None:
     shutdown = trio.Event()
     async with (
         trio_asyncio.open_loop() as loop,

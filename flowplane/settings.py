@@ -1,13 +1,14 @@
 """Settings: the only module that reads environment variables.
 
-Every setting is `FLOWPLANE_<NAME>`; the README lists each with its default.
+Every setting is `FLOWPLANE_<NAME>`; the README lists each with its default. Tracing is the
+exception: it reads OpenTelemetry's standard `OTEL_*` variables (README "Observability").
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowplane.errors import ConfigurationError
@@ -19,6 +20,11 @@ def split_address(value: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{what} must look like HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def _otel(name: str) -> AliasChoices:
+    """An OpenTelemetry variable's name, also accepted as the field's own name (overrides)."""
+    return AliasChoices(name, name.lower())
 
 
 class Settings(BaseSettings):
@@ -60,6 +66,23 @@ class Settings(BaseSettings):
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"
+    # Tracing: OpenTelemetry's standard variables (no FLOWPLANE_ prefix; the SDK reads the rest
+    # of them, e.g. OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER). Off unless an OTLP endpoint
+    # or OTEL_TRACES_EXPORTER=otlp is set (README "Observability").
+    otel_sdk_disabled: bool = Field(False, validation_alias=_otel("OTEL_SDK_DISABLED"))
+    otel_traces_exporter: str | None = Field(None, validation_alias=_otel("OTEL_TRACES_EXPORTER"))
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=_otel("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, validation_alias=_otel("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        None, validation_alias=_otel("OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    otel_exporter_otlp_traces_protocol: str | None = Field(
+        None, validation_alias=_otel("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -110,7 +133,11 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
         problems = "; ".join(
-            f"FLOWPLANE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            f"{_env_name('_'.join(str(p) for p in e['loc']).upper())}: {e['msg']}"
             for e in err.errors(include_url=False)
         )
         raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def _env_name(loc: str) -> str:
+    return loc if loc.startswith("OTEL_") else f"FLOWPLANE_{loc}"

@@ -18,6 +18,7 @@ the database.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,7 +32,8 @@ from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.resources import Kind, Ref, StoredResource, parse_spec
 from flowplane.domain.state import ConfigState, Plan
 from flowplane.errors import FlowplaneError, Internal, StorageError
-from flowplane.observability import metrics
+from flowplane.observability import metrics, tracing
+from flowplane.observability.metrics import NO_TEAM
 from flowplane.storage.base import (
     Delete,
     Repository,
@@ -56,6 +58,7 @@ class ConfigChange:
 
     serial: int
     changes: tuple[Change, ...]
+    origin: tracing.Origin = tracing.NO_ORIGIN  # the write's time, trace and log fields
 
 
 @dataclass(slots=True)
@@ -68,10 +71,10 @@ class TxnPlan:
     result: Any = None
     changes: tuple[Change, ...] = ()
     undo: Callable[[], None] | None = None  # exact inverse of `apply` (enables group commit)
-    # One (kind, action, source) per entry of `changes`: the labels it is counted under in
+    # One (kind, action, source, team) per entry of `changes`: the labels it is counted under in
     # flowplane_config_changes_total once committed (action create|update|delete, source the
-    # API path the change came through, native|platform).
-    counted: tuple[tuple[str, str, str], ...] = ()
+    # API path the change came through, native|platform; team "-" for none).
+    counted: tuple[tuple[str, str, str, str], ...] = ()
 
 
 Validate = Callable[[Kind, BaseModel], object]
@@ -102,6 +105,9 @@ class Txn:
     def __init__(self) -> None:
         self._done = trio.Event()
         self._result = None
+        # Where the command came from (time, trace, request id): carried through the mailbox
+        # explicitly, since the actor's task does not share the caller's context.
+        self.origin = tracing.capture()
 
     def plan(self, ctx: PlanContext) -> TxnPlan:
         raise NotImplementedError
@@ -113,6 +119,10 @@ class Txn:
     def resolve(self, result: Any) -> None:
         self._result = result
         self._done.set()
+        if self.origin.at is not None:
+            metrics.CONFIG_COMMAND_SECONDS.labels(type(self).__name__).observe(
+                time.monotonic() - self.origin.at
+            )
 
     async def wait(self) -> Any:
         await self._done.wait()
@@ -180,6 +190,7 @@ class Command(Txn):
         )
         action = {"create": "create", "replace": "update", "patch": "update"}.get(self.op, "delete")
         subject = plan.after or plan.before
+        team = (subject.team if subject else None) or NO_TEAM
         writes.append(
             audit_row(
                 p,
@@ -197,7 +208,7 @@ class Command(Txn):
             plan.after,
             (change_of(plan),),
             undo=lambda: s.apply(Plan(plan.kind, plan.key, plan.after, plan.before)),
-            counted=((plan.kind.value, action, self.source),),
+            counted=((plan.kind.value, action, self.source, team),),
         )
 
 
@@ -308,6 +319,7 @@ class ConfigActor:
     ) -> None:
         send, inbox = trio.open_memory_channel[Txn](self.mailbox_size)
         self._mailbox, self._inbox = send, inbox
+        metrics.CONFIG_MAILBOX.set_function(lambda: send.statistics().current_buffer_used)
         task_status.started(self)
         async with inbox:
             while True:
@@ -430,19 +442,21 @@ class ConfigActor:
 
     async def _publish(self, cmd: Txn, txn: TxnPlan, *, reply: bool = True) -> None:
         """Make a committed change visible, count it, announce it, answer the caller (unless it
-        was already answered: `_settle`)."""
-        self._in_memory(cmd, txn.apply, committed=True)
-        if cmd.logged:
-            log.info("committed: %s", cmd.describe())
-        for labels in txn.counted:  # committed: a refused or failed command never gets here
-            metrics.CONFIG_CHANGES.labels(*labels).inc()
-        if txn.changes:
-            self.state.serial += 1
-            change = ConfigChange(self.state.serial, txn.changes)
-            for sub in self._subscribers:
-                await sub.send(change)
-        if reply:
-            cmd.resolve(txn.result)
+        was already answered: `_settle`). Runs in the command's trace and log fields."""
+        with tracing.resumed(cmd.origin, "config.command", {"flowplane.command": cmd.describe()},
+                             from_origin=True) as origin:  # fmt: skip
+            self._in_memory(cmd, txn.apply, committed=True)
+            if cmd.logged:
+                log.info("committed: %s", cmd.describe())
+            for labels in txn.counted:  # committed: a refused or failed command never gets here
+                metrics.CONFIG_CHANGES.labels(*labels).inc()
+            if txn.changes:
+                self.state.serial += 1
+                change = ConfigChange(self.state.serial, txn.changes, origin)
+                for sub in self._subscribers:
+                    await sub.send(change)
+            if reply:
+                cmd.resolve(txn.result)
 
     def _in_memory(self, cmd: Txn, step: Callable[[], None], *, committed: bool = False) -> None:
         """Run a plan's `apply` or `undo`. These never fail for a correct plan; if one does

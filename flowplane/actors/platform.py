@@ -42,6 +42,7 @@ from flowplane.errors import (
     PreconditionFailed,
     QuotaExceeded,
 )
+from flowplane.observability.metrics import NO_TEAM
 from flowplane.platform.materialise import gateway_http_filters, materialise
 from flowplane.storage.base import Delete, DeleteRow, Repository, Row, Upsert, Write
 
@@ -293,7 +294,10 @@ class ApplyApi(Txn):
             outcome,
             tuple(change_of(pl) for pl in steps.plans),
             undo=undo,
-            counted=tuple((ch.kind.value, ch.action, "platform") for ch in steps.changes),
+            counted=tuple(
+                (ch.kind.value, ch.action, "platform", subject.team or NO_TEAM)
+                for ch in steps.changes
+            ),
         )
 
     def _materialise(

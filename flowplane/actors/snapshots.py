@@ -25,7 +25,8 @@ import trio
 from flowplane.actors.config import ConfigChange
 from flowplane.domain.state import ConfigState
 from flowplane.errors import FlowplaneError
-from flowplane.observability import metrics
+from flowplane.observability import metrics, tracing
+from flowplane.observability.xds import published
 from flowplane.xds.builder import Change, SnapshotBuilder
 from flowplane.xds.snapshot import Snapshot
 
@@ -44,6 +45,7 @@ class SnapshotActor:
         self.debounce_seconds = debounce_seconds
         self.last_serial = 0
         self._progress = trio.Event()
+        self._origins: list[tracing.Origin] = []  # the writes of the batch being built
 
     def build_initial(self, state: ConfigState) -> None:
         """Build and publish the first snapshot from everything stored (raises if inconsistent)."""
@@ -52,13 +54,17 @@ class SnapshotActor:
         self.last_serial = state.serial
 
     def _publish(self, changes: list[Change]) -> None:
-        t0 = time.perf_counter()
-        snap = self.builder.apply(changes)
-        metrics.SNAPSHOT_BUILD_SECONDS.observe(time.perf_counter() - t0)
-        if snap is not self.current:
-            self.current = snap
-            self.publish(snap)
-            metrics.SNAPSHOTS.inc()
+        # in the trace of the batch's writes (the first one's; linked to the others)
+        with tracing.resumed(self._origins, "snapshot.build", {"flowplane.changes": len(changes)}
+                             ) as origin:  # fmt: skip
+            t0 = time.perf_counter()
+            snap = self.builder.apply(changes)
+            metrics.SNAPSHOT_BUILD_SECONDS.observe(time.perf_counter() - t0)
+            if snap is not self.current:
+                self.current = snap
+                published(snap, origin)  # before the streams wake: they look its origin up
+                self.publish(snap)
+                metrics.SNAPSHOTS.inc()
 
     async def run(
         self,
@@ -75,12 +81,16 @@ class SnapshotActor:
                     return
                 batch = list(first.changes)
                 serial = first.serial
+                origins = [first.origin]
                 # Coalesce a burst: whatever else arrives in the debounce window joins this build.
                 with trio.move_on_after(self.debounce_seconds):
                     async for more in changes:
                         batch.extend(more.changes)
                         serial = more.serial
+                        origins.append(more.origin)
+                self._origins = origins
                 self._build(batch, serial)
+                self._origins = []
                 self.last_serial = serial
                 self._progress.set()
                 self._progress = trio.Event()

@@ -34,6 +34,8 @@ from flowplane.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from flowplane.observability.asgi import set_caller, set_route
+from flowplane.observability.metrics import count_auth_failure
 from flowplane.platform.openapi_document import ImportLimits
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
@@ -140,16 +142,22 @@ def create_app(
         endpoint = request.endpoint
         if request.url_rule is None or endpoint is None:
             return
+        set_route(request.url_rule.rule)  # the template, for metrics and the access log
         scope = RULES.get(endpoint)
         if scope is None:
             log.error("endpoint %s has no authorisation rule", endpoint)
             raise Forbidden("this endpoint has no authorisation rule")
         if scope == PUBLIC:
             return
-        principal = await authenticator.authenticate_fresh(
-            request.headers.get("Authorization"), _client(request.scope)
-        )
-        authenticator.authorize(principal, scope)
+        try:
+            principal = await authenticator.authenticate_fresh(
+                request.headers.get("Authorization"), _client(request.scope)
+            )
+            authenticator.authorize(principal, scope)
+        except FlowplaneError as err:
+            count_auth_failure("rest", err)
+            raise
+        set_caller(principal.token_id, principal.teams)
         g.principal = principal
 
     @app.errorhandler(FlowplaneError)

@@ -22,6 +22,7 @@ from flowplane.api.native import PATHS
 from flowplane.auth.authenticator import Authenticator
 from flowplane.domain.auth import Principal
 from flowplane.errors import BadRequest, FlowplaneError, HeaderTooLarge
+from flowplane.observability.asgi import set_caller, set_route
 from flowplane.services.resources import ResourceService
 
 Scope = MutableMapping[str, Any]
@@ -30,6 +31,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _KINDS = {path: kind for kind, path in PATHS.items()}
+_ROUTES = {path: f"/api/v1/native/{path}/<name>" for path in _KINDS}  # as Quart's rules say
 _PATH_RE = re.compile(r"^/api/v1/native/(" + "|".join(_KINDS) + r")/([^/]+)$")
 
 
@@ -101,6 +103,8 @@ class FastReads:
                 except FlowplaneError:
                     res = None
                 if res is not None:
+                    set_route(_ROUTES[m.group(1)])
+                    set_caller(principal.token_id, principal.teams)
                     etag = res.etag.encode()
                     for key, value in scope["headers"]:
                         if key == b"if-none-match" and etag in value.split(b", "):

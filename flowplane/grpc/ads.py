@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import struct
@@ -38,6 +37,8 @@ from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub, StreamInfo
 from flowplane.grpc.nacklog import NackLog
 from flowplane.observability import metrics
+from flowplane.observability.metrics import NO_TEAM, count_auth_failure
+from flowplane.observability.xds import StreamObserver, refused
 from flowplane.xds.delta import DeltaRequest, DeltaStream
 from flowplane.xds.scope import release, retain, scope_from_node, scoped
 from flowplane.xds.snapshot import Snapshot
@@ -199,36 +200,48 @@ class AdsService:
         try:
             identity, required, token_id = self._identity(stream)
         except FlowplaneError as err:  # refused before it is a node: never listed
-            log.warning("xDS stream from %s refused: %s", _peer(stream), err)
+            log.warning("xDS stream from %s refused: %s", _peer(stream), err,
+                        extra={"protocol": protocol, "address": _peer(stream)})  # fmt: skip
+            refused(protocol)
+            count_auth_failure("xds", err)
             raise GRPCError(Status(err.grpc_status), err.message) from None
         wake = asyncio.Event()
         info = self.hub.register(protocol, _peer(stream), state, wake)
-        metrics.XDS_STREAMS.labels(protocol).inc()
+        observed = StreamObserver(protocol, token_id)
+        ended = "closed"  # how the stream ended, for flowplane_xds_stream_ends_total
         reader: asyncio.Future[None] | None = None
         try:
             reader = asyncio.ensure_future(
-                self._read(stream, state, info, wake, convert, identity, required)
+                self._read(stream, state, info, wake, convert, identity, required, observed)
             )
             while True:
                 wake.clear()
                 if token_id is not None:
                     self._still_valid(token_id)  # a revoked or expired token ends the stream
                 if info.scope is not None:  # known once the first request (with node) arrived
-                    for out in state.outbound(scoped(self.hub.snapshot, info.scope)):
+                    snap = self.hub.snapshot
+                    for out in state.outbound(scoped(snap, info.scope)):
                         await stream.send_message(out.body)
-                        _responses(protocol, out.type_url).inc()
+                        observed.sent(snap, out.type_url, out.nonce, out.version)
                 if reader.done():
                     break
                 await wake.wait()
             reader.result()  # re-raise what ended the reader (None on a clean end of stream)
-        except (StreamTerminatedError, ConnectionError, asyncio.CancelledError):
+        except (StreamTerminatedError, ConnectionError):
+            raise
+        except asyncio.CancelledError:
+            ended = "shutdown"
             raise
         except FlowplaneError as err:
-            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err)
+            ended = "refused"
+            log.warning("xDS stream from %s (node %s) refused: %s", info.address, info.node_id, err,
+                        extra=_fields(info, token_id))  # fmt: skip
             raise GRPCError(Status(err.grpc_status), err.message) from None
         except GRPCError:
+            ended = "refused"
             raise
         except Exception:
+            ended = "error"
             # grpclib would turn this into a silent UNKNOWN: log it, end this stream only.
             log.exception("xDS stream actor crashed (node %s, %s)", info.node_id, info.address)
             metrics.XDS_STREAM_CRASHES.inc()
@@ -244,9 +257,10 @@ class AdsService:
                 log.info(
                     "xDS %s stream %d disconnected: node %s from %s",
                     info.protocol, info.stream_id, info.node_id, info.address,
+                    extra=_fields(info, token_id),
                 )  # fmt: skip
             self.nacks.close(_log_key(info))
-            metrics.XDS_STREAMS.labels(protocol).dec()
+            observed.closed(ended)
 
     async def _read(
         self,
@@ -257,6 +271,7 @@ class AdsService:
         convert: Callable[[Any], Any],
         identity: str | None,
         required: bool,
+        observed: StreamObserver,
     ) -> None:
         try:
             while True:
@@ -275,25 +290,29 @@ class AdsService:
                         identity_team=identity, auth_required=required,
                     )  # fmt: skip
                     retain(info.scope)  # released when the stream ends (`_serve`)
+                    node_id = node.id if node is not None else None
+                    observed.identified(node_id, info.team)
                     log.info(
                         "xDS %s stream %d connected: node %s (team %s) from %s",
-                        info.protocol, info.stream_id, node.id if node is not None else None,
-                        info.team, info.address,
+                        info.protocol, info.stream_id, node_id, info.team, info.address,
+                        extra={**_fields(info, observed.token_id), "node": node_id},
                     )  # fmt: skip
                 owes = state.on_request(convert(msg))
-                if msg.HasField("error_detail"):  # only a NACK can record a rejection
-                    self._note_rejections(info)
+                nack = msg.HasField("error_detail")
+                observed.received(msg.type_url, msg.response_nonce, nack)
+                if nack:  # only a NACK can record a rejection
+                    self._note_rejections(info, observed.token_id)
                 if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
                     wake.set()
         finally:
             wake.set()  # let the writer see that the reader is done
 
-    def _note_rejections(self, info: StreamInfo) -> None:
+    def _note_rejections(self, info: StreamInfo, token_id: str | None) -> None:
         for type_url, st in info.state.status().items():
             rej = st.last_rejection
             if rej is not None and info.note_rejection(rej):
-                metrics.XDS_NACKS.labels(_short(type_url)).inc()
-                self.nacks.nack(_log_key(info), rej)
+                metrics.XDS_NACKS.labels(_short(type_url), info.team or NO_TEAM).inc()
+                self.nacks.nack(_log_key(info), rej, _fields(info, token_id))
 
 
 def _log_key(info: StreamInfo) -> str:
@@ -301,10 +320,11 @@ def _log_key(info: StreamInfo) -> str:
     return info.node_id or info.address
 
 
-@functools.cache
-def _responses(protocol: str, type_url: str) -> Any:
-    """The response counter child for (protocol, type): looked up once, not per response."""
-    return metrics.XDS_RESPONSES.labels(protocol, _short(type_url))
+def _fields(info: StreamInfo, token_id: str | None) -> dict[str, Any]:
+    """The structured log fields of a stream's events (README "Observability")."""
+    out = {"protocol": info.protocol, "stream_id": info.stream_id, "node": info.node_id,
+           "team": info.team, "address": info.address, "token_id": token_id}  # fmt: skip
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _short(type_url: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -55,6 +55,7 @@ class _NodeState:
     logged_at: float  # when this node's last line was written
     suppressed: int = 0  # NACKs since that line that were not logged
     latest: Rejection | None = None  # the newest of them
+    fields: Mapping[str, object] | None = None  # the log fields of the node's stream
 
 
 class NackLog:
@@ -78,12 +79,15 @@ class NackLog:
         self._max_nodes = max_nodes
         self._nodes: OrderedDict[str, _NodeState] = OrderedDict()
 
-    def nack(self, node: str, rejection: Rejection) -> None:
-        """Note one NACK of `node`; log it, summarise it, or count it for a later summary."""
+    def nack(
+        self, node: str, rejection: Rejection, fields: Mapping[str, object] | None = None
+    ) -> None:
+        """Note one NACK of `node`; log it, summarise it, or count it for a later summary.
+        `fields` are the stream's structured log fields (team, token id, ...)."""
         now = self._clock()
         st = self._nodes.get(node)
         if st is None:
-            self._first(node, rejection, now)
+            self._first(node, rejection, now, fields)
             return
         if now - st.logged_at < self.interval:
             st.suppressed += 1
@@ -95,7 +99,7 @@ class NackLog:
             self._summary(node, st, now)
         else:  # quiet for a whole interval: a new first NACK
             self._nodes.pop(node)
-            self._first(node, rejection, now)
+            self._first(node, rejection, now, fields)
 
     def close(self, node: str) -> None:
         """`node`'s stream ended: write its pending summary, if any, and forget it."""
@@ -103,13 +107,15 @@ class NackLog:
         if st is not None and st.suppressed:
             self._summary(node, st, self._clock())
 
-    def _first(self, node: str, rej: Rejection, now: float) -> None:
+    def _first(
+        self, node: str, rej: Rejection, now: float, fields: Mapping[str, object] | None
+    ) -> None:
         self._log.warning(
             "node %s rejected %s version %s (%s): %s",
             node, _short(rej.type_url), rej.version, summarise_names(rej.resource_names),
-            _truncate(rej.message),
+            _truncate(rej.message), extra=_extra(node, rej, fields),
         )  # fmt: skip
-        self._nodes[node] = _NodeState(now)
+        self._nodes[node] = _NodeState(now, fields=fields)
         if len(self._nodes) > self._max_nodes:
             oldest, st = self._nodes.popitem(last=False)
             if st.suppressed:
@@ -123,5 +129,13 @@ class NackLog:
             " latest: %s version %s (%s): %s",
             node, st.suppressed, now - st.logged_at, self.interval, _short(rej.type_url),
             rej.version, summarise_names(rej.resource_names), _truncate(rej.message),
+            extra=_extra(node, rej, st.fields),
         )  # fmt: skip
         st.logged_at, st.suppressed, st.latest = now, 0, None
+
+
+def _extra(node: str, rej: Rejection, fields: Mapping[str, object] | None) -> dict[str, object]:
+    """A NACK line's structured fields: the stream's, then the node, type, version and Envoy's
+    message (truncated)."""
+    return {**(fields or {}), "node": node, "type": _short(rej.type_url),
+            "version": rej.version, "error_detail": _truncate(rej.message)}  # fmt: skip

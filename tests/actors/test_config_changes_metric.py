@@ -30,7 +30,7 @@ def counts() -> dict[tuple[str, str], float]:
     return {
         (kind, action): REGISTRY.get_sample_value(
             "flowplane_config_changes_total",
-            {"kind": kind, "action": action, "source": "native"},
+            {"kind": kind, "action": action, "source": "native", "team": "-"},
         )
         or 0.0
         for kind, action in itertools.product(KINDS, ACTIONS)
@@ -93,7 +93,10 @@ async def test_refused_writes_are_not_counted(client: httpx.AsyncClient) -> None
 async def test_exposed_at_metrics_with_its_labels(client: httpx.AsyncClient) -> None:
     assert (await client.post(f"{N}/clusters", json=cluster_body("backend"))).status_code == 201
     text = (await client.get("/metrics")).text
-    assert 'flowplane_config_changes_total{action="create",kind="cluster",source="native"}' in text
+    assert (
+        'flowplane_config_changes_total{action="create",kind="cluster",source="native",team="-"}'
+        in text
+    )
 
 
 async def test_group_commit_counts_each_committed_command(core: Core) -> None:

@@ -55,8 +55,13 @@ async def node_status(plane: Plane, node_id: str) -> dict[str, Any]:
 
 
 def nacks() -> float:
-    """The server's `flowplane_xds_nacks_total{type="Cluster"}` (process-wide)."""
-    return REGISTRY.get_sample_value("flowplane_xds_nacks_total", {"type": "Cluster"}) or 0.0
+    """The server's `flowplane_xds_nacks_total{type="Cluster"}`, every team's (process-wide)."""
+    return sum(
+        s.value
+        for metric in REGISTRY.collect()
+        for s in metric.samples
+        if s.name == "flowplane_xds_nacks_total" and s.labels.get("type") == "Cluster"
+    )
 
 
 def cluster_ports(msg: cluster_pb2.Cluster) -> list[int]:

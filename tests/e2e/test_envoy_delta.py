@@ -53,14 +53,18 @@ def delta_boot(node: str, port: int) -> dict[str, Any]:
 
 
 def delta_responses() -> dict[str, float]:
-    """The server's `flowplane_xds_responses_total{protocol="delta"}` per type (process-wide)."""
-    return {
-        t: REGISTRY.get_sample_value(
-            "flowplane_xds_responses_total", {"protocol": "delta", "type": t.rpartition(".")[2]}
-        )
-        or 0.0
-        for t in TYPES
-    }
+    """The server's `flowplane_xds_responses_total{protocol="delta"}` per type, all teams
+    together (process-wide)."""
+    out = dict.fromkeys(TYPES, 0.0)
+    short = {t.rpartition(".")[2]: t for t in TYPES}
+    for metric in REGISTRY.collect():
+        for s in metric.samples:
+            labels = s.labels
+            if s.name == "flowplane_xds_responses_total" and labels["protocol"] == "delta" and (
+                labels["type"] in short
+            ):
+                out[short[labels["type"]]] += s.value
+    return out
 
 
 UPDATE_STATS = (
