@@ -39,7 +39,8 @@ async def serve(tmp: Path, env: Mapping[str, str]) -> AsyncIterator[tuple[str, i
     Stopped with SIGTERM on exit (which flushes the spans still queued)."""
     xds = free_port()
     async with serve_process(
-        tmp, FLOWPLANE_XDS_ADDRESS=f"127.0.0.1:{xds}", FLOWPLANE_LOG_FORMAT="json", **env
+        tmp, FLOWPLANE_XDS_ADDRESS=f"127.0.0.1:{xds}", FLOWPLANE_LOG_FORMAT="json",
+        FLOWPLANE_XDS_AUTH="none", **env
     ) as served:
         yield served.base_url, xds, served.log
 
