@@ -1,4 +1,4 @@
-"""The `flowplane` command: `serve`, `db migrate`."""
+"""The `flowplane` command: `serve`, `db migrate`, `db upgrade [--check]`, `token create`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     dbsub = db.add_subparsers(dest="db_command", required=True)
     mig = dbsub.add_parser("migrate", help="apply pending migrations and exit")
     mig.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
+    upg = dbsub.add_parser(
+        "upgrade", help="upgrade stored documents to this release's schema versions"
+    )
+    upg.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
+    upg.add_argument(
+        "--check", action="store_true", help="list what would change; write nothing"
+    )
     tok = sub.add_parser("token", help="tokens, straight in the database")
     toksub = tok.add_subparsers(dest="token_command", required=True)
     create = toksub.add_parser("create", help="create a token and print it (once)")
@@ -68,6 +75,36 @@ async def _migrate(settings: Settings) -> None:
     print("applied: " + ", ".join(applied) if applied else "the database is up to date")
 
 
+async def _upgrade(settings: Settings, check: bool) -> None:
+    """`db upgrade [--check]`: migrations first (unless checking: then they must be applied
+    already), then the stored documents, in one transaction."""
+    import json
+
+    from flowplane.services.upgrade import describe, patch_of, upgrade_documents
+    from flowplane.storage import open_repository
+
+    async with trio_asyncio.open_loop():
+        repo = await open_repository(settings.database_url)
+        try:
+            if not check:
+                applied = await repo.migrate()
+                if applied:
+                    print("applied migrations: " + ", ".join(applied))
+            changes = await upgrade_documents(repo, check=check)
+        finally:
+            await repo.aclose()
+    for change in changes:
+        print(describe(change))
+        for op in patch_of(change):
+            print("    " + json.dumps(op, separators=(",", ":")))
+    if not changes:
+        print("every stored document has the current schema version: nothing to upgrade")
+    elif check:
+        print(f"{len(changes)} document(s) would be upgraded (nothing was written)")
+    else:
+        print(f"upgraded {len(changes)} document(s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -77,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             from flowplane.app import run_server
 
             trio.run(run_server, settings)
+        elif args.command == "db" and args.db_command == "upgrade":
+            trio.run(_upgrade, settings, args.check)
         elif args.command == "db":
             trio.run(_migrate, settings)
         elif args.command == "token":

@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from flowplane.domain import schema
 from flowplane.domain.api_definition import ApiDefinition
 from flowplane.domain.common import rfc3339
 from flowplane.domain.resources import Kind, StoredResource
@@ -96,6 +97,7 @@ class ApiRecord:
             "generated": self.generated,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "schema_version": schema.current("api"),
         }
 
 

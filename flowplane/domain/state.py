@@ -50,6 +50,13 @@ class Plan:
     name: str
     before: StoredResource | None
     after: StoredResource | None
+    # A create of a name that was deleted: the version of that deletion (its history goes on
+    # from there), kept so `inverse` can restore it.
+    tombstone: int | None = None
+
+    def inverse(self) -> Plan:
+        """The plan that undoes this one exactly (tombstones included)."""
+        return Plan(self.kind, self.name, self.after, self.before, self.tombstone)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -94,6 +101,11 @@ class ConfigState:
         self.protected: dict[Ref, str] = {}  # resources that cannot be deleted, and why
         self.team_quotas: dict[str, dict[str, Any]] = {}  # team -> quotas (kept by the actor)
         self.apis: dict[str, ApiRecord] = {}  # Platform API id -> its definition
+        # Deleted resources and APIs whose history is kept: (kind, team, name) -> the version
+        # of the deletion, and API id -> (team, version of the deletion). A re-created name
+        # continues from there, so (kind, team, name, version) names one version for ever.
+        self.tombstones: dict[tuple[Kind, str | None, str], int] = {}
+        self.api_tombstones: dict[str, tuple[str | None, int]] = {}
 
     # --- reading -------------------------------------------------------------------------
     def get(self, kind: Kind, name: str) -> StoredResource | None:
@@ -160,11 +172,12 @@ class ConfigState:
             raise Conflict(f"{kind.label} {name!r} already exists")
         self._check_quota(kind, model.team)  # type: ignore[attr-defined]
         now = now or datetime.now(UTC)
+        tombstone = self.tombstones.get((kind, model.team, name))  # type: ignore[attr-defined]
         after = StoredResource(
             kind=kind,
             name=name,
             team=model.team,  # type: ignore[attr-defined]
-            version=1,
+            version=(tombstone or 0) + 1,
             source=source,
             spec=client_spec(body),
             created_at=now,
@@ -174,7 +187,7 @@ class ConfigState:
         )
         self.check_storage(after.team, after.spec_bytes)
         self._check(after, principal)
-        return Plan(kind, name, None, after)
+        return Plan(kind, name, None, after, tombstone)
 
     def plan_replace(
         self,
@@ -375,7 +388,13 @@ class ConfigState:
                     del self._referrers[old]
         if plan.after is None:
             self._by_kind[plan.kind].pop(plan.name, None)
+            if plan.before is not None:
+                self.tombstones[plan.kind, plan.before.team, plan.name] = (
+                    plan.tombstone if plan.tombstone is not None else plan.before.version + 1
+                )
         else:
+            if plan.before is None:
+                self.tombstones.pop((plan.kind, plan.after.team, plan.name), None)
             self._by_kind[plan.kind][plan.name] = plan.after
             refs = frozenset(references(plan.kind, plan.after.model))
             self._refs[ref] = refs

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import trio
@@ -95,15 +96,46 @@ async def keep_audit(
 ) -> None:
     """Audit retention (FLOWPLANE_AUDIT_KEEP_DAYS): at start and then every `every` seconds,
     delete the audit rows older than `keep_days` days. Runs until cancelled."""
-    while True:
+
+    async def prune() -> None:
         cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+        deleted = await repo.prune_audit(cutoff)
+        if deleted:
+            log.info("deleted %d audit rows older than %d days", deleted, keep_days)
+
+    await _periodically(
+        prune, every, f"delete audit rows older than {keep_days} days", "audit-retention"
+    )
+
+
+HISTORY_PRUNE_EVERY_SECONDS = 3600.0
+
+
+async def keep_history(
+    repo: Repository, keep: int, *, every: float = HISTORY_PRUNE_EVERY_SECONDS
+) -> None:
+    """History retention (FLOWPLANE_HISTORY_KEEP): at start and then every `every` seconds,
+    delete all but the newest `keep` versions of each resource and API (writes never prune:
+    the write path stays one INSERT). Runs until cancelled."""
+
+    async def prune() -> None:
+        deleted = await repo.prune_history(keep)
+        if deleted:
+            log.info("deleted %d old versions from history (keeping %d each)", deleted, keep)
+
+    await _periodically(prune, every, f"prune history to {keep} versions", "history-retention")
+
+
+async def _periodically(
+    job: Callable[[], Awaitable[None]], every: float, what: str, actor: str
+) -> None:
+    """Run `job` now and then every `every` seconds until cancelled; a failure is logged and
+    counted (as the actor `actor`) and the next run tries again."""
+    while True:
         try:
-            deleted = await repo.prune_audit(cutoff)
+            await job()
         except Exception:
-            _failed(f"delete audit rows older than {cutoff.isoformat()}", "audit-retention")
-        else:
-            if deleted:
-                log.info("deleted %d audit rows older than %d days", deleted, keep_days)
+            _failed(what, actor)
         await trio.sleep(every)
 
 
