@@ -38,7 +38,7 @@ from flowplane.services.upgrade import upgrade_documents
 from flowplane.storage import open_repository
 from flowplane.storage.base import HistoryKey
 from tests.storage import upgrade_model
-from tests.storage.conftest import PG
+from tests.storage.conftest import PG, drop_schema
 from tests.storage.fixtures.make_release_db import build, settings
 from tests.storage.upgrade_model import NEW, OLD, rename
 
@@ -113,15 +113,7 @@ async def release_db(
     try:
         yield url
     finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(PG)
-            try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-            finally:
-                await conn.close()
-
-        await trio_asyncio.aio_as_trio(drop, loop=aio_loop)()
+        await drop_schema(name, aio_loop)
 
 
 @pytest.fixture
