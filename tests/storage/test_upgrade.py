@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import shutil
 import signal
@@ -33,6 +34,7 @@ from flowplane.domain.cluster import Cluster
 from flowplane.domain.resources import Kind
 from flowplane.domain.schema import SchemaRegistry, TooNew
 from flowplane.errors import Internal
+from flowplane.services.common import Window
 from flowplane.services.history import Version
 from flowplane.services.upgrade import upgrade_documents
 from flowplane.storage import open_repository
@@ -43,6 +45,7 @@ from tests.storage.fixtures.make_release_db import build, settings
 from tests.storage.upgrade_model import NEW, OLD, rename
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-1.db"
+BEFORE_HISTORY = Path(__file__).parent / "fixtures" / "release-0.db"  # commit 38facbe's
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -184,6 +187,30 @@ async def test_startup_upgrades_every_document_and_carries_every_value(
         assert await upgrade_documents(repo) == []
     finally:
         await repo.aclose()
+
+
+async def test_a_database_of_the_release_before_history_keeps_its_versions_as_history(
+    tmp_path: Path, aio_loop: asyncio.AbstractEventLoop
+) -> None:
+    """The release before history (no schema versions, no history table) wrote
+    `release-0.db`: migration 0005 marks its documents schemaVersion 1 and makes each one's
+    current version the first its history knows, so it can be rolled back to at once."""
+    shutil.copy(BEFORE_HISTORY, tmp_path / "old.db")
+    url = f"sqlite:///{tmp_path}/old.db"
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        old = {(k, n): (v, json.loads(s)) for k, n, v, s in
+               c.execute("SELECT kind, name, version, spec FROM resources")}  # fmt: skip
+    async with open_core(settings(url)) as core:
+        hist, res = core.services.history, core.services.resources
+        for (kind, name), (version, spec) in old.items():
+            page = await hist.list(SYSTEM, kind, name, Window())
+            assert [r.version for r in page.items] == [version]
+            found = await hist.version(SYSTEM, kind, name, version)
+            assert isinstance(found, Version) and found.spec == spec
+        await res.patch(SYSTEM, Kind.CLUSTER, "edited", {OLD: 8})
+        back = await hist.rollback(SYSTEM, "cluster", "edited", 3, '"4"')
+        assert back.spec == old["cluster", "edited"][1] and back.version == 5  # type: ignore[union-attr]
+    assert {v for v, _ in (await stored(url)).values()} == {1}
 
 
 async def test_check_lists_what_would_change_and_writes_nothing(release_db: str) -> None:
