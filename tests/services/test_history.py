@@ -235,3 +235,27 @@ async def test_retention_keeps_the_newest_versions_by_a_background_job(
         nursery.cancel_scope.cancel()
     key = HistoryKey(C, None, "backend")
     assert [r.version for r in await core.repo.history_versions(key, 100, 100)] == [8, 7]
+
+
+async def test_a_name_in_several_teams_needs_team_to_choose(core: Core) -> None:
+    """A name whose history the caller can see in several teams (here: deleted in t1, made
+    again in t2) -> 400 listing the teams; `team` chooses. The deleted one cannot be rolled
+    back over the new one (409)."""
+    res, hist = core.services.resources, core.services.history
+    await res.create(ADMIN, Kind.CLUSTER, cluster_body("x", team="t1"))
+    await res.delete(ADMIN, Kind.CLUSTER, "x")
+    await res.create(ADMIN, Kind.CLUSTER, cluster_body("x", port=2, team="t2"))
+    with pytest.raises(BadRequest, match="several teams") as info:
+        await hist.list(ADMIN, C, "x", Window())
+    assert "t1" in info.value.details[0].message and "t2" in info.value.details[0].message
+    old = await hist.list(ADMIN, C, "x", Window(), team="t1")
+    assert [(r.version, r.action, r.team) for r in old.items] == [
+        (2, "delete", "t1"),
+        (1, "create", "t1"),
+    ]
+    new = await hist.list(ADMIN, C, "x", Window(), team="t2")
+    assert [(r.version, r.team) for r in new.items] == [(1, "t2")]
+    t2 = caller("clusters:read", teams=["t2"])
+    assert [r.team for r in (await hist.list(t2, C, "x", Window())).items] == ["t2"]
+    with pytest.raises(Conflict, match="re-created"):
+        await hist.rollback(ADMIN, C, "x", 1, None, team="t1")
