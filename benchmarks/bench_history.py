@@ -57,10 +57,12 @@ async def main(n: int, blocks: int) -> None:
     for with_history, runs in results.items():
         wall = [w for w, _ in runs]
         cpu = [c for _, c in runs]
-        print(f"{'with' if with_history else 'without':7} history: wall per write median"
-              f" {statistics.median(wall):7.0f} us (min {min(wall):.0f}, max {max(wall):.0f});"
-              f" CPU per write median {statistics.median(cpu):5.0f} us"
-              f" ({blocks} blocks of {n})")
+        print(
+            f"{'with' if with_history else 'without':7} history: wall per write median"
+            f" {statistics.median(wall):7.0f} us (min {min(wall):.0f}, max {max(wall):.0f});"
+            f" CPU per write median {statistics.median(cpu):5.0f} us"
+            f" ({blocks} blocks of {n})"
+        )
 
 
 if __name__ == "__main__":
