@@ -128,7 +128,23 @@ def main(argv: list[str] | None = None) -> int:
     except FlowplaneError as err:
         print(f"flowplane: {err.message}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # A start-up refusal raised inside a nursery (the trio-asyncio loop's, the core's)
+        # arrives wrapped: answer with the error itself, as for any other refusal (e.g. a
+        # document written by a newer release), not with a traceback.
+        leaf = _only_leaf(group)
+        if isinstance(leaf, FlowplaneError):
+            print(f"flowplane: {leaf.message}", file=sys.stderr)
+            return 2
+        raise
     return 0
+
+
+def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import json
 import logging
+import os
 import shutil
 import signal
 import sqlite3
@@ -328,3 +329,23 @@ async def set_schema_version(url: str, kind: str, name: str, version: int) -> No
             await conn.close()
 
     await trio_asyncio.aio_as_trio(update)()
+
+
+@pytest.mark.e2e
+async def test_flowplane_serve_refuses_a_newer_document_in_one_line(tmp_path: Path) -> None:
+    """The real `flowplane serve`: exit code 2 and one line naming the document, no traceback
+    (the refusal is raised inside the server's nurseries)."""
+    shutil.copy(FIXTURE, tmp_path / "newer.db")
+    url = f"sqlite:///{tmp_path}/newer.db"
+    await set_schema_version(url, "cluster", "backend", 3)
+    env = {**os.environ, "FLOWPLANE_API_ADDRESS": "127.0.0.1:0",
+           "FLOWPLANE_XDS_ADDRESS": "127.0.0.1:0"}  # fmt: skip
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, "-m", "flowplane.cli.main", "serve", "--database-url", url],
+            capture_stdout=True, capture_stderr=True, check=False, env=env,
+        )  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "Traceback" not in err
+    assert "flowplane: stored cluster 'backend' has schemaVersion 3" in err
