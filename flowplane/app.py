@@ -37,8 +37,7 @@ from flowplane.services.security import TeamService, TokenService
 from flowplane.services.startup import (
     ensure_admin,
     flush_auth_activity,
-    keep_audit,
-    keep_history,
+    keep_retention,
 )
 from flowplane.services.upgrade import upgrade_documents
 from flowplane.settings import Settings
@@ -132,8 +131,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             admin_token = await ensure_admin(actor, json_lines=settings.log_format == "json")
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
-            nursery.start_soon(keep_audit, repo, settings.audit_keep_days)
-            nursery.start_soon(keep_history, repo, settings.history_keep)
+            nursery.start_soon(
+                keep_retention, repo, settings.audit_keep_days, settings.history_keep
+            )
             core: Core | None = None
             services = _services(settings, repo, state, actor, auth, authenticator, hub,
                                  lambda: core.xds_port if core else None)  # fmt: skip

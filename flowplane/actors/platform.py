@@ -28,7 +28,14 @@ from flowplane.actors.config import PlanContext, Txn, TxnPlan, row_of
 from flowplane.auth.audit import audit_row, history_row, resource_history
 from flowplane.domain import schema
 from flowplane.domain.api_definition import parse_api_definition
-from flowplane.domain.apis import GENERATED_KEYS, VHOSTS, ApiRecord, api_client_spec
+from flowplane.domain.apis import (
+    GENERATED_KEYS,
+    SCHEMA_VERSIONS,
+    VHOSTS,
+    ApiRecord,
+    api_client_spec,
+    upgrade_generated,
+)
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.resources import Kind
 from flowplane.domain.state import ConfigState, Plan, etag_matches, merge_patch
@@ -472,8 +479,10 @@ async def load_apis(repo: Repository, state: ConfigState) -> None:
             model = parse_api_definition(spec)
         except FlowplaneError as err:
             raise Internal(f"stored API {r['name']!r} no longer validates: {err.message}") from err
+        generated = upgrade_generated(r["generated"], what)  # as is when current
+        generated = {k: v for k, v in generated.items() if k != SCHEMA_VERSIONS}
         state.apis[r["id"]] = ApiRecord(
             id=r["id"], name=r["name"], team=r["team"], version=r["version"], spec=spec,
-            generated=r["generated"], created_at=datetime.fromisoformat(r["created_at"]),
+            generated=generated, created_at=datetime.fromisoformat(r["created_at"]),
             updated_at=datetime.fromisoformat(r["updated_at"]), model=model,
         )  # fmt: skip

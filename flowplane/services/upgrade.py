@@ -1,8 +1,9 @@
 """The start-up upgrade of stored documents to the shapes this release writes (api.md "History
 and rollback"; the registry is `flowplane.domain.schema`).
 
-Every current document (each resource's and API definition's `spec`) older than its kind's
-current schema version is upgraded by the registered functions and validated against the current
+Every current document (each resource's and API definition's `spec`, and what each API
+generated, kept in Native shapes in its row) older than its kind's current schema version is
+upgraded by the registered functions and validated against the current
 model, and all of them are written in ONE transaction: if any document cannot be upgraded (one
 written by a newer release, or an upgrade whose result does not validate) nothing is written and
 start-up stops with a message naming it; a process killed midway leaves the old documents, and
@@ -18,6 +19,7 @@ import jsonpatch
 
 from flowplane.domain import schema
 from flowplane.domain.api_definition import parse_api_definition
+from flowplane.domain.apis import GENERATED_KEYS, SCHEMA_VERSIONS, upgrade_generated
 from flowplane.domain.resources import Kind, parse_spec
 from flowplane.errors import FlowplaneError, Internal
 from flowplane.storage.base import DocumentUpgrade, Repository, StoredDocument
@@ -32,7 +34,11 @@ def upgrade_one(doc: StoredDocument) -> DocumentUpgrade | None:
     current = registry.current(doc.kind)
     what = f"stored {doc.label}"
     spec = registry.upgrade(doc.kind, doc.spec, doc.schema_version, what)  # TooNew if newer
-    if doc.schema_version == current:
+    generated = None
+    if doc.generated is not None:  # an API's: its Native specs follow their kinds' upgrades
+        up = upgrade_generated(doc.generated, what)
+        generated = None if up is doc.generated else up
+    if doc.schema_version == current and generated is None:
         return None
     try:
         if doc.kind == "api":
@@ -44,18 +50,32 @@ def upgrade_one(doc: StoredDocument) -> DocumentUpgrade | None:
             f"{what} does not validate after its upgrade from schemaVersion"
             f" {doc.schema_version} to {current}: {err.message}"
         ) from err
-    return DocumentUpgrade(doc, spec, current)
+    return DocumentUpgrade(doc, spec, current, generated)
 
 
 def describe(change: DocumentUpgrade) -> str:
-    """One line per upgraded document: which, from and to which version."""
+    """One line per upgraded document: which, from and to which version (an API's generated
+    Native specs: from and to which versions of their kinds)."""
     d = change.before
-    return f"{d.label}: schemaVersion {d.schema_version} -> {change.schema_version}"
+    line = f"{d.label}: schemaVersion {d.schema_version} -> {change.schema_version}"
+    if change.generated is not None and d.generated is not None:
+        old = {k.value: 1 for k in GENERATED_KEYS} | d.generated.get(SCHEMA_VERSIONS, {})
+        new = change.generated[SCHEMA_VERSIONS]
+        line += "; what it generated: " + ", ".join(
+            f"{k} {old[k]} -> {new[k]}" for k in sorted(new) if old.get(k) != new[k]
+        )
+    return line
 
 
 def patch_of(change: DocumentUpgrade) -> list[dict[str, object]]:
-    """What the upgrade changes in the document, as an RFC 6902 patch."""
-    ops: list[dict[str, object]] = jsonpatch.make_patch(change.before.spec, change.spec).patch
+    """What the upgrade changes in the document, as an RFC 6902 patch (an API's: of
+    `{spec, generated}`)."""
+    before: object = change.before.spec
+    after: object = change.spec
+    if change.generated is not None:
+        before = {"spec": before, "generated": change.before.generated}
+        after = {"spec": after, "generated": change.generated}
+    ops: list[dict[str, object]] = jsonpatch.make_patch(before, after).patch
     return ops
 
 

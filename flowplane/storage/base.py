@@ -129,6 +129,7 @@ class StoredDocument:
     name: str  # the resource's name, or the API's id
     schema_version: int
     spec: dict[str, Any]
+    generated: dict[str, Any] | None = None  # an API's: what it made, in Native shapes
 
     @property
     def label(self) -> str:
@@ -143,6 +144,7 @@ class DocumentUpgrade:
     before: StoredDocument
     spec: dict[str, Any]
     schema_version: int
+    generated: dict[str, Any] | None = None  # an API's, when it changed too
 
 
 UpgradeDocument = Callable[[StoredDocument], DocumentUpgrade | None]

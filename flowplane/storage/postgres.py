@@ -349,7 +349,7 @@ class PostgresRepository:
             status: str = await self.pool.execute(sql, *params)  # "DELETE <count>"
             return int(status.rpartition(" ")[2])
 
-        return await self._run(prune, limited=False)  # housekeeping: nobody waits for it
+        return await self._run(prune)  # under the deadline, as prune_audit: retried next run
 
     async def upgrade_documents(
         self, upgrade: UpgradeDocument, *, commit: bool

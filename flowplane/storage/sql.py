@@ -312,15 +312,16 @@ def history_from(r: Sequence[Any]) -> HistoryRow:
 # -- the start-up upgrade of stored documents -------------------------------------------------
 
 DOCUMENTS_SELECT = (
-    "SELECT 'resources', kind, team, name, schema_version, spec FROM resources"
-    " UNION ALL SELECT 'apis', 'api', team, id, schema_version, spec FROM apis"
+    "SELECT 'resources', kind, team, name, schema_version, spec, CAST(NULL AS TEXT)"
+    " FROM resources"
+    " UNION ALL SELECT 'apis', 'api', team, id, schema_version, spec, generated FROM apis"
 )
 
 
 def document_from(r: Sequence[Any]) -> StoredDocument:
     return StoredDocument(
         table=r[0], kind=r[1], team=r[2], name=r[3], schema_version=int(r[4]),
-        spec=json.loads(r[5]),
+        spec=json.loads(r[5]), generated=None if r[6] is None else json.loads(r[6]),
     )  # fmt: skip
 
 
@@ -329,9 +330,13 @@ def document_update(u: DocumentUpgrade, p: Placeholder) -> Statement:
     spec = json.dumps(u.spec, separators=(",", ":"))
     d = u.before
     if d.table == "apis":
+        generated = json.dumps(
+            u.generated if u.generated is not None else d.generated, separators=(",", ":")
+        )
         return (
-            f"UPDATE apis SET spec = {p(1)}, schema_version = {p(2)} WHERE id = {p(3)}",
-            (spec, u.schema_version, d.name),
+            f"UPDATE apis SET spec = {p(1)}, schema_version = {p(2)}, generated = {p(3)}"
+            f" WHERE id = {p(4)}",
+            (spec, u.schema_version, generated, d.name),
         )
     return (
         f"UPDATE resources SET spec = {p(1)}, schema_version = {p(2)} WHERE kind = {p(3)}"

@@ -30,11 +30,12 @@ import trio_asyncio
 
 from flowplane.app import open_core
 from flowplane.domain import schema
+from flowplane.domain.apis import upgrade_generated
 from flowplane.domain.auth import SYSTEM
 from flowplane.domain.cluster import Cluster
 from flowplane.domain.resources import Kind
 from flowplane.domain.schema import SchemaRegistry, TooNew
-from flowplane.errors import Internal
+from flowplane.errors import Conflict, Internal
 from flowplane.services.common import Window
 from flowplane.services.history import Version
 from flowplane.services.upgrade import upgrade_documents
@@ -85,6 +86,39 @@ def test_a_document_from_a_newer_release_is_refused_naming_it() -> None:
         SchemaRegistry().upgrade("listener", {}, 2, "stored listener 'edge'")
     assert "stored listener 'edge'" in info.value.message
     assert "schemaVersion 2" in info.value.message and "newer release" in info.value.message
+
+
+def test_what_an_api_generated_follows_its_kinds_upgrades(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API row keeps the Native specs it generated, in the shapes of the release that wrote
+    it: they are upgraded with their kinds (a virtual host as a route config holding it), from
+    the versions recorded with them (absent: 1), and the new versions are recorded."""
+    reg = SchemaRegistry()
+    reg.register("cluster", 1)(
+        lambda d: {**{k: v for k, v in d.items() if k != "endpoints"}, "targets": d["endpoints"]}
+    )
+    reg.register("route_config", 1)(
+        lambda d: {**d, "virtualHosts": [{**vh, "v2": True} for vh in d["virtualHosts"]]}
+    )
+    monkeypatch.setattr(schema, "REGISTRY", reg)
+    gen = {
+        "clusters": {"c": {"name": "c", "endpoints": [1]}},
+        "virtualHosts": {"rc": {"name": "v"}},
+    }
+    up = upgrade_generated(gen, "API x")
+    assert up == {
+        "clusters": {"c": {"name": "c", "targets": [1]}},
+        "virtualHosts": {"rc": {"name": "v", "v2": True}},
+        "schemaVersions": {"cluster": 2, "route_config": 2, "listener": 1},
+    }
+    assert gen == {
+        "clusters": {"c": {"name": "c", "endpoints": [1]}},
+        "virtualHosts": {"rc": {"name": "v"}},
+    }
+    assert upgrade_generated(up, "API x") is up  # current: nothing to do
+    partly = {**gen, "schemaVersions": {"cluster": 2}}  # clusters already v2, the rest v1
+    assert upgrade_generated(partly, "API x")["clusters"] == gen["clusters"]
+    with pytest.raises(TooNew, match="generated cluster 'c'"):
+        upgrade_generated({**gen, "schemaVersions": {"cluster": 3}}, "API x")
 
 
 def test_this_release_writes_version_one_of_every_kind() -> None:
@@ -177,11 +211,22 @@ async def test_startup_upgrades_every_document_and_carries_every_value(
             back = await hist.rollback(SYSTEM, "cluster", "retired", 1, None)
             assert back.spec[NEW] == 9 and OLD not in back.spec  # type: ignore[union-attr]
     lines = [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()]
-    assert len(lines) == 1 and f"upgraded {len(timeouts)} stored document(s)" in lines[0]
+    # the clusters, and the API whose row keeps the cluster it generated (in the cluster shape)
+    assert len(lines) == 1 and f"upgraded {len(timeouts) + 1} stored document(s)" in lines[0]
+    assert "what it generated: cluster 1 -> 2" in lines[0]
     assert "cluster 'backend': schemaVersion 1 -> 2" in lines[0]
     after = await stored(release_db)
     after.pop(("cluster", "retired"))  # re-created by the rollback above
     assert after == expected_after(before)
+    async with open_core(settings(release_db)) as core:
+            # what the API generated was upgraded with its cluster: the ownership rule still
+            # tells a Native-only field (accepted) from a generated one (409)
+            (made,) = next(iter(core.state.apis.values())).owned(Kind.CLUSTER)
+            res = core.services.resources
+            assert (await res.patch(SYSTEM, Kind.CLUSTER, made, {NEW: 7})).spec[NEW] == 7
+            with pytest.raises(Conflict, match="belong to the API"):
+                await res.patch(SYSTEM, Kind.CLUSTER, made, {"endpoints": [
+                    {"host": "127.0.0.1", "port": 1}]})  # fmt: skip
     # a second start has nothing to do
     repo = await open_repository(release_db)
     try:
@@ -225,12 +270,13 @@ async def test_check_lists_what_would_change_and_writes_nothing(release_db: str)
     assert sorted(ln.split("'")[1] for ln in lines if ln.startswith("cluster ")) == clusters
     assert f'"path":"/{NEW}"' in out.stdout.decode()  # each change as RFC 6902 operations
     assert (
-        f"{len(clusters)} document(s) would be upgraded (nothing was written)"
+        f"{len(clusters) + 1} document(s) would be upgraded (nothing was written)"
         in out.stdout.decode()
     )
     assert await stored(release_db) == before
     done = await run_driver("cli", "db", "upgrade", "--database-url", release_db)
-    assert done.returncode == 0 and f"upgraded {len(clusters)} document(s)" in done.stdout.decode()
+    assert done.returncode == 0
+    assert f"upgraded {len(clusters) + 1} document(s)" in done.stdout.decode()
     assert await stored(release_db) == expected_after(before)
 
 
