@@ -22,12 +22,13 @@ from flowplane.domain.auth import Principal
 from flowplane.domain.common import rfc3339
 from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.state import ConfigState
-from flowplane.errors import BadRequest, FieldProblem, NotFound
+from flowplane.errors import BadRequest, FieldProblem, Forbidden, NotFound
 from flowplane.services.common import Page, Window, require_scope
 from flowplane.storage.base import HistoryKey, HistoryRow, Repository
 
 Patch = list[dict[str, Any]]  # an RFC 6902 JSON patch
 API = "api"  # the history kind of API definitions (their `name` in history is the API id)
+_HOLD_APIS = (Kind.ROUTE_CONFIG.value, Kind.LISTENER.value)  # shared ones hold APIs' parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,14 @@ class HistoryService:
         teams = [t for t in teams if caller.can_read_team(t) and (team is None or t == team)]
         if not teams:
             raise NotFound(f"{_label(kind)} {name!r} has no history")
+        if teams == [None] and caller.team_bound and kind in _HOLD_APIS:
+            # A team token reads a shared route config or listener without the parts other
+            # teams' APIs put into it (`without_apis`); its past versions hold them too (and
+            # those of APIs deleted since), so their history is not the team token's to read.
+            raise Forbidden(
+                f"the history of shared {_label(kind)} {name!r} holds other teams' APIs: only a"
+                " token not bound to teams may read it"
+            )
         if len(teams) > 1:
             raise BadRequest(
                 f"{_label(kind)} {name!r} exists in several teams: choose one with ?team=",

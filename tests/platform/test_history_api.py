@@ -170,3 +170,24 @@ async def test_history_and_rollback_respect_teams_and_scopes_over_rest(
     assert refused.status_code == 403 and "clusters:write" in refused.json()["message"]
     no_scope = await api.get(f"{P}/apis/{made['id']}/history", headers=auth)
     assert no_scope.status_code == 403
+
+
+async def test_shared_gateway_history_is_not_a_team_tokens_to_read(api: httpx.AsyncClient) -> None:
+    """A team token reads the shared gateway's route config without other teams' virtual hosts
+    (api.md "a token bound to teams sees only those teams' resources"); its history holds them,
+    so a team token gets 403 for it, while a shared cluster's history stays readable."""
+    await team(api, "payments")
+    await team(api, "search")
+    ok(await api.post(f"{P}/apis", json=pets()))  # payments' virtual host in the gateway
+    ok(await api.post(f"{N}/clusters", json=cluster_body("shared-one")))
+    search = await token(api, "platform-engineer", "search")
+    for path in (f"{N}/route-configs/{GATEWAY_ROUTES}", f"{N}/listeners/default-gateway"):
+        for url in (f"{path}/history", f"{path}/history/1"):
+            refused = await api.get(url, headers=search)
+            assert refused.status_code == 403, refused.text
+            assert "other teams' APIs" in refused.json()["message"]
+    assert "pets.example.com" not in (await api.get(f"{N}/route-configs/{GATEWAY_ROUTES}",
+                                                     headers=search)).text  # fmt: skip
+    admin_view = ok(await api.get(f"{N}/route-configs/{GATEWAY_ROUTES}/history/2"), 200)
+    assert "pets.example.com" in str(admin_view)
+    assert (await api.get(f"{N}/clusters/shared-one/history", headers=search)).status_code == 200
