@@ -17,6 +17,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
+from flowplane.actors.history import load_history
 from flowplane.actors.platform import Gateway, load_apis
 from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, RestServices, create_app
@@ -33,10 +34,16 @@ from flowplane.observability.tracing import configure_tracing, shutdown_tracing
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
 from flowplane.services.gateway import LISTENER, ROUTES, ensure_default_gateway
+from flowplane.services.history import HistoryService
 from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
-from flowplane.services.startup import ensure_admin, flush_auth_activity, keep_audit
+from flowplane.services.startup import (
+    ensure_admin,
+    flush_auth_activity,
+    keep_retention,
+)
+from flowplane.services.upgrade import upgrade_documents
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
@@ -78,16 +85,16 @@ def _services(
 ) -> RestServices:
     """Every service, each given only what it uses."""
     tokens = TokenService(auth, actor, authenticator)
+    gateway = Gateway(LISTENER, ROUTES) if settings.default_gateway else None
     return RestServices(
         resources=ResourceService(state, actor),
         tokens=tokens,
         teams=TeamService(auth, actor),
         audit=AuditService(repo),
         dataplanes=DataPlaneService(hub, tokens, settings, xds_port),
-        platform=PlatformService(
-            state, actor, Gateway(LISTENER, ROUTES) if settings.default_gateway else None
-        ),
+        platform=PlatformService(state, actor, gateway),
         authenticator=authenticator,
+        history=HistoryService(state, actor, repo, gateway),
     )
 
 
@@ -102,8 +109,10 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         applied = await repo.migrate()
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        await upgrade_documents(repo)  # older shapes -> current, one transaction, logged
         state = await load_state(repo)
         await load_apis(repo, state)
+        await load_history(repo, state)
         auth = await load_auth(repo)
         state.team_quotas = {name: t.quotas for name, t in auth.teams.items()}
         actor = ConfigActor(
@@ -128,7 +137,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             admin_token = await ensure_admin(actor, json_lines=settings.log_format == "json")
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
-            nursery.start_soon(keep_audit, repo, settings.audit_keep_days)
+            nursery.start_soon(
+                keep_retention, repo, settings.audit_keep_days, settings.history_keep
+            )
             core: Core | None = None
             services = _services(settings, repo, state, actor, auth, authenticator, hub,
                                  lambda: core.xds_port if core else None)  # fmt: skip

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     xds_keepalive_timeout_seconds: Annotated[float, Field(ge=0.05, le=600)] = 10.0
     # Audit rows older than this many days are deleted (checked hourly; issue 11, item 13).
     audit_keep_days: Annotated[int, Field(ge=1, le=36_500)] = 90
+    # Versions kept in history per resource and API (the newest; pruned hourly by a background
+    # job; api.md "History and rollback").
+    history_keep: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     # Resource names a client may send in one xDS request and keep subscribed on one stream
     # (issue 11, item 11): past either the stream ends with RESOURCE_EXHAUSTED.
     xds_max_names_per_request: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000

@@ -26,8 +26,9 @@ from typing import Any, Literal
 import trio
 from pydantic import BaseModel
 
-from flowplane.auth.audit import audit_row
+from flowplane.auth.audit import audit_row, resource_history
 from flowplane.auth.keys import AuthState
+from flowplane.domain import schema
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.resources import Kind, Ref, StoredResource, parse_spec
 from flowplane.domain.state import ConfigState, Plan
@@ -181,35 +182,50 @@ class Command(Txn):
                 plan = s.plan_patch(k, n, b, m, principal=p, team=t)
             else:
                 plan = s.plan_delete(k, n, m, principal=p, team=t)
-        if plan.after is not None and ctx.validate is not None:
-            ctx.validate(plan.kind, plan.after.xds_model)
-        writes: list[Write] = (
-            [Upsert(row_of(plan.after))]
-            if plan.after is not None
-            else [Delete(plan.kind.value, plan.key)]
-        )
         action = {"create": "create", "replace": "update", "patch": "update"}.get(self.op, "delete")
-        subject = plan.after or plan.before
-        team = (subject.team if subject else None) or NO_TEAM
-        writes.append(
-            audit_row(
-                p,
-                action,
-                plan.kind.value,
-                subject.name if subject else plan.key,
-                subject.team if subject else None,
-                plan.before.spec if plan.before else None,
-                plan.after.spec if plan.after else None,
-            )
+        return resource_txn(ctx, p, plan, action, self.source)
+
+
+def resource_txn(
+    ctx: PlanContext, p: Principal, plan: Plan, action: str, source: str
+) -> TxnPlan:
+    """The transaction of one planned resource change by `p`: the extra validation, the row
+    (or its deletion), the audit row and the history row under `action`, one transaction."""
+    if plan.after is not None and ctx.validate is not None:
+        ctx.validate(plan.kind, plan.after.xds_model)
+    writes: list[Write] = (
+        [Upsert(row_of(plan.after))]
+        if plan.after is not None
+        else [Delete(plan.kind.value, plan.key)]
+    )
+    subject = plan.after or plan.before
+    team = (subject.team if subject else None) or NO_TEAM
+    writes.append(
+        audit_row(
+            p,
+            action,
+            plan.kind.value,
+            subject.name if subject else plan.key,
+            subject.team if subject else None,
+            plan.before.spec if plan.before else None,
+            plan.after.spec if plan.after else None,
         )
-        return TxnPlan(
-            writes,
-            lambda: s.apply(plan),
-            plan.after,
-            (change_of(plan),),
-            undo=lambda: s.apply(Plan(plan.kind, plan.key, plan.after, plan.before)),
-            counted=((plan.kind.value, action, self.source, team),),
-        )
+    )
+    writes.append(resource_history(p, action, plan))
+    s = ctx.state
+    return TxnPlan(
+        writes,
+        lambda: s.apply(plan),
+        plan.after,
+        (change_of(plan),),
+        undo=lambda: s.apply(plan.inverse()),
+        counted=((plan.kind.value, action_of(plan), source, team),),
+    )
+
+
+def action_of(plan: Plan) -> str:
+    """create, update or delete: what `plan` does to its resource (a rollback does one too)."""
+    return "create" if plan.before is None else ("delete" if plan.after is None else "update")
 
 
 class Protect(Txn):
@@ -244,21 +260,24 @@ def row_of(res: StoredResource) -> ResourceRow:
         created_at=res.created_at,
         updated_at=res.updated_at,
         owner=res.owner,
+        schema_version=schema.current(res.kind.value),
     )
 
 
 def resource_of(row: ResourceRow) -> StoredResource:
     kind = Kind(row.kind)
+    what = f"stored {kind.label} {row.name!r}"
+    spec = schema.REGISTRY.upgrade(row.kind, row.spec, row.schema_version, what)  # usually as is
     return StoredResource(
         kind=kind,
         name=row.name,
         team=row.team,
         version=row.version,
         source=row.source,
-        spec=row.spec,
+        spec=spec,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        model=parse_spec(kind, row.spec),
+        model=parse_spec(kind, spec),
         owner=row.owner,
     )
 

@@ -25,9 +25,17 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from flowplane.actors.config import PlanContext, Txn, TxnPlan, change_of, row_of
-from flowplane.auth.audit import audit_row
+from flowplane.auth.audit import audit_row, history_row, resource_history
+from flowplane.domain import schema
 from flowplane.domain.api_definition import parse_api_definition
-from flowplane.domain.apis import GENERATED_KEYS, VHOSTS, ApiRecord, api_client_spec
+from flowplane.domain.apis import (
+    GENERATED_KEYS,
+    SCHEMA_VERSIONS,
+    VHOSTS,
+    ApiRecord,
+    api_client_spec,
+    upgrade_generated,
+)
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.naming import SHARED, team_label, xds_name
 from flowplane.domain.resources import Kind
@@ -107,7 +115,7 @@ class _Steps:
 
     def undo(self) -> None:
         for plan in reversed(self.plans):
-            self.state.apply(Plan(plan.kind, plan.key, plan.after, plan.before))
+            self.state.apply(plan.inverse())
 
     def redo(self) -> None:
         for plan in self.plans:
@@ -133,6 +141,8 @@ class ApplyApi(Txn):
         super().__init__()
         self.op, self.api_id, self.body, self.if_match = op, api_id, body, if_match
         self.principal, self.gateway, self.dry_run = principal, gateway, dry_run
+        # What the API's audit and history rows call this write (a rollback says so).
+        self.action: str | None = None
 
     def describe(self) -> str:
         what = "dry run of " if self.dry_run else ""
@@ -208,8 +218,11 @@ class ApplyApi(Txn):
             if before is None or size > before.spec_bytes:
                 state.check_storage(team, size, replacing=before)
         api_id = before.id if before is not None else (self.api_id or str(uuid.uuid4()))
+        # A re-created API (a rollback of a deleted one) goes on from its deletion's version.
+        deleted = state.api_tombstones.get(api_id, (None, 0))[1] if before is None else 0
         return ApiRecord(
-            id=api_id, name=name, team=team, version=before.version + 1 if before else 1,
+            id=api_id, name=name, team=team,
+            version=before.version + 1 if before else deleted + 1,
             spec=spec, generated={}, created_at=before.created_at if before else now,
             updated_at=now, model=model,
         )  # fmt: skip
@@ -265,21 +278,34 @@ class ApplyApi(Txn):
                 p, ch.action, ch.kind.value, ch.name, (plan.after or plan.before).team,  # type: ignore[union-attr]
                 plan.before.spec if plan.before else None, ch.spec,
             ))  # fmt: skip
+            writes.append(resource_history(p, ch.action, plan))
         writes.append(
             Row("apis", after.id, after.row_values()) if after else DeleteRow("apis", subject.id)
         )
-        api_action = "create" if before is None else ("delete" if after is None else "update")
+        api_action = self.action or (
+            "create" if before is None else ("delete" if after is None else "update")
+        )
         writes.append(audit_row(
             p, api_action, "api", subject.id, subject.team,
             before.to_json() if before else None, after.to_json() if after else None,
         ))  # fmt: skip
+        writes.append(
+            history_row(p, api_action, "api", after.team, after.id, after.version, after.spec,
+                        source="platform")
+            if after is not None
+            else history_row(p, "delete", "api", subject.team, subject.id, subject.version + 1,
+                             None, source="platform")
+        )  # fmt: skip
+        tombstone = state.api_tombstones.get(subject.id)
 
         def apply() -> None:
             steps.redo()
             if after is None:
                 state.apis.pop(subject.id, None)
+                state.api_tombstones[subject.id] = (subject.team, subject.version + 1)
             else:
                 state.apis[after.id] = after
+                state.api_tombstones.pop(after.id, None)
 
         def undo() -> None:
             steps.undo()
@@ -287,6 +313,10 @@ class ApplyApi(Txn):
                 state.apis.pop(subject.id, None)
             else:
                 state.apis[before.id] = before
+            if tombstone is None:
+                state.api_tombstones.pop(subject.id, None)
+            else:
+                state.api_tombstones[subject.id] = tombstone
 
         return TxnPlan(
             writes,
@@ -471,12 +501,16 @@ def _isolated(model: Any) -> bool:
 async def load_apis(repo: Repository, state: ConfigState) -> None:
     """Start-up: the stored API definitions into `state.apis` (after the Native resources)."""
     for r in await repo.load_rows("apis"):
+        what = f"stored API {r['name']!r} (id {r['id']})"
+        spec = schema.REGISTRY.upgrade("api", r["spec"], r.get("schema_version", 1), what)
         try:
-            model = parse_api_definition(r["spec"])
+            model = parse_api_definition(spec)
         except FlowplaneError as err:
             raise Internal(f"stored API {r['name']!r} no longer validates: {err.message}") from err
+        generated = upgrade_generated(r["generated"], what)  # as is when current
+        generated = {k: v for k, v in generated.items() if k != SCHEMA_VERSIONS}
         state.apis[r["id"]] = ApiRecord(
-            id=r["id"], name=r["name"], team=r["team"], version=r["version"], spec=r["spec"],
-            generated=r["generated"], created_at=datetime.fromisoformat(r["created_at"]),
+            id=r["id"], name=r["name"], team=r["team"], version=r["version"], spec=spec,
+            generated=generated, created_at=datetime.fromisoformat(r["created_at"]),
             updated_at=datetime.fromisoformat(r["updated_at"]), model=model,
         )  # fmt: skip

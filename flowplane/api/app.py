@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from flowplane.api.auth import PUBLIC, RULES
 from flowplane.api.dataplanes import dataplanes_blueprint
+from flowplane.api.history import history_blueprint
 from flowplane.api.http import BODY_LIMIT_KEY, error_response, json_response
 from flowplane.api.native import native_blueprint
 from flowplane.api.openapi import FlowplaneOpenAPI
@@ -39,6 +40,7 @@ from flowplane.observability.metrics import count_auth_failure
 from flowplane.platform.openapi_document import ImportLimits
 from flowplane.services.audit import AuditService
 from flowplane.services.dataplanes import DataPlaneService
+from flowplane.services.history import HistoryService
 from flowplane.services.platform import PlatformService
 from flowplane.services.resources import ResourceService
 from flowplane.services.security import TeamService, TokenService
@@ -98,6 +100,7 @@ class RestServices:
     dataplanes: DataPlaneService
     platform: PlatformService
     authenticator: Authenticator
+    history: HistoryService
 
 
 def create_app(
@@ -205,6 +208,7 @@ def create_app(
 
     app.register_blueprint(native_blueprint(services.resources))
     app.register_blueprint(platform_blueprint(services.platform))
+    app.register_blueprint(history_blueprint(services.history))
     app.register_blueprint(dataplanes_blueprint(services.dataplanes))
     app.register_blueprint(security_blueprint(services.tokens, services.teams, services.audit))
     return app

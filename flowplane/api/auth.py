@@ -23,6 +23,19 @@ def _native_rules() -> dict[str, str]:
     return out
 
 
+def _history_rules() -> dict[str, str]:
+    """History reads need the read scope of what they are the history of; rollback its write."""
+    out = {}
+    for kind, read, write in [
+        *((k.value, k.scope("read"), k.scope("write")) for k in Kind),
+        ("api", "apis:read", "apis:write"),
+    ]:
+        out[f"history.{kind}_history"] = read
+        out[f"history.{kind}_history_version"] = read
+        out[f"history.{kind}_rollback"] = write
+    return out
+
+
 RULES: dict[str, str] = {
     "healthz": PUBLIC,
     "readyz": PUBLIC,
@@ -32,6 +45,7 @@ RULES: dict[str, str] = {
     "swagger_static": PUBLIC,
     "static": PUBLIC,
     **_native_rules(),
+    **_history_rules(),
     "platform.list_apis": "apis:read",
     "platform.create_api": "apis:write",
     "platform.get_api": "apis:read",

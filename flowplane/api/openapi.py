@@ -57,6 +57,10 @@ _CONFLICTS = {
 _VERSIONED = {"platform.put_api", "platform.patch_api", "platform.delete_api",
               "platform.append_route"}  # fmt: skip
 _IMPORT_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+# Rollbacks (every kind's and the APIs'): a write answering 200 with the new version, If-Match,
+# 409/412 like an update.
+_ROLLBACKS = {e for e in RULES if e.startswith("history.") and e.endswith("_rollback")}
+_HISTORY_VERSIONS = {e for e in RULES if e.startswith("history.") and e.endswith("_version")}
 
 
 def _success(method: str, endpoint: str) -> dict[str, Any]:
@@ -66,6 +70,16 @@ def _success(method: str, endpoint: str) -> dict[str, Any]:
         return {
             "description": "An Envoy bootstrap (YAML unless format=json)",
             "content": {t: {"schema": {"type": "object"}} for t in ("application/yaml", _JSON)},
+        }
+    if endpoint in _HISTORY_VERSIONS:
+        return {
+            "description": "The version as it was; with ?diff=previous, an RFC 6902 JSON patch",
+            "content": {
+                _JSON: {"schema": {"type": "object"}},
+                "application/json-patch+json": {
+                    "schema": {"type": "array", "items": {"type": "object"}}
+                },
+            },
         }
     if endpoint == "metrics":
         return {
@@ -183,7 +197,9 @@ class FlowplaneOpenAPI(OpenAPIProvider):
                     codes.add(404)
                 if any(p.get("in") == "query" for p in params):
                     codes.add(400)
-                if not any(200 <= int(c) < 300 for c in responses):
+                if rule.endpoint in _ROLLBACKS:
+                    responses[200] = _success("put", "")  # the new version, not a creation
+                elif not any(200 <= int(c) < 300 for c in responses):
                     responses[_SUCCESS[method]] = _success(method, rule.endpoint or "")
                 if rule.endpoint == "platform.import_openapi":
                     op["requestBody"] = {
@@ -203,7 +219,8 @@ class FlowplaneOpenAPI(OpenAPIProvider):
                     if "requestBody" in op:
                         op["requestBody"] = {**op["requestBody"], "required": True}
                         codes |= {400, 413, 415}
-                if (native and method in {"put", "patch", "delete"}) or rule.endpoint in _VERSIONED:
+                versioned = _VERSIONED | _ROLLBACKS
+                if (native and method in {"put", "patch", "delete"}) or rule.endpoint in versioned:
                     params.append(_IF_MATCH)
                     codes |= {409, 412}
                 if rule.endpoint in _CONFLICTS:

@@ -1,9 +1,9 @@
 """The `flowplane` command.
 
 Server side (they use the configuration of `flowplane.settings`, never the REST API): `serve`,
-`db migrate`, and the recovery `token create`, which writes to the database. Everything else is
-a client of the REST API (`flowplane.cli.client`); server-side modules are imported only by the
-commands that need them, so a client command starts quickly.
+`db migrate`, `db upgrade [--check]`, and the recovery `token create`, which writes to the
+database. Everything else is a client of the REST API (`flowplane.cli.client`); server-side
+modules are imported only by the commands that need them, so a client command starts quickly.
 """
 
 from __future__ import annotations
@@ -126,6 +126,21 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     _server_side(run)
 
 
+@db.command()
+def upgrade(
+    database_url: DatabaseUrl = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="list what would change; write nothing")
+    ] = False,
+) -> None:
+    """Upgrade stored documents to this release's schema versions (migrations first, unless
+    --check: then they must be applied already), in one transaction."""
+    import trio
+
+    settings = _settings(database_url=database_url)
+    _server_side(lambda: trio.run(_upgrade, settings, check))
+
+
 class Role(StrEnum):
     admin = "admin"
     platform_engineer = "platform-engineer"
@@ -196,6 +211,16 @@ def _server_side(run: Callable[[], None]) -> None:
         run()
     except FlowplaneError as err:
         raise CliError(err.message, USAGE) from None
+    except BaseExceptionGroup as group:
+        # A start-up refusal raised inside a nursery (the trio-asyncio loop's, the core's)
+        # arrives wrapped: answer with the error itself, as for any other refusal (e.g. a
+        # document written by a newer release), not with a traceback.
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, FlowplaneError):
+            raise CliError(leaf.message, USAGE) from None
+        raise
 
 
 async def _migrate(settings: Settings) -> None:
@@ -210,6 +235,36 @@ async def _migrate(settings: Settings) -> None:
         finally:
             await repo.aclose()
     print("applied: " + ", ".join(applied) if applied else "the database is up to date")
+
+
+async def _upgrade(settings: Settings, check: bool) -> None:
+    import json
+
+    import trio_asyncio
+
+    from flowplane.services.upgrade import describe, patch_of, upgrade_documents
+    from flowplane.storage import open_repository
+
+    async with trio_asyncio.open_loop():
+        repo = await open_repository(settings.database_url)
+        try:
+            if not check:
+                applied = await repo.migrate()
+                if applied:
+                    print("applied migrations: " + ", ".join(applied))
+            changes = await upgrade_documents(repo, check=check)
+        finally:
+            await repo.aclose()
+    for change in changes:
+        print(describe(change))
+        for op in patch_of(change):
+            print("    " + json.dumps(op, separators=(",", ":")))
+    if not changes:
+        print("every stored document has the current schema version: nothing to upgrade")
+    elif check:
+        print(f"{len(changes)} document(s) would be upgraded (nothing was written)")
+    else:
+        print(f"upgraded {len(changes)} document(s)")
 
 
 # -- client side -----------------------------------------------------------------------------------
@@ -236,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowplane: unexpected error ({type(err).__name__}): {err}", file=sys.stderr)
         return FAILED
     return 0
+
+
+def _only_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from flowplane.domain import schema
 from flowplane.domain.api_definition import ApiDefinition
 from flowplane.domain.common import rfc3339
 from flowplane.domain.resources import Kind, StoredResource
@@ -31,6 +32,9 @@ GENERATED_KEYS = {
     Kind.LISTENER: "listeners",
 }
 VHOSTS = "virtualHosts"  # route config name -> the virtual host the API put there
+# In the stored `generated` only: the schema version of each Native kind its specs are in (the
+# versions current when the API was written; absent in rows older than schema versions: 1).
+SCHEMA_VERSIONS = "schemaVersions"
 
 
 def api_client_spec(data: Any) -> Any:
@@ -93,10 +97,47 @@ class ApiRecord:
             "team": self.team,
             "version": self.version,
             "spec": self.spec,
-            "generated": self.generated,
+            "generated": {**self.generated, SCHEMA_VERSIONS: generated_versions()},
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "schema_version": schema.current("api"),
         }
+
+
+def generated_versions() -> dict[str, int]:
+    """The schema version of each Native kind this release writes generated specs in."""
+    return {kind.value: schema.current(kind.value) for kind in GENERATED_KEYS}
+
+
+def upgrade_generated(generated: dict[str, Any], what: str) -> dict[str, Any]:
+    """A stored `generated` (what an API made, in the Native shapes of the release that wrote
+    it) in this release's shapes, with the versions recorded: each spec through its kind's
+    upgrades, each virtual host through the route config's (as a route config holding only
+    it). Unchanged (the same object) when it already is current."""
+    current = generated_versions()
+    versions = {k: generated.get(SCHEMA_VERSIONS, {}).get(k, 1) for k in current}
+    if versions == current:
+        return generated
+    reg = schema.REGISTRY
+    out: dict[str, Any] = {k: v for k, v in generated.items() if k != SCHEMA_VERSIONS}
+    for kind, key in GENERATED_KEYS.items():
+        v = versions[kind.value]
+        if key in out:
+            out[key] = {
+                name: reg.upgrade(kind.value, spec, v, f"{what}: generated {kind.label} {name!r}")
+                for name, spec in out[key].items()
+            }
+    if VHOSTS in out:
+        v = versions[Kind.ROUTE_CONFIG.value]
+        out[VHOSTS] = {
+            rc: reg.upgrade(
+                Kind.ROUTE_CONFIG.value, {"name": rc, "virtualHosts": [vh]}, v,
+                f"{what}: its virtual host in route config {rc!r}",
+            )["virtualHosts"][0]
+            for rc, vh in out[VHOSTS].items()
+        }  # fmt: skip
+    out[SCHEMA_VERSIONS] = current
+    return out
 
 
 def _changed_fields(generated: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:

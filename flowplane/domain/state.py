@@ -51,6 +51,13 @@ class Plan:
     key: str
     before: StoredResource | None
     after: StoredResource | None
+    # A create of a name that was deleted: the version of that deletion (its history goes on
+    # from there), kept so `inverse` can restore it.
+    tombstone: int | None = None
+
+    def inverse(self) -> Plan:
+        """The plan that undoes this one exactly (tombstones included)."""
+        return Plan(self.kind, self.key, self.after, self.before, self.tombstone)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -100,6 +107,11 @@ class ConfigState:
         self.protected: dict[Ref, str] = {}  # resources that cannot be deleted, and why
         self.team_quotas: dict[str, dict[str, Any]] = {}  # team -> quotas (kept by the actor)
         self.apis: dict[str, ApiRecord] = {}  # Platform API id -> its definition
+        # Deleted resources and APIs whose history is kept: (kind, team, name) -> the version
+        # of the deletion, and API id -> (team, version of the deletion). A re-created name
+        # continues from there, so (kind, team, name, version) names one version for ever.
+        self.tombstones: dict[tuple[Kind, str | None, str], int] = {}
+        self.api_tombstones: dict[str, tuple[str | None, int]] = {}
 
     # --- reading -------------------------------------------------------------------------
     def get(self, kind: Kind, key: str) -> StoredResource | None:
@@ -136,6 +148,10 @@ class ConfigState:
         found = self.get(kind, xds_name(teams[0], name))
         assert found is not None
         return found
+
+    def teams_of(self, kind: Kind, name: str) -> frozenset[str | None]:
+        """The teams (None: shared) that have a resource `name` of `kind`."""
+        return frozenset(self._teams_of[kind].get(name, ()))
 
     def require_api(self, api_id: str, principal: Principal = SYSTEM) -> ApiRecord:
         """The API definition, if it exists and `principal` may read it; else 404 (as
@@ -196,11 +212,12 @@ class ConfigState:
             raise Conflict(f"{kind.label} {name!r} already exists in {_team_words(team)}")
         self._check_quota(kind, team)
         now = now or datetime.now(UTC)
+        tombstone = self.tombstones.get((kind, model.team, name))  # type: ignore[attr-defined]
         after = StoredResource(
             kind=kind,
             name=name,
             team=model.team,  # type: ignore[attr-defined]
-            version=1,
+            version=(tombstone or 0) + 1,
             source=source,
             spec=client_spec(body),
             created_at=now,
@@ -210,7 +227,7 @@ class ConfigState:
         )
         self.check_storage(after.team, after.spec_bytes)
         self._check(after, principal)
-        return Plan(kind, after.key, None, after)
+        return Plan(kind, after.key, None, after, tombstone)
 
     def plan_replace(
         self,
@@ -443,7 +460,14 @@ class ConfigState:
                 teams.discard(gone.team)
                 if not teams:
                     del self._teams_of[plan.kind][gone.name]
-        if plan.after is not None:
+        if plan.after is None:
+            if plan.before is not None:
+                self.tombstones[plan.kind, plan.before.team, plan.before.name] = (
+                    plan.tombstone if plan.tombstone is not None else plan.before.version + 1
+                )
+        else:
+            if plan.before is None:
+                self.tombstones.pop((plan.kind, plan.after.team, plan.after.name), None)
             self._by_kind[plan.kind][plan.key] = plan.after
             self._teams_of[plan.kind].setdefault(plan.after.name, set()).add(plan.after.team)
             refs = plan.after.refs

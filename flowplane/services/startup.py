@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import trio
@@ -90,20 +91,66 @@ def _failed(what: str, actor: str = "auth-flush") -> None:
     log.exception("could not %s", what)
 
 
+Job = tuple[Callable[[], Awaitable[None]], str, str]  # (job, what it does, actor label)
+
+
+def _audit_job(repo: Repository, keep_days: int) -> Job:
+    async def prune() -> None:
+        cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+        deleted = await repo.prune_audit(cutoff)
+        if deleted:
+            log.info("deleted %d audit rows older than %d days", deleted, keep_days)
+
+    return prune, f"delete audit rows older than {keep_days} days", "audit-retention"
+
+
+def _history_job(repo: Repository, keep: int) -> Job:
+    async def prune() -> None:
+        deleted = await repo.prune_history(keep)
+        if deleted:
+            log.info("deleted %d old versions from history (keeping %d each)", deleted, keep)
+
+    return prune, f"prune history to {keep} versions", "history-retention"
+
+
 async def keep_audit(
     repo: Repository, keep_days: int, *, every: float = AUDIT_PRUNE_EVERY_SECONDS
 ) -> None:
     """Audit retention (FLOWPLANE_AUDIT_KEEP_DAYS): at start and then every `every` seconds,
     delete the audit rows older than `keep_days` days. Runs until cancelled."""
+    await _periodically([_audit_job(repo, keep_days)], every)
+
+
+async def keep_history(
+    repo: Repository, keep: int, *, every: float = AUDIT_PRUNE_EVERY_SECONDS
+) -> None:
+    """History retention (FLOWPLANE_HISTORY_KEEP): at start and then every `every` seconds,
+    delete all but the newest `keep` versions of each resource and API (writes never prune:
+    the write path stays one INSERT). Runs until cancelled."""
+    await _periodically([_history_job(repo, keep)], every)
+
+
+async def keep_retention(
+    repo: Repository, audit_keep_days: int, history_keep: int, *,
+    every: float = AUDIT_PRUNE_EVERY_SECONDS,
+) -> None:  # fmt: skip
+    """`keep_audit` and `keep_history` in one task, one prune after the other: two prunes at
+    once would need a second pooled PostgreSQL connection, and one being opened when the
+    server stops was seen to keep the pool from closing (a hung shutdown)."""
+    await _periodically(
+        [_audit_job(repo, audit_keep_days), _history_job(repo, history_keep)], every
+    )
+
+
+async def _periodically(jobs: list[Job], every: float) -> None:
+    """Run `jobs` one after the other now and then every `every` seconds until cancelled; a
+    failure is logged and counted (as its actor) and the next run tries again."""
     while True:
-        cutoff = datetime.now(UTC) - timedelta(days=keep_days)
-        try:
-            deleted = await repo.prune_audit(cutoff)
-        except Exception:
-            _failed(f"delete audit rows older than {cutoff.isoformat()}", "audit-retention")
-        else:
-            if deleted:
-                log.info("deleted %d audit rows older than %d days", deleted, keep_days)
+        for job, what, actor in jobs:
+            try:
+                await job()
+            except Exception:
+                _failed(what, actor)
         await trio.sleep(every)
 
 

@@ -6,7 +6,7 @@ commit in one transaction or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources as importlib_resources
@@ -26,6 +26,7 @@ class ResourceRow:
     created_at: datetime
     updated_at: datetime
     owner: str | None = None  # the id of the Platform API that made it
+    schema_version: int = 1  # the shape of `spec` (flowplane.domain.schema)
 
     @property
     def key(self) -> str:
@@ -95,7 +96,68 @@ class AuditQuery:
     offset: int = 0
 
 
-Write = Upsert | Delete | Row | UpdateRow | DeleteRow | AuditRow
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One version of a resource or API definition (api.md "History and rollback"). `kind` is
+    a Native kind or "api"; `name` the resource's name or the API's id; `spec` None for the
+    version that deleted it. Written in the transaction of the change it records."""
+
+    kind: str
+    team: str | None
+    name: str
+    version: int
+    action: str  # create | update | delete | rollback
+    actor_id: str | None
+    actor_name: str | None
+    at: datetime
+    schema_version: int
+    spec: dict[str, Any] | None
+    source: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryKey:
+    """Which resource's history: (kind, team, name); team None = shared."""
+
+    kind: str
+    team: str | None
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A current document as the start-up upgrade sees it: a resource's or an API's `spec`."""
+
+    table: str  # "resources" or "apis"
+    kind: str  # a Native kind or "api"
+    team: str | None
+    name: str  # the resource's name, or the API's id
+    schema_version: int
+    spec: dict[str, Any]
+    generated: dict[str, Any] | None = None  # an API's: what it made, in Native shapes
+
+    @property
+    def label(self) -> str:
+        what = "API" if self.kind == "api" else self.kind.replace("_", " ")
+        return f"{what} {self.name!r}" + ("" if self.team is None else f" of team {self.team!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentUpgrade:
+    """What the start-up upgrade changed (or, checking, would change) in one document."""
+
+    before: StoredDocument
+    spec: dict[str, Any]
+    schema_version: int
+    generated: dict[str, Any] | None = None  # an API's, when it changed too
+
+
+UpgradeDocument = Callable[[StoredDocument], DocumentUpgrade | None]
+"""Called for each stored document inside the upgrade transaction: the upgrade to write, None to
+leave it as it is, or raise to abandon the whole upgrade (nothing written)."""
+
+Write = Upsert | Delete | Row | UpdateRow | DeleteRow | AuditRow | HistoryRow
 
 TABLES = {"teams": "name", "tokens": "id", "signing_keys": "kid", "apis": "id"}
 """ The small tables and their primary keys. """
@@ -154,6 +216,35 @@ class Repository(Protocol):
     async def prune_audit(self, before: datetime) -> int:
         """Delete the audit rows older than `before` (retention); return how many were deleted.
         A naive `before` is taken as UTC."""
+        ...
+
+    async def history(
+        self, key: HistoryKey, limit: int, offset: int
+    ) -> tuple[list[HistoryRow], int]:
+        """The versions of `key`, newest first, and how many there are."""
+        ...
+
+    async def history_versions(self, key: HistoryKey, upto: int, count: int) -> list[HistoryRow]:
+        """At most `count` versions of `key` numbered `upto` or lower, newest first (the version
+        asked for and the one before it, for a diff)."""
+        ...
+
+    async def history_heads(self) -> list[tuple[str, str | None, str, int]]:
+        """(kind, team, name, newest version) of every resource and API history knows, deleted
+        ones included (start-up: a re-created name continues its numbering)."""
+        ...
+
+    async def prune_history(self, keep: int) -> int:
+        """Delete all but the newest `keep` versions of each resource; return how many."""
+        ...
+
+    async def upgrade_documents(
+        self, upgrade: UpgradeDocument, *, commit: bool
+    ) -> list[DocumentUpgrade]:
+        """Read every current document (resources and APIs) and write what `upgrade` returns
+        for each, all in ONE transaction: either every document is upgraded or none is (a
+        failure, or a process killed midway, leaves the old documents). `commit` False checks
+        only: the transaction is rolled back and the list says what would have changed."""
         ...
 
     async def ping(self) -> None:

@@ -27,19 +27,31 @@ from flowplane.errors import ConfigurationError, StorageError
 from flowplane.storage.base import (
     AuditQuery,
     AuditRow,
+    DocumentUpgrade,
+    HistoryKey,
+    HistoryRow,
     ResourceRow,
+    UpgradeDocument,
     Write,
     WriteOutcomeUnknown,
     load_migrations,
 )
 from flowplane.storage.sql import (
+    DOCUMENTS_SELECT,
+    HISTORY_HEADS,
     RESOURCE_SELECT,
     WRITE_LOG_LOOKUP,
     audit_from,
     audit_prune,
     audit_queries,
     decode_record,
+    document_from,
+    document_update,
     dollar,
+    history_from,
+    history_prune,
+    history_queries,
+    history_versions_query,
     resource_from,
     split_statements,
     table_select,
@@ -303,6 +315,75 @@ class PostgresRepository:
             return int(status.rpartition(" ")[2])
 
         return await self._run(prune)
+
+    async def history(
+        self, key: HistoryKey, limit: int, offset: int
+    ) -> tuple[list[HistoryRow], int]:
+        count_sql, select_sql, params, page_params = history_queries(key, limit, offset, dollar)
+
+        async def query() -> tuple[list[HistoryRow], int]:
+            total = await self.pool.fetchval(count_sql, *params)
+            rows = await self.pool.fetch(select_sql, *page_params)
+            return [history_from(tuple(r)) for r in rows], int(total)
+
+        return await self._run(query)
+
+    async def history_versions(self, key: HistoryKey, upto: int, count: int) -> list[HistoryRow]:
+        sql, params = history_versions_query(key, upto, count, dollar)
+
+        async def query() -> list[HistoryRow]:
+            return [history_from(tuple(r)) for r in await self.pool.fetch(sql, *params)]
+
+        return await self._run(query)
+
+    async def history_heads(self) -> list[tuple[str, str | None, str, int]]:
+        async def query() -> list[tuple[str, str | None, str, int]]:
+            return [(r[0], r[1], r[2], int(r[3])) for r in await self.pool.fetch(HISTORY_HEADS)]
+
+        return await self._run(query)
+
+    async def prune_history(self, keep: int) -> int:
+        sql, params = history_prune(keep, dollar)
+
+        async def prune() -> int:
+            status: str = await self.pool.execute(sql, *params)  # "DELETE <count>"
+            return int(status.rpartition(" ")[2])
+
+        return await self._run(prune)  # under the deadline, as prune_audit: retried next run
+
+    async def upgrade_documents(
+        self, upgrade: UpgradeDocument, *, commit: bool
+    ) -> list[DocumentUpgrade]:
+        async def tx() -> list[DocumentUpgrade]:
+            done: list[DocumentUpgrade] = []
+            async with self.pool.acquire() as c:
+                # One upgrader at a time across replicas (the migrations' lock), and no write
+                # between the read and the updates: the tables are locked for the transaction.
+                await c.execute("SELECT pg_advisory_lock(727274)")
+                try:
+                    tr = c.transaction()
+                    await tr.start()
+                    try:
+                        if commit:
+                            await c.execute("LOCK TABLE resources, apis IN EXCLUSIVE MODE")
+                        for row in await c.fetch(DOCUMENTS_SELECT):
+                            change = upgrade(document_from(tuple(row)))  # may raise
+                            if change is not None:
+                                sql, params = document_update(change, dollar)
+                                await c.execute(sql, *params)
+                                done.append(change)
+                    except BaseException:
+                        await tr.rollback()
+                        raise
+                    if commit and done:
+                        await tr.commit()
+                    else:
+                        await tr.rollback()
+                finally:
+                    await c.execute("SELECT pg_advisory_unlock(727274)")
+            return done
+
+        return await self._run(tx, limited=False)  # start-up work: it takes what it takes
 
     async def ping(self) -> None:
         async def ping() -> None:

@@ -15,8 +15,12 @@ from flowplane.storage.base import (
     AuditRow,
     Delete,
     DeleteRow,
+    DocumentUpgrade,
+    HistoryKey,
+    HistoryRow,
     ResourceRow,
     Row,
+    StoredDocument,
     UpdateRow,
     Upsert,
     Write,
@@ -27,8 +31,12 @@ Statement = tuple[str, tuple[Any, ...]]
 
 JSON_COLUMNS = frozenset({"quotas", "scopes", "teams", "spec", "generated"})
 RESOURCE_SELECT = (
-    "SELECT kind, name, team, version, source, spec, created_at, updated_at, owner"
-    " FROM resources ORDER BY kind, xds_name"
+    "SELECT kind, name, team, version, source, spec, created_at, updated_at, owner,"
+    " schema_version FROM resources ORDER BY kind, xds_name"
+)
+HISTORY_COLUMNS = (
+    "kind, team, name, version, action, actor_id, actor_name, at, schema_version, source,"
+    " owner, spec"
 )
 AUDIT_COLUMNS = (
     "time, actor_id, actor_name, action, resource_type, resource_name, team, before, after,"
@@ -65,11 +73,12 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
             out.append(
                 (
                     "INSERT INTO resources (kind, xds_name, name, team, version, source, spec,"
-                    f" created_at, updated_at, owner) VALUES ({_marks(p, 10)})"
+                    f" created_at, updated_at, owner, schema_version) VALUES ({_marks(p, 11)})"
                     " ON CONFLICT (kind, xds_name) DO"
                     " UPDATE SET version = excluded.version,"
                     " source = excluded.source, spec = excluded.spec,"
-                    " updated_at = excluded.updated_at, owner = excluded.owner",
+                    " updated_at = excluded.updated_at, owner = excluded.owner,"
+                    " schema_version = excluded.schema_version",
                     (
                         r.kind,
                         r.key,
@@ -81,6 +90,7 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                         r.created_at.isoformat(),
                         r.updated_at.isoformat(),
                         r.owner,
+                        r.schema_version,
                     ),
                 )
             )
@@ -134,6 +144,17 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                     ),
                 )
             )
+        elif isinstance(w, HistoryRow):
+            out.append(
+                (
+                    f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES ({_marks(p, 12)})",
+                    (
+                        w.kind, w.team, w.name, w.version, w.action, w.actor_id, w.actor_name,
+                        w.at.isoformat(), w.schema_version, w.source, w.owner,
+                        None if w.spec is None else json.dumps(w.spec, separators=(",", ":")),
+                    ),
+                )
+            )  # fmt: skip
     return out
 
 
@@ -201,7 +222,7 @@ def resource_from(r: Sequence[Any]) -> ResourceRow:
     return ResourceRow(
         kind=r[0], name=r[1], team=r[2], version=r[3], source=r[4], spec=json.loads(r[5]),
         created_at=datetime.fromisoformat(r[6]), updated_at=datetime.fromisoformat(r[7]),
-        owner=r[8],
+        owner=r[8], schema_version=r[9],
     )  # fmt: skip
 
 
@@ -232,3 +253,97 @@ def split_statements(sql: str) -> list[str]:
     """A migration file's statements (`;`-separated, `--` comment lines dropped)."""
     lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+# -- history ----------------------------------------------------------------------------------
+# A key's team is compared through COALESCE (null = shared), as the unique index does.
+
+
+def _key_where(key: HistoryKey, p: Placeholder) -> tuple[str, list[Any]]:
+    return (
+        f"kind = {p(1)} AND COALESCE(team, '') = {p(2)} AND name = {p(3)}",
+        [key.kind, key.team or "", key.name],
+    )
+
+
+def history_queries(
+    key: HistoryKey, limit: int, offset: int, p: Placeholder
+) -> tuple[str, str, list[Any], list[Any]]:
+    """(count SQL, select SQL, count params, select params): a key's versions, newest first."""
+    where, params = _key_where(key, p)
+    return (
+        f"SELECT count(*) FROM history WHERE {where}",
+        f"SELECT {HISTORY_COLUMNS} FROM history WHERE {where}"
+        f" ORDER BY version DESC LIMIT {p(4)} OFFSET {p(5)}",
+        params,
+        [*params, limit, offset],
+    )
+
+
+def history_versions_query(
+    key: HistoryKey, upto: int, count: int, p: Placeholder
+) -> tuple[str, list[Any]]:
+    where, params = _key_where(key, p)
+    return (
+        f"SELECT {HISTORY_COLUMNS} FROM history WHERE {where} AND version <= {p(4)}"
+        f" ORDER BY version DESC LIMIT {p(5)}",
+        [*params, upto, count],
+    )
+
+
+HISTORY_HEADS = "SELECT kind, team, name, max(version) FROM history GROUP BY kind, team, name"
+
+
+def history_prune(keep: int, p: Placeholder) -> tuple[str, list[Any]]:
+    """(SQL, params) deleting all but the newest `keep` versions of every key (PARTITION BY
+    groups null teams together, as the key does)."""
+    return (
+        "DELETE FROM history WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER"
+        " (PARTITION BY kind, team, name ORDER BY version DESC) AS n FROM history) ranked"
+        f" WHERE n > {p(1)})",
+        [keep],
+    )
+
+
+def history_from(r: Sequence[Any]) -> HistoryRow:
+    return HistoryRow(
+        kind=r[0], team=r[1], name=r[2], version=int(r[3]), action=r[4], actor_id=r[5],
+        actor_name=r[6], at=datetime.fromisoformat(r[7]), schema_version=int(r[8]),
+        source=r[9], owner=r[10], spec=None if r[11] is None else json.loads(r[11]),
+    )  # fmt: skip
+
+
+# -- the start-up upgrade of stored documents -------------------------------------------------
+
+DOCUMENTS_SELECT = (
+    "SELECT 'resources', kind, team, name, schema_version, spec, CAST(NULL AS TEXT)"
+    " FROM resources"
+    " UNION ALL SELECT 'apis', 'api', team, id, schema_version, spec, generated FROM apis"
+)
+
+
+def document_from(r: Sequence[Any]) -> StoredDocument:
+    return StoredDocument(
+        table=r[0], kind=r[1], team=r[2], name=r[3], schema_version=int(r[4]),
+        spec=json.loads(r[5]), generated=None if r[6] is None else json.loads(r[6]),
+    )  # fmt: skip
+
+
+def document_update(u: DocumentUpgrade, p: Placeholder) -> Statement:
+    """The UPDATE writing one upgraded document (only if it is still the version read)."""
+    spec = json.dumps(u.spec, separators=(",", ":"))
+    d = u.before
+    if d.table == "apis":
+        generated = json.dumps(
+            u.generated if u.generated is not None else d.generated, separators=(",", ":")
+        )
+        return (
+            f"UPDATE apis SET spec = {p(1)}, schema_version = {p(2)}, generated = {p(3)}"
+            f" WHERE id = {p(4)}",
+            (spec, u.schema_version, generated, d.name),
+        )
+    return (
+        f"UPDATE resources SET spec = {p(1)}, schema_version = {p(2)} WHERE kind = {p(3)}"
+        f" AND COALESCE(team, '') = {p(4)} AND name = {p(5)}",
+        (spec, u.schema_version, d.kind, d.team or "", d.name),
+    )

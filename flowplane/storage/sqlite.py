@@ -29,18 +29,30 @@ from flowplane.errors import ConfigurationError, StorageError
 from flowplane.storage.base import (
     AuditQuery,
     AuditRow,
+    DocumentUpgrade,
+    HistoryKey,
+    HistoryRow,
     ResourceRow,
+    UpgradeDocument,
     Write,
     WriteOutcomeUnknown,
     load_migrations,
 )
 from flowplane.storage.sql import (
+    DOCUMENTS_SELECT,
+    HISTORY_HEADS,
     RESOURCE_SELECT,
     WRITE_LOG_LOOKUP,
     audit_from,
     audit_prune,
     audit_queries,
     decode_record,
+    document_from,
+    document_update,
+    history_from,
+    history_prune,
+    history_queries,
+    history_versions_query,
     qmark,
     resource_from,
     split_statements,
@@ -210,7 +222,9 @@ class SqliteRepository:
         except RuntimeError:  # shut down by aclose
             raise StorageError("the SQLite repository is closed") from None
         try:
-            return await trio.to_thread.run_sync(work.result, self.timeout, abandon_on_cancel=True)
+            # (Not `limited`: housekeeping that takes what it takes, waited for without one.)
+            wait = self.timeout if limited else None
+            return await trio.to_thread.run_sync(work.result, wait, abandon_on_cancel=True)
         except (TimeoutError, _Abandoned):
             pass
         finally:
@@ -337,7 +351,10 @@ class SqliteRepository:
         return await self._run(query)
 
     async def prune_audit(self, before: datetime) -> int:
-        sql, params = audit_prune(before, qmark)
+        return await self._prune(*audit_prune(before, qmark))
+
+    async def _prune(self, sql: str, params: Sequence[Any]) -> int:
+        """One DELETE of housekeeping in its own transaction; how many rows it deleted."""
 
         def prune(call: _Call) -> int:
             c = self.conn
@@ -354,6 +371,61 @@ class SqliteRepository:
         # Housekeeping, not a caller's write: a large first prune may take longer than the
         # deadline, and nobody waits for it.
         return await self._run(prune, what="write", limited=False)
+
+    async def history(
+        self, key: HistoryKey, limit: int, offset: int
+    ) -> tuple[list[HistoryRow], int]:
+        count_sql, select_sql, params, page_params = history_queries(key, limit, offset, qmark)
+
+        def query(_: _Call) -> tuple[list[HistoryRow], int]:
+            total = self.conn.execute(count_sql, params).fetchone()[0]
+            rows = self.conn.execute(select_sql, page_params).fetchall()
+            return [history_from(r) for r in rows], int(total)
+
+        return await self._run(query)
+
+    async def history_versions(self, key: HistoryKey, upto: int, count: int) -> list[HistoryRow]:
+        sql, params = history_versions_query(key, upto, count, qmark)
+        return await self._run(
+            lambda _: [history_from(r) for r in self.conn.execute(sql, params).fetchall()]
+        )
+
+    async def history_heads(self) -> list[tuple[str, str | None, str, int]]:
+        return await self._run(
+            lambda _: [(r[0], r[1], r[2], int(r[3]))
+                       for r in self.conn.execute(HISTORY_HEADS).fetchall()]
+        )  # fmt: skip
+
+    async def prune_history(self, keep: int) -> int:
+        return await self._prune(*history_prune(keep, qmark))
+
+    async def upgrade_documents(
+        self, upgrade: UpgradeDocument, *, commit: bool
+    ) -> list[DocumentUpgrade]:
+        def tx(call: _Call) -> list[DocumentUpgrade]:
+            c = self.conn
+            # A check takes no write lock (a running server keeps writing); an upgrade takes it
+            # before reading, so nothing changes between the read and the writes.
+            c.execute("BEGIN IMMEDIATE" if commit else "BEGIN")
+            try:
+                done = []
+                for row in c.execute(DOCUMENTS_SELECT).fetchall():
+                    change = upgrade(document_from(row))  # may raise: nothing is written
+                    if change is not None:
+                        c.execute(*document_update(change, qmark))
+                        done.append(change)
+                if not commit or not done:
+                    _rollback(c)
+                    return done
+                call.begin_commit()
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+            return done
+
+        # Start-up work, not a caller's write: it takes what it takes.
+        return await self._run(tx, what="write" if commit else "read", limited=False)
 
     async def ping(self) -> None:
         """The database answers and this connection can write (a read-only file is reopened

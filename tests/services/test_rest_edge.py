@@ -56,9 +56,21 @@ def _native() -> dict[str, tuple[str, str, Args]]:
     return out
 
 
+def _history() -> dict[str, tuple[str, str, Args]]:
+    out: dict[str, tuple[str, str, Args]] = {}
+    for kind in [*(k.value for k in Kind), "api"]:
+        out |= {
+            f"history.{kind}_history": ("history", "list", lambda k=kind: (k, "x", Window())),
+            f"history.{kind}_history_version": ("history", "version", lambda k=kind: (k, "x", 1)),
+            f"history.{kind}_rollback": ("history", "rollback", lambda k=kind: (k, "x", 1, None)),
+        }  # fmt: skip
+    return out
+
+
 # REST endpoint -> (service on `core.services`, operation, arguments after the caller)
 OPERATIONS: dict[str, tuple[str, str, Args]] = {
     **_native(),
+    **_history(),
     "dataplanes.list_nodes": ("dataplanes", "list_nodes", lambda: ()),
     "dataplanes.get_node": ("dataplanes", "get_node", lambda: ("team=t/dp-1",)),
     "dataplanes.bootstrap": ("dataplanes", "bootstrap", lambda: ("t", BootstrapOptions())),

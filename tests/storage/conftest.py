@@ -35,15 +35,20 @@ async def repo_url(
     try:
         yield f"{PG}?schema={schema}"
     finally:
+        await drop_schema(schema, aio_loop)
 
-        async def drop() -> None:
-            conn = await asyncpg.connect(PG)
-            try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            finally:
-                await conn.close()
 
-        await trio_asyncio.aio_as_trio(drop, loop=aio_loop)()
+async def drop_schema(schema: str, loop: asyncio.AbstractEventLoop) -> None:
+    """Drop a test's PostgreSQL schema and everything in it."""
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+    await trio_asyncio.aio_as_trio(drop, loop=loop)()
 
 
 @pytest.fixture
