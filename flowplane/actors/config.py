@@ -292,6 +292,15 @@ async def load_state(repo: Repository) -> ConfigState:
             raise Internal(
                 f"stored {row.kind} {row.name!r} no longer validates: {err.message}"
             ) from err
+    repaired = state.repair_legacy_references()
+    if repaired:
+        # References stored before names were per team, in their new spelling: written back
+        # in one transaction (same versions: the configuration they describe is unchanged).
+        await repo.write([Upsert(row_of(r)) for r in repaired])
+        log.info(
+            "rewrote the references of %d stored resource(s) for per-team names: %s",
+            len(repaired), ", ".join(str(r.ref) for r in repaired),
+        )  # fmt: skip
     dangling = state.dangling()
     if dangling:
         raise Internal(

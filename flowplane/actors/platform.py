@@ -37,8 +37,10 @@ from flowplane.domain.apis import (
     upgrade_generated,
 )
 from flowplane.domain.auth import SYSTEM, Principal
-from flowplane.domain.naming import SHARED, team_label, xds_name
+from flowplane.domain.common import parse
+from flowplane.domain.naming import SHARED, rewrite_refs, team_label, xds_name
 from flowplane.domain.resources import Kind
+from flowplane.domain.route import VirtualHost
 from flowplane.domain.state import ConfigState, Plan, etag_matches, merge_patch
 from flowplane.errors import (
     BadRequest,
@@ -514,3 +516,29 @@ async def load_apis(repo: Repository, state: ConfigState) -> None:
             generated=generated, created_at=datetime.fromisoformat(r["created_at"]),
             updated_at=datetime.fromisoformat(r["updated_at"]), model=model,
         )  # fmt: skip
+    repaired = _repair_legacy_vhosts(state)
+    if repaired:
+        await repo.write([Row("apis", a.id, a.row_values()) for a in repaired])
+
+
+def _repair_legacy_vhosts(state: ConfigState) -> list[ApiRecord]:
+    """Start-up, once: the virtual host a team's shared-mode API put into the shared gateway,
+    as the API remembers it, names the API's clusters `<team>/<name>` since names are per team
+    (as `ConfigState.repair_legacy_references` rewrote the gateway's route config itself), so
+    that the API still recognises its virtual host there."""
+    repaired = []
+    for api in list(state.apis.values()):
+        owned = set(api.owned(Kind.CLUSTER))
+        if api.team is None or not owned or not api.vhosts():
+            continue
+        mapping = {name: f"{api.team}/{name}" for name in owned}
+        vhosts = {}
+        for rc, vhost in api.vhosts().items():
+            model = parse(VirtualHost, vhost, "virtual host")
+            fixed = rewrite_refs(model, vhost, lambda r, m=mapping: m.get(r, r))  # type: ignore[misc]
+            vhosts[rc] = vhost if fixed is None else fixed
+        if vhosts != dict(api.vhosts()):
+            api = replace(api, generated={**api.generated, VHOSTS: vhosts})
+            state.apis[api.id] = api
+            repaired.append(api)
+    return repaired

@@ -45,6 +45,7 @@ class HttpFilter(ApiModel):
 
     # `typed_config` may name clusters: flowplane.domain.naming resolves them there.
     ref_views: ClassVar[tuple[str, ...]] = ("typed_config",)
+    ref_view_sources: ClassVar[dict[str, str]] = {"typed_config": "config"}  # its JSON
 
     @model_validator(mode="after")
     def _typed(self) -> HttpFilter:

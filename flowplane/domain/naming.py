@@ -19,14 +19,24 @@ reference replaced by the key they resolve to. Models list the fields that hold 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel
 
 from flowplane.domain.common import SHARED
 
-__all__ = ["SHARED", "display", "resolve", "split_key", "team_label", "xds_model", "xds_name"]
+__all__ = [
+    "SHARED",
+    "display",
+    "resolve",
+    "rewrite_refs",
+    "split_key",
+    "team_label",
+    "xds_model",
+    "xds_name",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -193,3 +203,47 @@ def _map_override_keys(overrides: dict[str, Any], team: str | None) -> dict[str,
         changed |= new != key
         out[new] = value
     return out if changed else overrides
+
+
+def rewrite_refs(model: BaseModel, spec: Any, fn: Callable[[str], str]) -> Any:
+    """`spec` (the client's JSON that `model` was parsed from) with every reference `r` written
+    as `fn(r)`, including the listener part of per-scope override keys; None if nothing
+    changes. Used once, to carry a configuration stored before names were per team into the
+    new rules (flowplane.domain.state `repair_legacy_references`)."""
+    out = copy.deepcopy(spec)
+    return out if _rewrite(model, out, fn) else None
+
+
+def _rewrite(value: Any, spec: Any, fn: Callable[[str], str]) -> bool:
+    changed = False
+    if isinstance(value, BaseModel) and isinstance(spec, dict):
+        cls = type(value)
+        for field, how in _plan(cls):
+            alias = cls.model_fields[field].alias or field
+            if alias not in spec:
+                continue
+            sub = spec[alias]
+            if how is _REF:
+                if isinstance(sub, str) and fn(sub) != sub:
+                    spec[alias], changed = fn(sub), True
+            elif how is _KEYS:
+                if isinstance(sub, dict):
+                    keys = {}
+                    for key, v in sub.items():
+                        listener, sep, name = key.rpartition("/")
+                        keys[f"{fn(listener)}/{name}" if sep else key] = v
+                    if list(keys) != list(sub):
+                        spec[alias], changed = keys, True
+            else:
+                changed |= _rewrite(getattr(value, field), sub, fn)
+        for attr, source in getattr(cls, "ref_view_sources", {}).items():
+            if source in spec:
+                changed |= _rewrite(getattr(value, attr), spec[source], fn)
+    elif isinstance(value, list | tuple) and isinstance(spec, list):
+        for v, sub in zip(value, spec, strict=False):
+            changed |= _rewrite(v, sub, fn)
+    elif isinstance(value, dict) and isinstance(spec, dict):
+        for key, v in value.items():
+            if key in spec:
+                changed |= _rewrite(v, spec[key], fn)
+    return changed

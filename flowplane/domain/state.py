@@ -17,7 +17,14 @@ from typing import Any, Protocol
 from flowplane.domain.apis import ApiRecord, check_native_write
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.listener import Listener
-from flowplane.domain.naming import SHARED, display, team_label, xds_name
+from flowplane.domain.naming import (
+    SHARED,
+    display,
+    rewrite_refs,
+    split_key,
+    team_label,
+    xds_name,
+)
 from flowplane.domain.resources import (
     Kind,
     Ref,
@@ -478,6 +485,38 @@ class ConfigState:
     def load(self, res: StoredResource) -> None:
         """Start-up: add a resource read from storage (references are checked after all load)."""
         self.apply(Plan(res.kind, res.key, None, res))
+
+    def repair_legacy_references(self) -> list[StoredResource]:
+        """Start-up, once: carry references stored before names were per team (migration 0005)
+        into the new rules, and return the resources rewritten (already applied here; the
+        caller persists them). Names were unique across teams then, so what a bare name meant
+        is known: in a team's resource, a name the team does not have was the shared one
+        (now `shared/<name>`); in a shared resource (the shared gateway), a name no shared
+        resource has was the one team resource of that name (now `<team>/<name>`). Anything
+        else is left for `dangling` to report."""
+        fixes: dict[Ref, dict[str, str]] = {}
+        for user, missing in self.dangling():
+            res = self.get(user.kind, user.name)
+            assert res is not None
+            team, name = split_key(missing.name)
+            if res.team is not None and team == res.team:
+                if self.get(missing.kind, name) is not None:
+                    fixes.setdefault(user, {})[name] = f"{SHARED}/{name}"
+            elif res.team is None and team is None:
+                owners = [t for t in self._teams_of[missing.kind].get(name, ()) if t is not None]
+                if len(owners) == 1:
+                    fixes.setdefault(user, {})[name] = xds_name(owners[0], name)
+        repaired = []
+        for user, mapping in sorted(fixes.items(), key=lambda f: (f[0].kind, f[0].name)):
+            res = self.get(user.kind, user.name)
+            assert res is not None
+            spec = rewrite_refs(res.model, res.spec, lambda r, m=mapping: m.get(r, r))  # type: ignore[misc]
+            if spec is None:
+                continue
+            new = replace(res, spec=spec, model=parse_spec(res.kind, spec))
+            self.apply(Plan(res.kind, res.key, res, new))
+            repaired.append(new)
+        return repaired
 
     def dangling(self) -> list[tuple[Ref, Ref]]:
         """(user, missing) pairs: should be empty for any state storage gave us."""
