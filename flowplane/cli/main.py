@@ -21,6 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the control plane (REST API + xDS)")
     serve.add_argument("--database-url", help="overrides FLOWPLANE_DATABASE_URL")
     serve.add_argument("--api-address", help="overrides FLOWPLANE_API_ADDRESS")
+    serve.add_argument(
+        "--xds-workers", type=int, metavar="N",
+        help="xDS worker processes sharing the xDS port (default: one per CPU; 0: serve xDS "
+        "in this process); overrides FLOWPLANE_XDS_WORKERS",
+    )  # fmt: skip
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     mig = dbsub.add_parser("migrate", help="apply pending migrations and exit")
@@ -50,6 +55,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         for k, v in {
             "database_url": getattr(args, "database_url", None),
             "api_address": getattr(args, "api_address", None),
+            "xds_workers": getattr(args, "xds_workers", None),
         }.items()
         if v is not None
     }
