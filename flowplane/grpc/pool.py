@@ -87,8 +87,11 @@ class _Link:
         self.counters: dict[tuple[str, tuple[str, ...]], float] = {}
 
     async def send(self, data: bytes) -> None:
+        """Send a frame; a worker that went away is noticed by the reader (end of stream), so
+        a failed send is dropped here rather than raised into the link's nursery."""
         async with self.send_lock:
-            await self.stream.send_all(data)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.send_all(data)
 
 
 class WorkerPool:
@@ -193,8 +196,7 @@ class WorkerPool:
         self._stopping = True
         msg = frame(pb.CoreToWorker(shutdown=pb.Shutdown(grace_seconds=grace)))
         for link in list(self._links.values()):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await link.send(msg)
+            await link.send(msg)
         with trio.move_on_after(grace + 1):
             for proc in list(self._procs.values()):
                 await proc.wait()
@@ -254,7 +256,10 @@ class WorkerPool:
         try:
             async with stream, trio.open_nursery() as nursery:
                 while True:
-                    data = await stream.receive_some(1 << 20)
+                    try:
+                        data = await stream.receive_some(1 << 20)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""  # the worker died: as an end of stream
                     if not data:
                         break
                     for body in buf.feed(data):
@@ -269,8 +274,6 @@ class WorkerPool:
                         else:
                             await self._inbound(link, msg)
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as err:
-            log.info("xDS worker connection closed: %s", err)
         finally:
             if link is not None and self._links.get(link.slot) is link:
                 self._drop(link.slot)
