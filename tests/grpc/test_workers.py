@@ -13,6 +13,7 @@ import signal
 import pytest
 import trio
 from grpclib.const import Status
+from prometheus_client import REGISTRY
 
 from flowplane.grpc.pool import WorkerPool
 from flowplane.testing.adsclient import AdsStreamEnded, delta_client, sotw_client
@@ -28,6 +29,10 @@ async def _nodes(plane: Plane) -> list[dict]:
     resp = await plane.api.get("/api/v1/nodes")
     assert resp.status_code == 200
     return resp.json()["items"]
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _until(plane: Plane, pred) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -122,6 +127,7 @@ async def test_nack_on_a_worker_is_visible_on_the_core(db_url: str) -> None:
         async with run_plane(plane_settings(db_url), workers=2) as plane:
             ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
             await plane.settled()
+            nacks_before = _sample("flowplane_xds_nacks_total", type="Cluster")
             async with sotw_client("127.0.0.1", plane.xds_port, node_id="n-1") as c:
                 await c.send(CLUSTER_TYPE)
                 await c.nack(await c.recv(), "no such thing")
@@ -130,11 +136,12 @@ async def test_nack_on_a_worker_is_visible_on_the_core(db_url: str) -> None:
                 rej = items[0]["resources"]["Cluster"]["lastRejection"]
                 assert rej["errorDetail"] == "no such thing"
                 assert rej["resourceNames"] == ["backend"]
-                while True:  # counters arrive with the next status report
-                    text = (await plane.api.get("/metrics")).text
-                    if 'flowplane_xds_nacks_total{type="Cluster"} 1.0' in text:
-                        break
+                # counters arrive with the next status report (metrics are per process: other
+                # tests in this one may have counted before, hence the increase)
+                while _sample("flowplane_xds_nacks_total", type="Cluster") < nacks_before + 1:  # noqa: ASYNC110
                     await trio.sleep(0.02)
+                assert _sample("flowplane_xds_nacks_total", type="Cluster") == nacks_before + 1
+                text = (await plane.api.get("/metrics")).text
                 assert 'flowplane_xds_streams{protocol="sotw"} 1.0' in text
 
 
