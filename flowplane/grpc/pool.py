@@ -119,6 +119,7 @@ class WorkerPool:
         self._incarnations = 0
         self._frame_memo: tuple[int, int, bytes] | None = None
         self._stopping = False
+        self._stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._reserved: socket.socket | None = None
         self.port: int | None = None
@@ -157,7 +158,7 @@ class WorkerPool:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Reserve the port, start the workers; started() with the port once every worker
-        serves. Runs until cancelled (then stops the workers: `stop` first to give them grace).
+        serves. Returns after `stop`; if cancelled instead, kills the workers.
         """
         host, port = self.settings.xds_host_port
         self._reserved = reserve_port(host, port)
@@ -178,6 +179,8 @@ class WorkerPool:
                         await self._changed_or(0.05)
                 log.info("xDS workers ready: %d on port %d", self.workers, self.port)
                 task_status.started(self.port)
+                await self._stopped.wait()  # `stop` told the workers to go, and they went
+                nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self._kill_all()
@@ -201,6 +204,7 @@ class WorkerPool:
             for proc in list(self._procs.values()):
                 await proc.wait()
         await self._kill_all()
+        self._stopped.set()
 
     async def _kill_all(self) -> None:
         self._stopping = True
