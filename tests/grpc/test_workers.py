@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -16,8 +20,9 @@ from grpclib.const import Status
 from prometheus_client import REGISTRY
 
 from flowplane.grpc.pool import WorkerPool
-from flowplane.testing.adsclient import AdsStreamEnded, delta_client, sotw_client
-from flowplane.testing.factories import cluster_body
+from flowplane.testing.adsclient import AdsStreamEnded, delta_client, resource_names, sotw_client
+from flowplane.testing.certs import make_pki
+from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.testing.plane import Plane, run_plane
 from flowplane.xds.types import CLUSTER_TYPE
 from tests.helpers import N, ok, plane_settings
@@ -41,6 +46,22 @@ async def _until(plane: Plane, pred) -> list[dict]:  # type: ignore[no-untyped-d
         if pred(items):
             return items
         await trio.sleep(0.02)
+
+
+def test_a_worker_runs_plain_asyncio() -> None:
+    """A worker serves only xDS on plain asyncio (DESIGN.md §5). Importing trio-asyncio would
+    replace asyncio's loop policy, so that `asyncio.run` ran trio-asyncio's loop instead:
+    nothing the worker imports may import it."""
+    code = (
+        "import asyncio, sys, flowplane.grpc.worker\n"
+        "assert 'trio_asyncio' not in sys.modules, 'trio_asyncio was imported'\n"
+        "async def main():\n"
+        "    assert type(asyncio.get_running_loop()).__module__.startswith('asyncio')\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 async def test_a_change_reaches_a_stream_through_a_worker_and_the_node_is_listed(
@@ -169,3 +190,34 @@ async def test_token_revocation_ends_a_stream_held_by_a_worker(db_url: str) -> N
                 ok(await api.delete(f"/api/v1/tokens/{made['id']}"), 204)
                 end = await c.wait_end()
                 assert end.status == Status.UNAUTHENTICATED
+
+
+async def test_mtls_and_team_scoping_on_a_worker(db_url: str, tmp_path: Path) -> None:
+    """FLOWPLANE_XDS_AUTH=mtls with workers: the worker terminates TLS with the core's
+    certificate settings, takes the team from the client certificate, and scopes what it sends
+    by the scope index the core shipped (team a's cluster only, not team b's)."""
+    pki = make_pki(tmp_path / "pki", teams=("a",))
+    settings = plane_settings(
+        db_url, xds_tls_cert=str(pki.server_cert), xds_tls_key=str(pki.server_key),
+        xds_tls_client_ca=str(pki.ca_cert), xds_auth="mtls",
+    )  # fmt: skip
+    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+    tls.load_cert_chain(pki.client("a").cert, pki.client("a").key)
+    tls.set_alpn_protocols(["h2"])
+    with trio.fail_after(30):
+        async with run_plane(settings, workers=1) as plane:
+            api = plane.api
+            for team in ("a", "b"):
+                ok(await api.post("/api/v1/teams", json={"name": team}))
+                ok(await api.post(f"{N}/clusters", json=cluster_body(f"c-{team}", team=team)))
+                ok(await api.post(f"{N}/route-configs", json=route_config_body(
+                    f"r-{team}", cluster=f"c-{team}", team=team)))  # fmt: skip
+                ok(await api.post(f"{N}/listeners", json=listener_body(
+                    f"l-{team}", route_config=f"r-{team}", port=10100 + ord(team), team=team)))
+            await plane.settled()
+            async with sotw_client("127.0.0.1", plane.xds_port, node_id="dp-a", tls=tls) as c:
+                await c.send(CLUSTER_TYPE)
+                resp = await c.recv()
+                assert resource_names(resp) == ["c-a"]
+                items = await _until(plane, lambda it: bool(it))
+                assert (items[0]["id"], items[0]["team"]) == ("dp-a", "a")
