@@ -222,13 +222,18 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}")  # fmt: skip
 
 
+def server_env(db: str, api_port: int, xds_port: int, xds_workers: int) -> dict[str, str]:
+    """The benchmarked server's environment: SQLite file `db`, loopback ports, no gateway."""
+    return {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{db}",
+            "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{api_port}",
+            "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds_port}",
+            "FLOWPLANE_DEFAULT_GATEWAY": "false", "FLOWPLANE_LOG_LEVEL": "WARNING",
+            "FLOWPLANE_XDS_WORKERS": str(xds_workers)}  # fmt: skip
+
+
 def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
     api_port, xds_port = free_port(), free_port()
-    env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-           "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{api_port}",
-           "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds_port}",
-           "FLOWPLANE_DEFAULT_GATEWAY": "false", "FLOWPLANE_LOG_LEVEL": "WARNING",
-           "FLOWPLANE_XDS_WORKERS": str(args.xds_workers)}  # fmt: skip
+    env = server_env(f"{tmp}/bench.db", api_port, xds_port, args.xds_workers)
     base = f"http://127.0.0.1:{api_port}"
     out: dict[str, Any] = {"nodes": args.nodes, "changes": args.changes,
                            "generators": args.generators, "clusters": args.clusters,

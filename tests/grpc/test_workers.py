@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +20,10 @@ from prometheus_client import REGISTRY
 
 from flowplane.grpc.pool import WorkerPool
 from flowplane.testing.adsclient import AdsStreamEnded, delta_client, resource_names, sotw_client
-from flowplane.testing.certs import make_pki
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.testing.plane import Plane, run_plane
 from flowplane.xds.types import CLUSTER_TYPE
-from tests.helpers import N, ok, plane_settings
+from tests.helpers import N, mtls_plane, ok, plane_settings
 
 pytestmark = pytest.mark.e2e  # starts real worker processes
 
@@ -196,14 +194,7 @@ async def test_mtls_and_team_scoping_on_a_worker(db_url: str, tmp_path: Path) ->
     """FLOWPLANE_XDS_AUTH=mtls with workers: the worker terminates TLS with the core's
     certificate settings, takes the team from the client certificate, and scopes what it sends
     by the scope index the core shipped (team a's cluster only, not team b's)."""
-    pki = make_pki(tmp_path / "pki", teams=("a",))
-    settings = plane_settings(
-        db_url, xds_tls_cert=str(pki.server_cert), xds_tls_key=str(pki.server_key),
-        xds_tls_client_ca=str(pki.ca_cert), xds_auth="mtls",
-    )  # fmt: skip
-    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
-    tls.load_cert_chain(pki.client("a").cert, pki.client("a").key)
-    tls.set_alpn_protocols(["h2"])
+    settings, tls = mtls_plane(db_url, tmp_path, "a")
     with trio.fail_after(30):
         async with run_plane(settings, workers=1) as plane:
             api = plane.api
