@@ -229,7 +229,7 @@ def stream_status(info: StreamInfo) -> pb.StreamStatus:
 
 @dataclass(frozen=True, slots=True)
 class _Status:
-    types: Mapping[str, TypeStatus]
+    types: dict[str, TypeStatus]  # updated in place by the worker's grouped status reports
 
     def status(self) -> Mapping[str, TypeStatus]:
         return self.types

@@ -42,7 +42,7 @@ from flowplane.grpc.proto import flowplane_workers_pb2 as pb
 from flowplane.observability import metrics
 from flowplane.settings import Settings
 from flowplane.xds.snapshot import Snapshot
-from flowplane.xds.sotw import Rejection
+from flowplane.xds.sotw import Rejection, TypeStatus
 
 log = logging.getLogger("flowplane.workers")
 
@@ -354,6 +354,13 @@ class WorkerPool:
                     self.nacks.close(gone.node_id or gone.address)
             for s in st.upserted:
                 link.streams[s.stream_id] = RemoteStream.from_proto(s, link.slot)
+            for g in st.groups:
+                # one shared, immutable TypeStatus for every stream of the group
+                ts = TypeStatus(g.version_sent or None, None, g.version_acked or None, None)
+                for sid in g.stream_ids:
+                    known = link.streams.get(sid)
+                    if known is not None:
+                        known.state.types[g.type_url] = ts
         elif kind == "ready":
             link.ready = True
             link.serial = msg.ready.serial

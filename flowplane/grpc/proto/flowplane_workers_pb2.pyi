@@ -245,16 +245,30 @@ class StreamStatus(_message.Message):
     def __init__(self, stream_id: _Optional[int] = ..., protocol: _Optional[str] = ..., address: _Optional[str] = ..., connected_since: _Optional[float] = ..., node_id: _Optional[str] = ..., has_node_id: _Optional[bool] = ..., accepted: _Optional[bool] = ..., has_team: _Optional[bool] = ..., team: _Optional[str] = ..., types: _Optional[_Iterable[_Union[TypeStatus, _Mapping]]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("full", "upserted", "removed", "serial")
+    __slots__ = ("full", "upserted", "removed", "serial", "groups")
     FULL_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     full: bool
     upserted: _containers.RepeatedCompositeFieldContainer[StreamStatus]
     removed: _containers.RepeatedScalarFieldContainer[int]
     serial: int
-    def __init__(self, full: _Optional[bool] = ..., upserted: _Optional[_Iterable[_Union[StreamStatus, _Mapping]]] = ..., removed: _Optional[_Iterable[int]] = ..., serial: _Optional[int] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[StatusGroup]
+    def __init__(self, full: _Optional[bool] = ..., upserted: _Optional[_Iterable[_Union[StreamStatus, _Mapping]]] = ..., removed: _Optional[_Iterable[int]] = ..., serial: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[StatusGroup, _Mapping]]] = ...) -> None: ...
+
+class StatusGroup(_message.Message):
+    __slots__ = ("type_url", "version_sent", "version_acked", "stream_ids")
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_SENT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ACKED_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    version_sent: str
+    version_acked: str
+    stream_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, type_url: _Optional[str] = ..., version_sent: _Optional[str] = ..., version_acked: _Optional[str] = ..., stream_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AuthRequest(_message.Message):
     __slots__ = ("request_id", "authorization", "peer")
