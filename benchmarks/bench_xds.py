@@ -390,6 +390,7 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
             "missing": sum(c["missing"] for c in per_change),
             "p50_ms": pct(lat_all, 0.5), "p90_ms": pct(lat_all, 0.9),
             "p99_ms": pct(lat_all, 0.99), "max_ms": max(lat_all, default=float("nan")) * 1000,
+            "cdf_ms": [pct(lat_all, q / 100) for q in range(101)],  # for plots
             "all_nodes_p50_ms": pct([c["max_ms"] / 1000 for c in per_change], 0.5),
             "put_p50_ms": pct([c["put_ms"] / 1000 for c in per_change], 0.5),
             "busy_after_last_p50_s": pct([c["busy_after_last_s"] for c in per_change], 0.5) / 1000,
