@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -219,6 +220,10 @@ async def run(control_path: str, slot: int) -> int:
         return 2
     cfg = first.config
     configure_logging(cfg.log_format or "text", cfg.log_level or "INFO")
+    # As in the core (flowplane/app.py): thousands of long-lived streams make a large, stable
+    # heap; with the default threshold (700 allocations) a push triggers collections that walk
+    # it again and again.
+    gc.set_threshold(50_000, 20, 20)
     hub = WorkerHub(cfg.first_stream_id)
     hub.bind_loop(asyncio.get_running_loop())
     service = WorkerAds(
