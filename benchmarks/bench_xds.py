@@ -429,7 +429,7 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
                                       stderr=subprocess.STDOUT)  # fmt: skip
             wait_ready(base, server, log_path)
             t_ready = time.monotonic()
-            cpu_r0 = proc_cpu(server.pid)
+            cpu_r0, ovf_r0 = proc_cpu(server.pid), listen_overflows()
             for g in gens:
                 g.send("reconnect")
             storm = [g.recv() for g in gens]
@@ -445,6 +445,9 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
                 "versions": dict(versions),
                 "errors": merge(c["errors"] for c in storm),
                 "server_cpu_s": proc_cpu(server.pid) - cpu_r0,
+                "listen_overflows": listen_overflows()[0] - ovf_r0[0],
+                "storm_half_configured_s": sorted(t for c in storm for t in c["first_times"])[
+                    args.nodes // 2] - t_ready,
             })  # fmt: skip
             print(f"restart: {json.dumps(out['restart'])}", file=sys.stderr)
         byes = [g.stop() for g in gens]
