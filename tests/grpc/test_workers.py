@@ -212,3 +212,25 @@ async def test_mtls_and_team_scoping_on_a_worker(db_url: str, tmp_path: Path) ->
                 assert resource_names(resp) == ["c-a"]
                 items = await _until(plane, lambda it: bool(it))
                 assert (items[0]["id"], items[0]["team"]) == ("dp-a", "a")
+
+
+async def test_after_a_core_restart_the_new_workers_send_nothing_new(db_url: str) -> None:
+    """A core restart ends its workers; the next core's workers start from a full snapshot of
+    the same database, and a node reconnecting with what it holds (delta, xds rule 12) is sent
+    nothing: versions are content hashes, equal across processes and restarts (rule 8)."""
+    with trio.fail_after(60):
+        async with run_plane(plane_settings(db_url), workers=1) as plane:
+            ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
+            await plane.settled()
+            async with delta_client("127.0.0.1", plane.xds_port, node_id="r-1") as c:
+                await c.send(CLUSTER_TYPE)
+                resp = await c.recv()
+                held = {r.name: r.version for r in resp.resources}
+                await c.ack(resp)
+        async with (
+            run_plane(plane_settings(db_url), workers=1) as plane,
+            delta_client("127.0.0.1", plane.xds_port, node_id="r-1") as c,
+        ):
+            await c.send(CLUSTER_TYPE, initial_versions=held)
+            await c.expect_quiet(0.5)
+            await _until(plane, lambda it: [n["id"] for n in it] == ["r-1"])
