@@ -34,6 +34,17 @@ async def _nodes(plane: Plane) -> list[dict]:
     return resp.json()["items"]
 
 
+async def _backend_held(plane: Plane, node_id: str) -> dict[str, str]:
+    """Create cluster `backend`, fetch it on a delta stream (ACKed), close it: name -> version."""
+    ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
+    await plane.settled()
+    async with delta_client("127.0.0.1", plane.xds_port, node_id=node_id) as c:
+        await c.send(CLUSTER_TYPE)
+        resp = await c.recv()
+        await c.ack(resp)
+    return {r.name: r.version for r in resp.resources}
+
+
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -93,14 +104,8 @@ async def test_delta_through_a_worker_and_reconnect_gets_nothing_new(db_url: str
     is sent nothing it already has."""
     with trio.fail_after(30):
         async with run_plane(plane_settings(db_url), workers=2) as plane:
-            ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
-            await plane.settled()
-            async with delta_client("127.0.0.1", plane.xds_port, node_id="d-1") as c:
-                await c.send(CLUSTER_TYPE)
-                resp = await c.recv()
-                held = {r.name: r.version for r in resp.resources}
-                assert list(held) == ["backend"]
-                await c.ack(resp)
+            held = await _backend_held(plane, "d-1")
+            assert list(held) == ["backend"]
             async with delta_client("127.0.0.1", plane.xds_port, node_id="d-1") as c:
                 await c.send(CLUSTER_TYPE, initial_versions=held)
                 await c.expect_quiet(0.5)
@@ -220,13 +225,7 @@ async def test_after_a_core_restart_the_new_workers_send_nothing_new(db_url: str
     nothing: versions are content hashes, equal across processes and restarts (rule 8)."""
     with trio.fail_after(60):
         async with run_plane(plane_settings(db_url), workers=1) as plane:
-            ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
-            await plane.settled()
-            async with delta_client("127.0.0.1", plane.xds_port, node_id="r-1") as c:
-                await c.send(CLUSTER_TYPE)
-                resp = await c.recv()
-                held = {r.name: r.version for r in resp.resources}
-                await c.ack(resp)
+            held = await _backend_held(plane, "r-1")
         async with (
             run_plane(plane_settings(db_url), workers=1) as plane,
             delta_client("127.0.0.1", plane.xds_port, node_id="r-1") as c,
