@@ -180,7 +180,7 @@ async def test_token_revocation_ends_a_stream_held_by_a_worker(db_url: str) -> N
                 "name": "dp", "role": "data-plane", "teams": ["a"]}))  # fmt: skip
             async with sotw_client("127.0.0.1", plane.xds_port, node_id="dp-x") as bad:
                 await bad.send(CLUSTER_TYPE)
-                end = await bad.wait_end()
+                end = await bad.wait_end(timeout=15)  # generous: a loaded machine
                 assert end.status == Status.UNAUTHENTICATED  # no token
             async with sotw_client(
                 "127.0.0.1", plane.xds_port, node_id="dp-x",
@@ -191,7 +191,7 @@ async def test_token_revocation_ends_a_stream_held_by_a_worker(db_url: str) -> N
                 items = await _until(plane, lambda it: bool(it))
                 assert items[0]["team"] == "a"
                 ok(await api.delete(f"/api/v1/tokens/{made['id']}"), 204)
-                end = await c.wait_end()
+                end = await c.wait_end(timeout=15)
                 assert end.status == Status.UNAUTHENTICATED
 
 
