@@ -48,18 +48,45 @@ def proc_cpu(pid: int) -> float:
     return sum(proc_cpu_split(pid))
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (the server's xDS worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def proc_cpu_split(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """(user, system) CPU seconds of a process (all its threads) and its live descendants."""
+    user = system = 0.0
     tck = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tck, int(fields[12]) / tck
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11]) / tck
+        system += int(fields[12]) / tck
+    return user, system
 
 
 def proc_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """VmRSS of a process and its live descendants, summed."""
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 def machine_busy() -> float:
@@ -158,6 +185,19 @@ class Gen:
         return bye
 
 
+def wait_ready(base: str, server: subprocess.Popen[Any], log_path: Path) -> None:
+    for _ in range(600):  # up to ~30 s
+        try:
+            if http("GET", base + "/readyz", timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}; see {log_path}")
+        time.sleep(0.05)
+    raise RuntimeError("server not ready after 30 s")
+
+
 def stop_pid(proc: subprocess.Popen[Any], grace: float) -> float:
     """SIGTERM this one process, SIGKILL it after `grace` s; returns the seconds it took."""
     t0 = time.monotonic()
@@ -182,19 +222,26 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}")  # fmt: skip
 
 
+def server_env(db: str, api_port: int, xds_port: int, xds_workers: int) -> dict[str, str]:
+    """The benchmarked server's environment: SQLite file `db`, loopback ports, no gateway."""
+    return {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{db}",
+            "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{api_port}",
+            "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds_port}",
+            "FLOWPLANE_DEFAULT_GATEWAY": "false", "FLOWPLANE_LOG_LEVEL": "WARNING",
+            "FLOWPLANE_XDS_WORKERS": str(xds_workers),
+            # the generators' streams carry no token: measure the push path as before (the
+            # default, token auth, checks a token once per stream, at its start)
+            "FLOWPLANE_XDS_AUTH": "none"}  # fmt: skip
+
+
 def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
     api_port, xds_port = free_port(), free_port()
-    env = {**os.environ, "FLOWPLANE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-           "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{api_port}",
-           "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds_port}",
-           "FLOWPLANE_DEFAULT_GATEWAY": "false", "FLOWPLANE_LOG_LEVEL": "WARNING",
-           # the generators' streams carry no token: measure the push path as before (the
-           # default, token auth, checks a token once per stream, at its start)
-           "FLOWPLANE_XDS_AUTH": "none"}  # fmt: skip
+    env = server_env(f"{tmp}/bench.db", api_port, xds_port, args.xds_workers)
     base = f"http://127.0.0.1:{api_port}"
     out: dict[str, Any] = {"nodes": args.nodes, "changes": args.changes,
                            "generators": args.generators, "clusters": args.clusters,
-                           "mode": "delta" if args.delta else "sotw"}  # fmt: skip
+                           "mode": "delta" if args.delta else "sotw",
+                           "xds_workers": args.xds_workers}  # fmt: skip
     log = log_path.open("w")
     prof = ["-m", "cProfile", "-o", args.server_profile] if args.server_profile else []
     server = subprocess.Popen([sys.executable, *prof, "-m", "flowplane.cli.main", "serve"], env=env,
@@ -203,17 +250,7 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
     try:
         if args.pin:
             os.sched_setaffinity(server.pid, {0})
-        for _ in range(600):  # up to ~30 s
-            try:
-                if http("GET", base + "/readyz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}; see {log_path}")
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("server not ready after 30 s")
+        wait_ready(base, server, log_path)
         # A server with REST auth prints its first admin token once, on stderr (our log file).
         for _ in range(50):
             m = JWT.search(log_path.read_text(errors="replace"))
@@ -356,6 +393,7 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
             "missing": sum(c["missing"] for c in per_change),
             "p50_ms": pct(lat_all, 0.5), "p90_ms": pct(lat_all, 0.9),
             "p99_ms": pct(lat_all, 0.99), "max_ms": max(lat_all, default=float("nan")) * 1000,
+            "cdf_ms": [pct(lat_all, q / 100) for q in range(101)],  # for plots
             "all_nodes_p50_ms": pct([c["max_ms"] / 1000 for c in per_change], 0.5),
             "put_p50_ms": pct([c["put_ms"] / 1000 for c in per_change], 0.5),
             "busy_after_last_p50_s": pct([c["busy_after_last_s"] for c in per_change], 0.5) / 1000,
@@ -384,6 +422,37 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
                                   "most_acked": acked.most_common(1)[0][1] if acked else 0}  # fmt: skip
         out["server_cpu_total_s"] = proc_cpu(server.pid)
         out["server_rss_mb"]["end"] = proc_rss_kb(server.pid) / 1024
+        if args.restart_core:
+            # Reconnect storm: the core stops (its workers with it), a new one starts on the
+            # same database and ports, and every node connects again at once.
+            t_stop = time.monotonic()
+            out["restart"] = {"stop_s": stop_pid(server, 60)}
+            server = subprocess.Popen([sys.executable, "-m", "flowplane.cli.main", "serve"],
+                                      env=env, cwd=args.server_root, stdout=log,
+                                      stderr=subprocess.STDOUT)  # fmt: skip
+            wait_ready(base, server, log_path)
+            t_ready = time.monotonic()
+            cpu_r0, ovf_r0 = proc_cpu(server.pid), listen_overflows()
+            for g in gens:
+                g.send("reconnect")
+            storm = [g.recv() for g in gens]
+            t_all = max(c["t_all_initial"] for c in storm)
+            versions: collections.Counter[str] = collections.Counter()
+            for c in storm:
+                versions.update(c["initial_versions"])
+            out["restart"].update({
+                "start_s": t_ready - t_stop - out["restart"]["stop_s"],
+                "storm_all_configured_s": t_all - t_ready,
+                "down_to_all_configured_s": t_all - t_stop,
+                "missing": sum(c["missing"] for c in storm),
+                "versions": dict(versions),
+                "errors": merge(c["errors"] for c in storm),
+                "server_cpu_s": proc_cpu(server.pid) - cpu_r0,
+                "listen_overflows": listen_overflows()[0] - ovf_r0[0],
+                "storm_half_configured_s": sorted(t for c in storm for t in c["first_times"])[
+                    args.nodes // 2] - t_ready,
+            })  # fmt: skip
+            print(f"restart: {json.dumps(out['restart'])}", file=sys.stderr)
         byes = [g.stop() for g in gens]
         out["client_cpu_total_s"] = [b["cpu"] if b else None for b in byes]
         gens.clear()
@@ -426,6 +495,12 @@ def main() -> None:
         help="extra pause after each change, once the server is idle again, s",
     )
     ap.add_argument("--delta", action="store_true", help="DeltaAggregatedResources")
+    ap.add_argument("--xds-workers", type=int, default=0,
+                    help="FLOWPLANE_XDS_WORKERS of the server (0: xDS in the core process); "
+                    "server CPU and RSS are then summed over the core and its workers")
+    ap.add_argument("--restart-core", action="store_true",
+                    help="at the end, restart the server (SIGTERM, start again on the same "
+                    "database and ports) and time the reconnect storm of every node")
     ap.add_argument("--parser", choices=("upb", "scan"), default="upb")
     ap.add_argument(
         "--pin", action="store_true", help="pin the server to CPU 0 and the generators to CPU 1"
@@ -537,6 +612,15 @@ def report(o: dict[str, Any]) -> None:
         print(
             f"server /api/v1/nodes: {sv['streams']} streams, {sv['most_acked']} ACKed the "
             f"same version ({sv['acked_versions']} distinct)"
+        )
+    rs = o.get("restart")
+    if rs:
+        print(
+            f"core restart: stopped in {rs['stop_s']:.2f} s, ready {rs['start_s']:.2f} s later; "
+            f"reconnect storm: all {o['nodes']} configured {rs['storm_all_configured_s']:.2f} s "
+            f"after ready ({rs['down_to_all_configured_s']:.2f} s from the stop), missing "
+            f"{rs['missing']}, versions {rs['versions']}, errors {rs['errors'] or 'none'}, server "
+            f"CPU {rs['server_cpu_s']:.2f} s"
         )
     print(
         f"server stopped in {o['server_stop_s']:.2f} s (rc {o['server_rc']}); "

@@ -26,6 +26,7 @@ Commands (stdin, one per line) -> replies (stdout, one JSON object per line):
                             {"event": "waited", "latencies": [s | null per node],
                              "versions": {new version: count}, "extra": responses beyond
                              the first new one, ...stats}
+    reconnect               drop every connection and its history, then as `connect`
     stats                   {"event": "stats", ...stats}
     quit                    close every connection; {"event": "bye", ...stats}; exit
 stats = {"cpu": user+sys CPU seconds of this process, "rss_kb", "open": live streams,
@@ -550,6 +551,22 @@ class Generator:
             **self.stats(),
         }
 
+    async def reconnect(self) -> dict[str, object]:
+        """A reconnect storm (e.g. after a control-plane restart): drop every connection and
+        history, then `connect` all nodes again, same node ids."""
+        for node in self.nodes:
+            if node is not None:
+                node.open = False  # forgotten: its loss is neither an error nor counted
+                if node.transport is not None:
+                    node.transport.close()
+        await asyncio.sleep(0)
+        self.nodes = [None] * self.count
+        self.times = [[] for _ in range(self.count)]
+        self.sizes = [[] for _ in range(self.count)]
+        self.versions = [[] for _ in range(self.count)]
+        self.open = 0
+        return await self.connect()
+
     async def close(self) -> None:
         self.closing = True
         for node in self.nodes:
@@ -592,6 +609,8 @@ async def serve(args: argparse.Namespace) -> None:
                 emit(await gen.connect())
             elif cmd[0] == "wait":
                 emit(await gen.wait(float(cmd[1]), float(cmd[2])))
+            elif cmd[0] == "reconnect":
+                emit(await gen.reconnect())
             elif cmd[0] == "stats":
                 emit({"event": "stats", **gen.stats()})
             elif cmd[0] == "quit":

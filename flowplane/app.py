@@ -27,6 +27,7 @@ from flowplane.auth.keys import AuthState, load_auth
 from flowplane.domain.state import ConfigState
 from flowplane.grpc import compat
 from flowplane.grpc.hub import Hub
+from flowplane.grpc.pool import WorkerPool, default_workers
 from flowplane.grpc.server import XdsServer
 from flowplane.observability.asgi import ObservedRequests
 from flowplane.observability.storage import metered
@@ -193,6 +194,20 @@ async def serve_api(
     )
 
 
+def worker_pool(core: Core, workers: int, *, status_interval: float = 0.5) -> WorkerPool:
+    """A pool of `workers` xDS worker processes fed by `core`: told every snapshot and token
+    change, its workers' streams listed by `/api/v1/nodes`. Start it with `nursery.start(
+    pool.run)` (started() with the xDS port), stop it with `pool.stop(grace)`."""
+    pool = WorkerPool(
+        core.settings, workers, authenticator=core.authenticator, status_interval=status_interval
+    )
+    core.hub.observers.append(pool.publish)
+    core.hub.sources.append(pool.connected)
+    core.auth.token_listeners.append(pool.tokens_changed)
+    pool.publish(core.hub.snapshot)
+    return pool
+
+
 async def run_server(
     settings: Settings,
     *,
@@ -231,15 +246,22 @@ async def _run(
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_signals, shutdown)
-        xds = XdsServer(
-            core.hub, loop, ssl=xds_tls, auth=settings.xds_auth, authenticator=core.authenticator,
-            keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
-            limits=NameLimits(
-                settings.xds_max_names_per_request, settings.xds_max_names_per_stream
-            ),
-        )  # fmt: skip
         host, port = settings.xds_host_port
-        core.xds_port = await xds.start(host, port)
+        workers = settings.xds_workers if settings.xds_workers is not None else default_workers()
+        xds: XdsServer | WorkerPool
+        if workers == 0:  # xDS served in this process
+            xds = XdsServer(
+                core.hub, loop, ssl=xds_tls, auth=settings.xds_auth,
+                authenticator=core.authenticator,
+                keepalive=(settings.xds_keepalive_seconds, settings.xds_keepalive_timeout_seconds),
+                limits=NameLimits(
+                    settings.xds_max_names_per_request, settings.xds_max_names_per_stream
+                ),
+            )  # fmt: skip
+            core.xds_port = await xds.start(host, port)
+        else:  # worker processes serve xDS; this process feeds them (flowplane/grpc/pool.py)
+            xds = pool = worker_pool(core, workers)
+            core.xds_port = await nursery.start(pool.run)
         try:
             binds = await nursery.start(
                 lambda task_status: serve_api(core, shutdown=shutdown, task_status=task_status)
@@ -257,7 +279,10 @@ async def _run(
             )
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(settings.shutdown_grace_seconds):
-                await xds.stop()
+                if isinstance(xds, WorkerPool):
+                    await xds.stop(settings.shutdown_grace_seconds)
+                else:
+                    await xds.stop()
 
 
 async def _signals(shutdown: trio.Event) -> None:

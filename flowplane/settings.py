@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     xds_max_names_per_request: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     xds_max_names_per_stream: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] = 6000
+    # xDS worker processes sharing the xDS port (issue 14): None = one per CPU this process may
+    # use; 0 = serve xDS in this process (no workers).
+    xds_workers: Annotated[int, Field(ge=0, le=256)] | None = None
     default_gateway: bool = True
     default_gateway_address: str = "0.0.0.0:10000"
     # Tracing: OpenTelemetry's standard variables (no FLOWPLANE_ prefix; the SDK reads the rest

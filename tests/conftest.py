@@ -3,6 +3,7 @@ in-process HTTP client talking ASGI to the real app."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from flowplane.app import Core, make_app, open_core
 from flowplane.settings import Settings, load_settings
 from flowplane.testing.plane import admin_token
 from tests.helpers import plane_settings
+
+# `flowplane serve` defaults to one xDS worker process per CPU; the suite serves xDS in-process
+# (and so do the servers it starts, which inherit this) unless a test is about workers.
+os.environ.setdefault("FLOWPLANE_XDS_WORKERS", "0")
 
 
 @pytest.fixture
@@ -46,3 +51,13 @@ async def client(core: Core) -> AsyncIterator[httpx.AsyncClient]:
         transport=transport, base_url="http://flowplane.test", headers=headers
     ) as c:
         yield c
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` tests (minutes-long soaks) run only with FLOWPLANE_SLOW_TESTS=1."""
+    if os.environ.get("FLOWPLANE_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow soak test: set FLOWPLANE_SLOW_TESTS=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -95,13 +95,24 @@ def serve(
     api_address: Annotated[
         str | None, typer.Option("--api-address", help="overrides FLOWPLANE_API_ADDRESS")
     ] = None,
+    xds_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--xds-workers", metavar="N",
+            help="xDS worker processes sharing the xDS port (default: one per CPU; 0: serve"
+            " xDS in this process); overrides FLOWPLANE_XDS_WORKERS",
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane (REST API + xDS)."""
     import trio
 
     from flowplane.app import run_server
 
-    settings = _settings(database_url=database_url, api_address=api_address)
+    settings = _settings(
+        database_url=database_url, api_address=api_address,
+        xds_workers=None if xds_workers is None else str(xds_workers),
+    )  # fmt: skip
     def run() -> None:
         _check_location(settings)
         trio.run(run_server, settings)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from flowplane.observability.xds import StreamObserver, refused
 from flowplane.xds.delta import DeltaRequest, DeltaStream
 from flowplane.xds.scope import release, retain, scope_from_node, scoped
 from flowplane.xds.snapshot import Snapshot
-from flowplane.xds.sotw import NameLimits, Outbound, Request, SotwStream, TypeStatus
+from flowplane.xds.sotw import NameLimits, Outbound, Rejection, Request, SotwStream, TypeStatus
 
 _SPIFFE_TEAM = re.compile(r"^spiffe://[^/]+/team/([a-z0-9]([a-z0-9.-]*[a-z0-9])?)$")
 
@@ -120,6 +120,40 @@ def _san_team(cert: dict[str, Any] | None) -> str | None:
     return None
 
 
+def authorization(stream: Stream[Any, Any]) -> str | None:
+    """The stream's `authorization` metadata (None if absent)."""
+    header = stream.metadata.get("authorization") if stream.metadata else None
+    return header if isinstance(header, str) else None
+
+
+def token_identity(
+    authenticator: Authenticator, header: str | None, peer: str
+) -> tuple[str | None, bool, str | None]:
+    """FLOWPLANE_XDS_AUTH=token: (team granted, whether a team is required, token id) for a
+    stream's `authorization` metadata. Raises Unauthorized or Forbidden (the stream is refused).
+    The core answers its xDS workers' questions with this too, so both refuse alike."""
+    principal = authenticator.authenticate(header, peer)
+    if not principal.has("xds:connect"):
+        raise Forbidden("the token lacks the scope xds:connect")
+    if not principal.teams and (principal.admin or "xds:all" in principal.scopes):
+        # an admin token, or a token holding xds:all (minted only by an admin, for a
+        # scope=all bootstrap; never with teams), may connect any node, as its metadata
+        # says: a node without a team then receives every team's configuration
+        return None, False, principal.token_id
+    if len(principal.teams) != 1:
+        raise Forbidden("a data-plane token must be bound to exactly one team")
+    return next(iter(principal.teams)), True, principal.token_id
+
+
+class NackSink(Protocol):
+    """Where a stream's NACKs go (`NackLog` in-process; a report to the core in a worker)."""
+
+    def nack(
+        self, node: str, rejection: Rejection, fields: Mapping[str, object] | None = None
+    ) -> None: ...
+    def close(self, node: str) -> None: ...
+
+
 class AdsService:
     """ADS over grpclib. `auth` is FLOWPLANE_XDS_AUTH: "none" trusts node metadata, "mtls"
     takes the team from the client certificate, "token" from a data-plane token (scope
@@ -132,13 +166,15 @@ class AdsService:
         auth: str = "none",
         authenticator: Authenticator | None = None,
         limits: NameLimits | None = None,
+        nacks: NackSink | None = None,
     ) -> None:
         self.hub = hub
         self.limits = limits or NameLimits()
         self.auth = auth
         self.authenticator = authenticator
         # A client decides how often it NACKs: log per node, rate-limited (issue 11, item 12).
-        self.nacks = NackLog(log)
+        # An xDS worker passes a sink that reports them to the core, which logs them so.
+        self.nacks: NackSink = nacks if nacks is not None else NackLog(log)
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -159,6 +195,10 @@ class AdsService:
     async def stream_delta(self, stream: Stream[Any, Any]) -> None:
         await self._serve(stream, "delta", DeltaStream(self.limits), DeltaRequest.from_proto)
 
+    async def _identify(self, stream: Stream[Any, Any]) -> tuple[str | None, bool, str | None]:
+        """`_identity`; an xDS worker overrides it to ask the core (which holds the tokens)."""
+        return self._identity(stream)
+
     def _still_valid(self, token_id: str) -> None:
         assert self.authenticator is not None
         tok = self.authenticator.auth.tokens.get(token_id)
@@ -174,20 +214,7 @@ class AdsService:
             return team, True, None
         if self.auth == "token":
             assert self.authenticator is not None
-            header = stream.metadata.get("authorization") if stream.metadata else None
-            principal = self.authenticator.authenticate(
-                header if isinstance(header, str) else None, _peer(stream)
-            )
-            if not principal.has("xds:connect"):
-                raise Forbidden("the token lacks the scope xds:connect")
-            if not principal.teams and (principal.admin or "xds:all" in principal.scopes):
-                # an admin token, or a token holding xds:all (minted only by an admin, for a
-                # scope=all bootstrap; never with teams), may connect any node, as its metadata
-                # says: a node without a team then receives every team's configuration
-                return None, False, principal.token_id
-            if len(principal.teams) != 1:
-                raise Forbidden("a data-plane token must be bound to exactly one team")
-            return next(iter(principal.teams)), True, principal.token_id
+            return token_identity(self.authenticator, authorization(stream), _peer(stream))
         return None, False, None
 
     async def _serve(
@@ -198,7 +225,7 @@ class AdsService:
         convert: Callable[[Any], Any],
     ) -> None:
         try:
-            identity, required, token_id = self._identity(stream)
+            identity, required, token_id = await self._identify(stream)
         except FlowplaneError as err:  # refused before it is a node: never listed
             log.warning("xDS stream from %s refused: %s", _peer(stream), err,
                         extra={"protocol": protocol, "address": _peer(stream)})  # fmt: skip
@@ -219,10 +246,14 @@ class AdsService:
                 if token_id is not None:
                     self._still_valid(token_id)  # a revoked or expired token ends the stream
                 if info.scope is not None:  # known once the first request (with node) arrived
+                    sent = False
                     snap = self.hub.snapshot
                     for out in state.outbound(scoped(snap, info.scope)):
                         await stream.send_message(out.body)
                         observed.sent(snap, out.type_url, out.nonce, out.version)
+                        sent = True
+                    if sent:
+                        self.hub.changed(info)  # versions sent: the status report is due
                 if reader.done():
                     break
                 await wake.wait()
@@ -298,6 +329,7 @@ class AdsService:
                         extra={**_fields(info, observed.token_id), "node": node_id},
                     )  # fmt: skip
                 owes = state.on_request(convert(msg))
+                self.hub.changed(info)  # an ACK, a NACK or a new subscription
                 nack = msg.HasField("error_detail")
                 observed.received(msg.type_url, msg.response_nonce, nack)
                 if nack:  # only a NACK can record a rejection

@@ -28,10 +28,8 @@ from typing import Any
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
-from trio_asyncio import BaseTrioEventLoop
 
 from flowplane.errors import ConfigurationError
-from flowplane.grpc import loop as batched_loop
 
 GRPCLIB_VERSION = "0.4.9"
 TRIO_ASYNCIO_VERSION = "0.16.0"
@@ -171,6 +169,12 @@ def install_batched_loop() -> None:
     Idempotent. Raises ConfigurationError, patching nothing, if the installed trio-asyncio is
     not 0.16.0: the copied method would silently undo or break a newer loop's changes.
     """
+    # Imported here, not at module level: an xDS worker process (plain asyncio) imports this
+    # module, and importing trio-asyncio replaces asyncio's event loop policy process-wide.
+    from trio_asyncio import BaseTrioEventLoop
+
+    from flowplane.grpc import loop as batched_loop
+
     found = installed_version("trio-asyncio")
     if found != TRIO_ASYNCIO_VERSION:
         raise ConfigurationError(
@@ -186,6 +190,10 @@ def install_batched_loop() -> None:
 
 def batched_loop_installed() -> bool:
     """Whether trio-asyncio's loop class currently runs `flowplane.grpc.loop`."""
+    from trio_asyncio import BaseTrioEventLoop
+
+    from flowplane.grpc import loop as batched_loop
+
     cls = BaseTrioEventLoop
     return bool(
         cls._main_loop_one is batched_loop.main_loop_one and cls.call_soon is batched_loop.call_soon

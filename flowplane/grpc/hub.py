@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -78,10 +78,18 @@ class Hub:
         self.streams: dict[int, StreamInfo] = {}
         self._ids = itertools.count(1)
         self.published = 0
+        # With xDS workers (flowplane.grpc.pool) the streams live in other processes: the pool
+        # is told every snapshot (`observers`) and lists the workers' streams (`sources`).
+        self.observers: list[Callable[[Snapshot], None]] = []
+        self.sources: list[Callable[[], Iterable[Any]]] = []
 
-    def connected(self) -> Iterable[StreamInfo]:
-        """Every registered stream (the nodes API's `NodeDirectory`)."""
-        return list(self.streams.values())
+    def connected(self) -> list[Any]:
+        """Every registered stream, here and in the workers (the nodes API's `NodeDirectory`:
+        `StreamInfo`s and `flowplane.grpc.frames.RemoteStream`s)."""
+        out: list[Any] = list(self.streams.values())
+        for source in self.sources:
+            out.extend(source())
+        return out
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -90,6 +98,8 @@ class Hub:
         """Make `snapshot` current and wake every stream actor (callable from trio or asyncio)."""
         self.snapshot = snapshot
         self.published += 1
+        for observer in self.observers:
+            observer(snapshot)
         if self._loop is not None and self._wakers:
             self._loop.call_soon(self._wake_all)
 
@@ -101,6 +111,12 @@ class Hub:
     def _wake_all(self) -> None:
         for ev in self._wakers.values():
             ev.set()
+
+    def changed(self, info: StreamInfo) -> None:
+        """`info`'s status (versions sent or acknowledged, a rejection) may have changed.
+
+        Nothing to do in-process (`/api/v1/nodes` reads the streams directly); an xDS worker's
+        hub collects them for its next status report to the core."""
 
     def register(
         self, protocol: str, address: str, state: StreamState, wake: asyncio.Event

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from ssl import SSLContext
 
-import trio_asyncio
 from grpclib.config import Configuration
 
 from flowplane.auth.authenticator import Authenticator
@@ -65,6 +64,8 @@ class XdsServer:
         idempotent): raises ConfigurationError, binding nothing, if trio-asyncio is not the
         version that patch was written for.
         """
+        import trio_asyncio  # here: importing it replaces asyncio's loop policy (see worker.py)
+
         compat.install_batched_loop()
         self.hub.bind_loop(self.loop)
 
@@ -88,6 +89,8 @@ class XdsServer:
 
     async def stop(self) -> None:
         """Stop accepting, cancel every stream handler, wait for them to finish."""
+        import trio_asyncio
+
         server, self._server = self._server, None
         if server is None:
             return

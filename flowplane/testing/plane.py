@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import trio
 import trio_asyncio
 
-from flowplane.app import Core, make_app, open_core
+from flowplane.app import Core, make_app, open_core, worker_pool
+from flowplane.grpc.pool import WorkerPool
 from flowplane.grpc.server import XdsServer
 from flowplane.settings import Settings
 from flowplane.tls import xds_server_context
@@ -21,7 +23,7 @@ from flowplane.xds.sotw import NameLimits
 class Plane:
     core: Core
     api: httpx.AsyncClient
-    xds: XdsServer
+    xds: XdsServer | WorkerPool
 
     async def settled(self) -> None:
         """Wait until the published snapshot reflects every committed change."""
@@ -45,9 +47,16 @@ def admin_token(core: Core) -> str:
 
 
 @asynccontextmanager
-async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
+async def run_plane(settings: Settings, *, workers: int = 0) -> AsyncIterator[Plane]:
     """Storage, actors, the ADS server on 127.0.0.1 (port from settings, 0 = any) and an API
-    client authenticated as the admin; everything is stopped on exit."""
+    client authenticated as the admin; everything is stopped on exit. With `workers` > 0, xDS
+    is served by that many worker processes (`flowplane.grpc.pool`), as `flowplane serve
+    --xds-workers N` does; the test's trio-asyncio loop still runs (for the ADS test client).
+    """
+    if workers:
+        async with _run_worker_plane(settings, workers) as plane:
+            yield plane
+        return
     async with trio_asyncio.open_loop() as loop, open_core(settings) as core:
         xds = XdsServer(
             core.hub, loop, ssl=xds_server_context(settings), auth=settings.xds_auth,
@@ -60,11 +69,34 @@ async def run_plane(settings: Settings) -> AsyncIterator[Plane]:
         host, port = settings.xds_host_port
         core.xds_port = await xds.start(host, port)
         try:
-            transport = httpx.ASGITransport(app=make_app(core))
-            headers = {"Authorization": f"Bearer {admin_token(core)}"}
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://flowplane", headers=headers
-            ) as api:
+            async with _api(core) as api:
                 yield Plane(core, api, xds)
         finally:
             await xds.stop()
+
+
+@asynccontextmanager
+async def _run_worker_plane(settings: Settings, workers: int) -> AsyncIterator[Plane]:
+    async with (
+        trio_asyncio.open_loop(),
+        open_core(settings) as core,
+        trio.open_nursery() as nursery,
+    ):
+        pool = worker_pool(core, workers, status_interval=0.05)
+        core.xds_port = await nursery.start(pool.run)
+        try:
+            async with _api(core) as api:
+                yield Plane(core, api, pool)
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.stop(settings.shutdown_grace_seconds)
+            nursery.cancel_scope.cancel()
+
+
+def _api(core: Core) -> httpx.AsyncClient:
+    """An API client talking ASGI to `core`'s app, authenticated as the admin."""
+    headers = {"Authorization": f"Bearer {admin_token(core)}"}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=make_app(core)), base_url="http://flowplane",
+        headers=headers,
+    )  # fmt: skip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import ssl
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -20,11 +19,10 @@ from flowplane.app import make_app, open_core
 from flowplane.domain.resources import Kind
 from flowplane.settings import load_settings
 from flowplane.testing.adsclient import AdsStreamEnded, decode, delta_client, sotw_client
-from flowplane.testing.certs import make_pki
 from flowplane.testing.envoy import validate_bootstrap
 from flowplane.testing.plane import admin_token, run_plane
 from flowplane.xds.types import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
-from tests.helpers import ok, plane_settings
+from tests.helpers import mtls_plane, ok, plane_settings
 
 
 async def test_bootstrap_yaml_points_at_advertised_address(client: httpx.AsyncClient) -> None:
@@ -197,14 +195,7 @@ async def test_node_team_from_data_plane_token(
 
 async def test_node_team_from_mtls_certificate(db_url: str, tmp_path: Path) -> None:
     """mTLS: the node id and metadata say nothing of a team; the client certificate names a."""
-    pki = make_pki(tmp_path / "pki", teams=("a",))
-    settings = plane_settings(
-        db_url, xds_tls_cert=str(pki.server_cert), xds_tls_key=str(pki.server_key),
-        xds_tls_client_ca=str(pki.ca_cert), xds_auth="mtls",
-    )  # fmt: skip
-    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
-    tls.load_cert_chain(pki.client("a").cert, pki.client("a").key)
-    tls.set_alpn_protocols(["h2"])
+    settings, tls = mtls_plane(db_url, tmp_path, "a")
     with trio.fail_after(30):
         async with run_plane(settings) as plane:
             api = plane.api

@@ -87,7 +87,7 @@ def build_state(api: httpx.Client) -> None:
             "maxTokens": 5, "tokensPerFill": 5, "fillIntervalSeconds": 60}}},
         {"type": "header_mutation", "config": {
             "requestHeadersToAdd": [{"name": "x-gateway", "value": "flowplane"}]}},
-        {"type": "ext_authz", "config": {"service": {"type": "grpc", "cluster": "shared-authz"}}},
+        {"type": "ext_authz", "config": {"service": {"type": "grpc", "cluster": "shared/shared-authz"}}},
         {"type": "custom_response", "config": {"rules": [
             {"statusCodes": [503], "response": {"status": 503, "body": "later"}}]}},
     ]))  # fmt: skip

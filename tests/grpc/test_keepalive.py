@@ -85,12 +85,17 @@ async def _drain_until_eof(sock: trio.SocketStream) -> None:
         pass
 
 
-async def test_unanswered_pings_drop_the_stream_and_the_node(db_url: str) -> None:
+@pytest.mark.parametrize(
+    "workers", [0, pytest.param(1, marks=pytest.mark.e2e, id="through-an-xds-worker")]
+)
+async def test_unanswered_pings_drop_the_stream_and_the_node(db_url: str, workers: int) -> None:
+    """The same with xDS served in-process and by a worker process (issue 14: keepalive keeps
+    working across processes; the worker PINGs with the core's settings)."""
     settings = plane_settings(
         db_url, xds_keepalive_seconds=0.1, xds_keepalive_timeout_seconds=0.4
     )
     with trio.fail_after(20):
-        async with run_plane(settings) as plane:
+        async with run_plane(settings, workers=workers) as plane:
             ok(await plane.api.post(f"{N}/clusters", json=cluster_body("backend")))
             await plane.settled()
             async with sotw_client("127.0.0.1", plane.xds_port, node_id="alive") as live:

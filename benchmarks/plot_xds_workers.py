@@ -1,0 +1,71 @@
+"""Plots for results/xds-workers.md from the JSON that bench_xds.py and soak_xds.py wrote.
+
+    .venv/bin/python benchmarks/plot_xds_workers.py DIR
+        DIR/{sotw,delta}-w{0,1,2}.json (bench_xds.py --json), DIR/soak.json (soak_xds.py --json)
+        -> benchmarks/results/xds-workers-latency.png, xds-workers-rss.png
+
+matplotlib is a dev dependency only (pyproject.toml, extra `dev`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def latency(src: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for mode, style in (("sotw", "-"), ("delta", "--")):
+        for w in (0, 1, 2):
+            f = src / f"{mode}-w{w}.json"
+            if not f.exists():
+                continue
+            push = json.loads(f.read_text())["push"]
+            cdf = push.get("cdf_ms")
+            if not cdf:
+                # older runs: only the percentiles printed
+                qs = [0, 50, 90, 99, 100]
+                cdf_x = [0, push["p50_ms"], push["p90_ms"], push["p99_ms"], push["max_ms"]]
+            else:
+                qs, cdf_x = list(range(101)), cdf
+            label = f"{mode}, " + ("in-process" if w == 0 else f"{w} worker{'s' * (w > 1)}")
+            ax.plot([x / 1000 for x in cdf_x], qs, style, label=label)
+    ax.set_xlabel("write -> received (s), N = 10,000 nodes, one cluster changed")
+    ax.set_ylabel("percent of node x change samples")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "xds-workers-latency.png", dpi=100)
+
+
+def rss(src: Path) -> None:
+    f = src / "soak.json"
+    if not f.exists():
+        return
+    soak = json.loads(f.read_text())
+    t = [s[0] for s in soak["rss_kb"]]
+    mb = [s[1] / 1024 for s in soak["rss_kb"]]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(t, mb, marker="o")
+    ax.set_xlabel(f"seconds into the soak (one change every {soak['every_s']:g} s)")
+    ax.set_ylabel("server RSS, core + workers (MB)")
+    ax.set_title(f"soak: {soak['nodes']} nodes, {soak['xds_workers']} xDS workers, "
+                 f"RSS growth {soak['rss_growth'] * 100:.1f} %")  # fmt: skip
+    ax.set_ylim(0, max(mb) * 1.15)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(OUT / "xds-workers-rss.png", dpi=100)
+
+
+if __name__ == "__main__":
+    src = Path(sys.argv[1])
+    latency(src)
+    rss(src)
