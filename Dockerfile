@@ -5,7 +5,10 @@ RUN useradd --create-home --uid 10001 flowplane
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY flowplane ./flowplane
-RUN pip install --no-cache-dir . && mkdir -p /data && chown flowplane /data
+# (the second install puts back the OpenTelemetry protocol files xds-protos overwrites: README)
+RUN pip install --no-cache-dir . \
+    && pip install --no-cache-dir --no-deps --force-reinstall opentelemetry-proto==1.45.2 \
+    && mkdir -p /data && chown flowplane /data
 
 # Runs as uid 10001. A named volume on /data is writable by it; a host directory mounted there
 # must be too (`chown 10001 <dir>`, or `docker run --user "$(id -u):$(id -g)"`): otherwise the

@@ -91,7 +91,17 @@ def configure_tracing(settings: Settings, exporter: SpanExporter | None = None) 
             " http/protobuf (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)"
         )
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as err:
+            # xds-protos ships older copies of the OTLP .proto modules into the same package
+            # directory; installed after opentelemetry-proto, they replace its files.
+            raise ConfigurationError(
+                "tracing cannot start: the OTLP protocol files are not those of "
+                "opentelemetry-proto (xds-protos installed older copies over them); run "
+                "`pip install --no-deps --force-reinstall opentelemetry-proto==1.45.2` "
+                f"({err})"
+            ) from None
 
         endpoint = settings.otel_exporter_otlp_traces_endpoint
         if endpoint is None and settings.otel_exporter_otlp_endpoint:

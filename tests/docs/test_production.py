@@ -35,8 +35,8 @@ def _rows(markdown: str) -> dict[str, str]:
     out = {}
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[0].startswith("`FLOWPLANE_"):
-            for var in re.findall(r"`(FLOWPLANE_[A-Z0-9_]+)`", cells[0]):
+        if len(cells) >= 3 and cells[0].startswith(("`FLOWPLANE_", "`OTEL_")):
+            for var in re.findall(r"`((?:FLOWPLANE|OTEL)_[A-Z0-9_]+)`", cells[0]):
                 out[var] = cells[1]
     return out
 
@@ -57,7 +57,10 @@ def test_settings_table_matches_settings(doc: str) -> None:
     default such as `127.0.0.1:<xds port>` stands for unset), and no row names a setting that
     does not exist."""
     rows = _rows((ROOT / doc).read_text())
-    fields = {f"FLOWPLANE_{name.upper()}": f.default for name, f in Settings.model_fields.items()}
+    fields = {  # OpenTelemetry's standard variables keep their own names (no FLOWPLANE_)
+        name.upper() if name.startswith("otel_") else f"FLOWPLANE_{name.upper()}": f.default
+        for name, f in Settings.model_fields.items()
+    }
     assert sorted(rows) == sorted(fields), f"{doc}: rows and settings differ"
     for var, default in fields.items():
         cell = rows[var].strip("`")

@@ -31,6 +31,17 @@ def test_quick_start_is_two_commands() -> None:
     commands = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
     assert len(commands) == 2, commands
     assert commands[0].endswith("flowplane serve") and "XDS_AUTH" not in block
+    # `.ci/run` runs exactly the second one (after its PostgreSQL and Chromium set-up)
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == commands[1]
+
+
+def test_the_otlp_protocol_files_are_opentelemetry_protos() -> None:
+    """xds-protos installs older copies of the OTLP .proto modules into the same package; the
+    install commands put opentelemetry-proto's back, or the OTLP trace exporter cannot load."""
+    from opentelemetry.proto.common.v1 import common_pb2
+
+    assert hasattr(common_pb2, "InstrumentationScope")
 
 
 def test_first_api_in_five_minutes(shell: DocShell) -> None:

@@ -70,7 +70,7 @@ class Model:
         return dict(self.core.state.apis[self.api_id].owned(Kind.CLUSTER)[self.cluster])
 
     def actual(self) -> tuple[int, dict[str, Any]]:
-        res = self.core.state.get(Kind.CLUSTER, self.cluster)
+        res = self.core.state.get(Kind.CLUSTER, f"{TEAM}/{self.cluster}")  # its key
         assert res is not None
         return res.version, res.spec
 

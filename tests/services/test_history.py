@@ -239,8 +239,8 @@ async def test_retention_keeps_the_newest_versions_by_a_background_job(
 
 async def test_a_name_in_several_teams_needs_team_to_choose(core: Core) -> None:
     """A name whose history the caller can see in several teams (here: deleted in t1, made
-    again in t2) -> 400 listing the teams; `team` chooses. The deleted one cannot be rolled
-    back over the new one (409)."""
+    again in t2) -> 400 listing the teams; `team` chooses. Names are per team (api.md
+    Conventions), so t1's deleted one is rolled back beside t2's, which is untouched."""
     res, hist = core.services.resources, core.services.history
     await res.create(ADMIN, Kind.CLUSTER, cluster_body("x", team="t1"))
     await res.delete(ADMIN, Kind.CLUSTER, "x")
@@ -257,5 +257,6 @@ async def test_a_name_in_several_teams_needs_team_to_choose(core: Core) -> None:
     assert [(r.version, r.team) for r in new.items] == [(1, "t2")]
     t2 = caller("clusters:read", teams=["t2"])
     assert [r.team for r in (await hist.list(t2, C, "x", Window())).items] == ["t2"]
-    with pytest.raises(Conflict, match="re-created"):
-        await hist.rollback(ADMIN, C, "x", 1, None, team="t1")
+    back = await hist.rollback(ADMIN, C, "x", 1, None, team="t1")
+    assert (back.team, back.version) == ("t1", 3)
+    assert res.get(ADMIN, Kind.CLUSTER, "x", team="t2").version == 1
