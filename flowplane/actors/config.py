@@ -18,7 +18,7 @@ the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from flowplane.storage.base import (
     Delete,
     Repository,
     ResourceRow,
+    StaleState,
     Upsert,
     Write,
     WriteOutcomeUnknown,
@@ -48,6 +49,7 @@ Op = Literal["create", "replace", "patch", "delete"]
 Change = tuple[Kind, str, BaseModel | None]
 """(kind, key, the resource's xDS model or None for deleted): what the snapshot builder gets."""
 MAX_GROUP = 64  # commands committed together at most
+STALE_RETRIES = 8  # plans of one command against a state another replica keeps changing
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +291,10 @@ class ConfigActor:
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Txn] | None = None
         self._inbox: trio.MemoryReceiveChannel[Txn] | None = None
+        # Several replicas (actors/feed.py): brings memory up to the database's change log when
+        # a write finds that another replica committed first (`StaleState`). Runs inside the
+        # actor, between two plans of the command.
+        self.resync: Callable[[], Awaitable[None]] | None = None
 
     @property
     def state(self) -> ConfigState:
@@ -329,6 +335,23 @@ class ConfigActor:
                 if tail is not None:
                     await self._handle(tail)
 
+    async def announce(self, changes: tuple[Change, ...]) -> None:
+        """Publish changes another replica committed (the change feed applied them to memory;
+        it calls this from inside the actor, as a `MemoryTxn`)."""
+        if changes:
+            self.state.serial += 1
+            change = ConfigChange(self.state.serial, changes)
+            for sub in self._subscribers:
+                await sub.send(change)
+
+    async def _catch_up(self, stale: StaleState) -> None:
+        """Another replica committed first: bring memory up to the database before re-planning
+        (raises `stale` itself when there is no change feed to do it)."""
+        if self.resync is None:
+            raise stale
+        log.info("re-planning after changes from another replica: %s", stale.message)
+        await self.resync()
+
     async def submit(self, cmd: Txn) -> Any:
         """Send `cmd` and wait for its outcome; raises the FlowplaneError it failed with."""
         if self._mailbox is None:
@@ -367,6 +390,17 @@ class ConfigActor:
             await self.repo.write([w for _, txn in planned for w in txn.writes])
         except WriteOutcomeUnknown as err:
             await self._settle(err, planned)
+            return
+        except StaleState as err:
+            # Nothing was written: catch up, then plan each command again on its own.
+            try:
+                await self._catch_up(err)
+            except FlowplaneError as failed:
+                for cmd, _ in planned:
+                    cmd.resolve(failed)
+                return
+            for cmd, _ in planned:
+                await self._handle(cmd)
             return
         except Exception as err:
             failure = (
@@ -473,10 +507,22 @@ class ConfigActor:
             else:
                 cmd.resolve(None)
             return
+        txn: TxnPlan | None = None
         try:
-            txn = cmd.plan(self.context)
-            await self.repo.write(txn.writes)
+            # When another replica committed first (nothing was written), catch up and plan
+            # again; after STALE_RETRIES plans the caller gets the 503.
+            for attempt in range(STALE_RETRIES):
+                txn = cmd.plan(self.context)
+                try:
+                    await self.repo.write(txn.writes)
+                except StaleState as err:
+                    if attempt == STALE_RETRIES - 1:
+                        raise
+                    await self._catch_up(err)
+                    continue
+                break
         except WriteOutcomeUnknown as err:
+            assert txn is not None
             await self._settle(err, [(cmd, txn)])
             return
         except FlowplaneError as err:
@@ -485,6 +531,7 @@ class ConfigActor:
         except Exception as err:  # a bug: report it to the caller, keep the actor alive
             cmd.resolve(_bug(cmd, err))
             return
+        assert txn is not None
         await self._publish(cmd, txn)
 
 

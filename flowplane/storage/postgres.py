@@ -8,11 +8,22 @@ their own schema (created if missing).
 Every call has a deadline (`time_limit`, FLOWPLANE_STORAGE_TIMEOUT_SECONDS). Each write records
 its id in `write_log` in the same transaction; `write` answers what the database did, looking
 that id up on a fresh connection when the connection was lost during COMMIT.
+
+Several replicas may share the database (README "Replicas"). A write that changes state also
+appends a `change_log` row (position, origin = this repository's `replica_id`, what it touched)
+and sends `NOTIFY flowplane_changes, '<position>'`, in its transaction. Such writes first take a
+transaction-level advisory lock (`CHANGE_LOCK`): writers are serialised across replicas, so
+positions commit in increasing order (a reader that saw N saw everything before it), and, when
+`fence` is set, the write checks that no other replica committed after position `fence` (the
+last change this replica's memory reflects) and raises `StaleState` otherwise: every check a
+plan made against memory (names, address:port, domains, references, quotas, If-Match) was made
+against exactly the database's state, so the database decides conflicts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,11 +34,12 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import asyncpg
 import trio_asyncio
 
-from flowplane.errors import ConfigurationError, StorageError
+from flowplane.errors import ConfigurationError, Conflict, StorageError
 from flowplane.storage.base import (
     AuditQuery,
     AuditRow,
     ResourceRow,
+    StaleState,
     Write,
     WriteOutcomeUnknown,
     load_migrations,
@@ -38,6 +50,7 @@ from flowplane.storage.sql import (
     audit_from,
     audit_prune,
     audit_queries,
+    change_entries,
     decode_record,
     dollar,
     resource_from,
@@ -50,6 +63,13 @@ from flowplane.storage.sql import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+CHANNEL = "flowplane_changes"
+CHANGE_LOCK = "SELECT pg_advisory_xact_lock(727275)"  # serialises state-changing writes
+CHANGE_LATEST = "SELECT coalesce(max(position), 0) FROM change_log"
+CHANGE_APPEND = (
+    "WITH c AS (INSERT INTO change_log (origin, entries) VALUES ($1, $2) RETURNING position)"
+    f" SELECT position, pg_notify('{CHANNEL}', position::text) FROM c"
+)
 
 
 def _split_url(url: str) -> tuple[str, str | None]:
@@ -78,6 +98,10 @@ class PostgresRepository:
         self._pool: asyncpg.Pool | None = None
         self._loop = loop
         self._uncertain: dict[str, int | None] = {}  # write id -> backend pid that ran it
+        self.replica_id = uuid.uuid4().hex  # `origin` of this repository's change-log rows
+        # The change-log position this process's memory reflects; None: do not check (a CLI
+        # command writing on its own). The change feed (actors/feed.py) sets and advances it.
+        self.fence: int | None = None
 
     @classmethod
     async def open(
@@ -127,6 +151,10 @@ class PostgresRepository:
                     f"PostgreSQL did not answer within {self.timeout:g} s",
                     headers={"Retry-After": "1"},
                 ) from None
+            except asyncpg.UniqueViolationError as err:
+                # A primary key or unique index refused a row another replica committed first
+                # (the change feed has not brought it here yet): the write conflicts.
+                raise Conflict(f"conflicting write: {err.detail or err}") from err
             except (TimeoutError, asyncpg.PostgresError, OSError) as err:
                 raise StorageError(f"PostgreSQL error: {err}") from err
             except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as err:
@@ -186,6 +214,10 @@ class PostgresRepository:
             return  # nothing to commit (and no transaction to record)
         write_id = uuid.uuid4().hex
         statements = [*write_statements(writes, dollar), *write_log_statements(write_id, dollar)]
+        entries = change_entries(writes)
+        fence = self.fence
+        stale: int | None = None  # another replica's position found past `fence`
+        position: int | None = None  # this write's change-log position
         # How far the transaction got; read after a failure, so the answer matches the database:
         # an error before COMMIT was sent means "not committed" (the server rolls back an open
         # transaction whose connection ends); after COMMIT returned, "committed", whatever the
@@ -194,13 +226,22 @@ class PostgresRepository:
         backend: int | None = None
 
         async def tx() -> None:
-            nonlocal stage, backend
+            nonlocal stage, backend, stale, position
             c = await self.pool.acquire()
             try:
                 backend = c.get_server_pid()
                 await c.execute("BEGIN")
+                if entries:
+                    await c.execute(CHANGE_LOCK)  # held until COMMIT/ROLLBACK
+                    if fence is not None and (latest := await c.fetchval(CHANGE_LATEST)) > fence:
+                        stale = latest
+                        await c.execute("ROLLBACK")
+                        return
                 for sql, params in statements:
                     await c.execute(sql, *params)
+                if entries:
+                    row = await c.fetchrow(CHANGE_APPEND, self.replica_id, json.dumps(entries))
+                    position = row[0]
                 stage = "commit"
                 await c.execute("COMMIT")
                 stage = "committed"
@@ -221,6 +262,7 @@ class PostgresRepository:
         except StorageError as err:
             if stage == "committed":  # e.g. the deadline hit while the pool reset the connection
                 log.info("write %s committed; afterwards: %s", write_id, err.message)
+                self._advance(fence, position)
                 return
             if stage != "commit":
                 raise StorageError(
@@ -241,6 +283,65 @@ class PostgresRepository:
                     f"{err.message}: the write was not applied", headers=err.headers
                 ) from err
             log.info("write %s committed although its connection failed: %s", write_id, err)
+            return
+        if stale is not None:
+            raise StaleState(
+                f"another replica changed the configuration (change {stale}, this replica is at"
+                f" {fence}): nothing was written"
+            )
+        self._advance(fence, position)
+
+    def _advance(self, fence: int | None, position: int | None) -> None:
+        """After a commit: memory (once the caller applies this write) reflects `position`, as
+        the lock guaranteed nobody committed between `fence` and it."""
+        if fence is not None and position is not None and self.fence == fence:
+            self.fence = position
+
+    async def change_position(self) -> int:
+        """The latest committed change-log position (0: none yet)."""
+
+        async def latest() -> int:
+            return int(await self.pool.fetchval(CHANGE_LATEST))
+
+        return await self._run(latest)
+
+    async def changes_after(
+        self, position: int, limit: int = 500
+    ) -> list[tuple[int, str, list[list[str]]]]:
+        """(position, origin, entries) of the change-log rows after `position`, oldest first."""
+
+        async def read() -> list[tuple[int, str, list[list[str]]]]:
+            rows = await self.pool.fetch(
+                "SELECT position, origin, entries FROM change_log WHERE position > $1"
+                " ORDER BY position LIMIT $2",
+                position, limit,
+            )  # fmt: skip
+            return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+        return await self._run(read)
+
+    async def load_resources(self, keys: Sequence[tuple[str, str]]) -> list[ResourceRow]:
+        """The stored resources among `keys` ((kind, xds_name) pairs); absent ones are left out."""
+        kinds = [k for k, _ in keys]
+        names = [n for _, n in keys]
+        where = " WHERE (kind, xds_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        sql = RESOURCE_SELECT.replace(" ORDER BY", where + " ORDER BY")
+
+        async def load() -> list[ResourceRow]:
+            return [resource_from(tuple(r)) for r in await self.pool.fetch(sql, kinds, names)]
+
+        return await self._run(load)
+
+    async def prune_changes(self, before: datetime) -> int:
+        """Delete the change-log rows committed before `before` (retention, by the leader)."""
+
+        async def prune() -> int:
+            status: str = await self.pool.execute(
+                "DELETE FROM change_log WHERE created_at < $1", before
+            )
+            return int(status.rpartition(" ")[2])
+
+        return await self._run(prune)
 
     async def write_outcome(self, write_id: str) -> bool | None:
         """Look the write up on a fresh connection. If it is absent while the backend that ran

@@ -137,6 +137,21 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
     return out
 
 
+def change_entries(writes: Sequence[Write]) -> list[list[str]]:
+    """What a write batch touched, for the change log (PostgreSQL 0006): `["resource", kind,
+    xds_name]` per resource, `[table, key]` per row of a small table; audit rows change no state
+    and are left out (a batch of audit rows only has no entries, and no change-log row)."""
+    out: list[list[str]] = []
+    for w in writes:
+        if isinstance(w, Upsert):
+            out.append(["resource", w.row.kind, w.row.key])
+        elif isinstance(w, Delete):
+            out.append(["resource", w.kind, w.key])
+        elif isinstance(w, Row | UpdateRow | DeleteRow):
+            out.append([w.table, w.key])
+    return out
+
+
 WRITE_LOG_KEEP = timedelta(days=1)
 
 
