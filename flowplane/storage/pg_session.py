@@ -33,7 +33,11 @@ class Session:
         """Connect (within the storage deadline); raises `StorageError`."""
 
         async def connect() -> Session:
-            conn = await asyncpg.connect(repo.dsn, timeout=repo.timeout)
+            conn = await asyncpg.connect(
+                repo.dsn,
+                timeout=repo.timeout,
+                server_settings={"application_name": repo.application_name},
+            )
             return cls(repo, conn)
 
         return await repo._run(connect)

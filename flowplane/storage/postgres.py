@@ -102,6 +102,8 @@ class PostgresRepository:
         # The change-log position this process's memory reflects; None: do not check (a CLI
         # command writing on its own). The change feed (actors/feed.py) sets and advances it.
         self.fence: int | None = None
+        # Names this process's sessions in pg_stat_activity (operators, and tests that end them).
+        self.application_name = f"flowplane-{self.replica_id[:12]}"
 
     @classmethod
     async def open(
@@ -119,8 +121,9 @@ class PostgresRepository:
         return repo
 
     async def _connect(self) -> None:
-        settings = {"search_path": self.schema} if self.schema else None
+        settings = {"application_name": self.application_name}
         if self.schema:
+            settings["search_path"] = self.schema
             conn = await asyncpg.connect(self.dsn, timeout=10)
             try:
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
@@ -155,7 +158,17 @@ class PostgresRepository:
                 # A primary key or unique index refused a row another replica committed first
                 # (the change feed has not brought it here yet): the write conflicts.
                 raise Conflict(f"conflicting write: {err.detail or err}") from err
-            except (TimeoutError, asyncpg.PostgresError, OSError) as err:
+            except (
+                OSError,
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.OperatorInterventionError,
+            ) as err:
+                # The server is unreachable, restarting or ended the session: a retry after
+                # the database is back succeeds (the pool opens new connections).
+                raise StorageError(
+                    f"PostgreSQL is unavailable: {err}", headers={"Retry-After": "1"}
+                ) from err
+            except (TimeoutError, asyncpg.PostgresError) as err:
                 raise StorageError(f"PostgreSQL error: {err}") from err
             except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as err:
                 raise StorageError(
