@@ -102,8 +102,10 @@ class PostgresRepository:
         # The change-log position this process's memory reflects; None: do not check (a CLI
         # command writing on its own). The change feed (actors/feed.py) sets and advances it.
         self.fence: int | None = None
-        # Names this process's sessions in pg_stat_activity (operators, and tests that end them).
-        self.application_name = f"flowplane-{self.replica_id[:12]}"
+        # Names this process's sessions in pg_stat_activity (operators, and tests that end
+        # them), unless the URL names them (`?application_name=`).
+        given = parse_qs(urlsplit(self.dsn).query).get("application_name")
+        self.application_name = given[0] if given else f"flowplane-{self.replica_id[:12]}"
 
     @classmethod
     async def open(
