@@ -116,7 +116,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         if isinstance(repo, PostgresRepository):
             repo.fence = position  # memory reflects at least this change (read before loading)
             feed = ChangeFeed(repo, actor)
-            actor.resync = feed.catch_up
+            actor.exclusive = feed.exclusive
             pg = repo
             leader = Leader(repo, [
                 lambda: keep_audit(pg, settings.audit_keep_days),

@@ -18,7 +18,8 @@ the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,7 +50,6 @@ Op = Literal["create", "replace", "patch", "delete"]
 Change = tuple[Kind, str, BaseModel | None]
 """(kind, key, the resource's xDS model or None for deleted): what the snapshot builder gets."""
 MAX_GROUP = 64  # commands committed together at most
-STALE_RETRIES = 8  # plans of one command against a state another replica keeps changing
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,10 +291,11 @@ class ConfigActor:
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Txn] | None = None
         self._inbox: trio.MemoryReceiveChannel[Txn] | None = None
-        # Several replicas (actors/feed.py): brings memory up to the database's change log when
-        # a write finds that another replica committed first (`StaleState`). Runs inside the
-        # actor, between two plans of the command.
-        self.resync: Callable[[], Awaitable[None]] | None = None
+        # Several replicas (actors/feed.py): when a write finds that another replica committed
+        # first (`StaleState`), the command is planned again inside `exclusive()`, which holds
+        # the database's change-log lock and brings memory up to the database first, so the
+        # second plan is checked against the final state and its write cannot be stale.
+        self.exclusive: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     @property
     def state(self) -> ConfigState:
@@ -344,14 +345,6 @@ class ConfigActor:
             for sub in self._subscribers:
                 await sub.send(change)
 
-    async def _catch_up(self, stale: StaleState) -> None:
-        """Another replica committed first: bring memory up to the database before re-planning
-        (raises `stale` itself when there is no change feed to do it)."""
-        if self.resync is None:
-            raise stale
-        log.info("re-planning after changes from another replica: %s", stale.message)
-        await self.resync()
-
     async def submit(self, cmd: Txn) -> Any:
         """Send `cmd` and wait for its outcome; raises the FlowplaneError it failed with."""
         if self._mailbox is None:
@@ -391,14 +384,8 @@ class ConfigActor:
         except WriteOutcomeUnknown as err:
             await self._settle(err, planned)
             return
-        except StaleState as err:
-            # Nothing was written: catch up, then plan each command again on its own.
-            try:
-                await self._catch_up(err)
-            except FlowplaneError as failed:
-                for cmd, _ in planned:
-                    cmd.resolve(failed)
-                return
+        except StaleState:
+            # Nothing was written: each command is planned again on its own (`_handle`).
             for cmd, _ in planned:
                 await self._handle(cmd)
             return
@@ -509,18 +496,19 @@ class ConfigActor:
             return
         txn: TxnPlan | None = None
         try:
-            # When another replica committed first (nothing was written), catch up and plan
-            # again; after STALE_RETRIES plans the caller gets the 503.
-            for attempt in range(STALE_RETRIES):
-                txn = cmd.plan(self.context)
-                try:
+            txn = cmd.plan(self.context)
+            try:
+                await self.repo.write(txn.writes)
+            except StaleState as err:
+                if self.exclusive is None:
+                    raise
+                # Another replica committed first; nothing was written. Plan again holding the
+                # change-log lock, against memory brought up to the database under it.
+                log.debug("re-planning %s: %s", cmd.describe(), err.message)
+                txn = None
+                async with self.exclusive():
+                    txn = cmd.plan(self.context)
                     await self.repo.write(txn.writes)
-                except StaleState as err:
-                    if attempt == STALE_RETRIES - 1:
-                        raise
-                    await self._catch_up(err)
-                    continue
-                break
         except WriteOutcomeUnknown as err:
             assert txn is not None
             await self._settle(err, [(cmd, txn)])

@@ -7,8 +7,9 @@ a notification only wakes it: it then reads the log after the position this repl
 reflects (`repo.fence`), re-reads the rows those changes touched, applies them to memory (the
 configuration, API definitions, teams, tokens, signing keys) and publishes the resource changes
 to the snapshot builder. That work runs as a `MemoryTxn` inside the config actor, so it never
-interleaves with a local write; the actor also calls `catch_up` directly when a write found that
-another replica committed first (`StaleState`).
+interleaves with a local write; when a write finds that another replica committed first
+(`StaleState`), the actor re-plans it inside `exclusive`, which catches up while holding the
+change-log lock.
 
 A lost notification can delay a change, never lose it: after its connection drops the feed
 reconnects, LISTENs again and then reads the log from its position (so a change committed while
@@ -19,6 +20,8 @@ rows is idempotent). Rows this replica wrote itself are skipped (memory already 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import trio
@@ -97,7 +100,10 @@ class ChangeFeed:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _notified(self) -> None:
+    def _notified(self, position: int = 0) -> None:
+        fence = self.repo.fence
+        if position and fence is not None and position <= fence:
+            return  # memory already reflects it (this replica's own write, or read already)
         self._wake.set()
 
     async def _apply_loop(self) -> None:
@@ -112,9 +118,18 @@ class ChangeFeed:
                 await trio.sleep(self.reconnect_delay)
                 self._wake.set()
 
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the database's change-log lock and catch up under it: inside, memory is the
+        database's state and no other replica can commit until the write inside does (the
+        config actor's second plan of a command that found itself stale)."""
+        async with self.repo.exclusive():
+            await self.catch_up()
+            yield
+
     async def catch_up(self) -> None:
         """Apply every change after `repo.fence` that another replica committed. Only from
-        inside the config actor (a `CatchUp`, or the actor's own retry after `StaleState`)."""
+        inside the config actor (a `CatchUp`, or `exclusive` when a write found itself stale)."""
         repo, state, auth = self.repo, self.actor.state, self.actor.auth
         position = repo.fence or 0
         while True:

@@ -33,22 +33,21 @@ class Session:
         """Connect (within the storage deadline); raises `StorageError`."""
 
         async def connect() -> Session:
-            conn = await asyncpg.connect(
-                repo.dsn,
-                timeout=repo.timeout,
-                server_settings={"application_name": repo.application_name},
-            )
+            settings = {"application_name": repo.application_name}
+            if repo.schema:
+                settings["search_path"] = repo.schema  # advisory lock keys name the schema
+            conn = await asyncpg.connect(repo.dsn, timeout=repo.timeout, server_settings=settings)
             return cls(repo, conn)
 
         return await repo._run(connect)
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """`LISTEN flowplane_changes`; `wake()` is called on the trio side for every
-        notification (the payload, a position, is not needed: the reader reads the log)."""
+    async def listen(self, wake: Callable[[int], None]) -> None:
+        """`LISTEN flowplane_changes`; `wake(position)` is called on the trio side for every
+        notification."""
         token = trio.lowlevel.current_trio_token()
 
-        def notified(*_: object) -> None:  # on the asyncio side
-            token.run_sync_soon(wake)
+        def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:  # asyncio
+            token.run_sync_soon(wake, int(payload))
 
         async def add() -> None:
             await self.conn.add_listener(CHANNEL, notified)
@@ -56,10 +55,15 @@ class Session:
         await self.repo._run(add)
 
     async def try_lock(self, key: int) -> bool:
-        """Take the session-level advisory lock `key` if nobody holds it."""
+        """Take the session-level advisory lock (`key`, this schema) if nobody holds it
+        (advisory locks are per database; the schema keeps deployments that share one apart)."""
 
         async def take() -> bool:
-            return bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            return bool(
+                await self.conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", key
+                )
+            )
 
         return await self.repo._run(take)
 

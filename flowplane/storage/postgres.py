@@ -26,12 +26,14 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+import trio
 import trio_asyncio
 
 from flowplane.errors import ConfigurationError, Conflict, StorageError
@@ -64,7 +66,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 CHANNEL = "flowplane_changes"
-CHANGE_LOCK = "SELECT pg_advisory_xact_lock(727275)"  # serialises state-changing writes
+# Serialises state-changing writes. Advisory locks are per database: the second key, the schema,
+# keeps deployments that share a database in separate schemas (`?schema=`) apart.
+CHANGE_LOCK = "SELECT pg_advisory_xact_lock(727275, hashtext(current_schema()))"
 CHANGE_LATEST = "SELECT coalesce(max(position), 0) FROM change_log"
 CHANGE_APPEND = (
     "WITH c AS (INSERT INTO change_log (origin, entries) VALUES ($1, $2) RETURNING position)"
@@ -102,6 +106,7 @@ class PostgresRepository:
         # The change-log position this process's memory reflects; None: do not check (a CLI
         # command writing on its own). The change feed (actors/feed.py) sets and advances it.
         self.fence: int | None = None
+        self._held: asyncpg.Connection | None = None  # the transaction of `exclusive()`
         # Names this process's sessions in pg_stat_activity (operators, and tests that end
         # them), unless the URL names them (`?application_name=`).
         given = parse_qs(urlsplit(self.dsn).query).get("application_name")
@@ -240,13 +245,16 @@ class PostgresRepository:
         stage = "begin"
         backend: int | None = None
 
+        held = self._held
+
         async def tx() -> None:
             nonlocal stage, backend, stale, position
-            c = await self.pool.acquire()
+            c = held if held is not None else await self.pool.acquire()
             try:
                 backend = c.get_server_pid()
-                await c.execute("BEGIN")
-                if entries:
+                if held is None:
+                    await c.execute("BEGIN")
+                if entries and held is None:
                     await c.execute(CHANGE_LOCK)  # held until COMMIT/ROLLBACK
                     if fence is not None and (latest := await c.fetchval(CHANGE_LATEST)) > fence:
                         stale = latest
@@ -267,7 +275,8 @@ class PostgresRepository:
                 raise
             finally:
                 try:
-                    await self.pool.release(c)
+                    if held is None:  # else `exclusive()` releases it
+                        await self.pool.release(c)
                 except Exception as err:  # the commit's outcome is already known; see above
                     # (the pool closes a connection it could not reset)
                     log.debug("PostgreSQL connection not returned to the pool: %s", err)
@@ -312,6 +321,54 @@ class PostgresRepository:
         if fence is not None and position is not None and self.fence == fence:
             self.fence = position
 
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the change-log lock until exit, in a transaction on one connection: meanwhile
+        no other replica commits a change. `changes_after`, `load_resources` and `load_rows`
+        read on that transaction (so a catch-up inside sees the final state), and a `write`
+        inside commits it (releasing the lock); on exit without one it is rolled back. Only
+        for the single writer (the config actor): the connection serves one call at a time."""
+        if self._held is not None:
+            raise RuntimeError("exclusive() is not reentrant")
+
+        async def begin() -> asyncpg.Connection:
+            c = await self.pool.acquire()
+            try:
+                await c.execute("BEGIN")
+                await c.execute(CHANGE_LOCK)
+            except BaseException:
+                c.terminate()
+                await self.pool.release(c)
+                raise
+            return c
+
+        conn = await self._run(begin)
+        self._held = conn
+        try:
+            yield
+        finally:
+            self._held = None
+
+            async def end() -> None:
+                try:
+                    if not conn.is_closed() and conn.is_in_transaction():
+                        await conn.execute("ROLLBACK")
+                except BaseException:
+                    conn.terminate()
+                    raise
+                finally:
+                    await self.pool.release(conn)
+
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._run(end)
+                except StorageError as err:  # the server rolls back what the socket leaves
+                    log.debug("exclusive transaction not ended cleanly: %s", err.message)
+
+    def _reader(self) -> asyncpg.Pool | asyncpg.Connection:
+        """Where reads that a catch-up makes go: the `exclusive()` transaction, if held."""
+        return self._held if self._held is not None else self.pool
+
     async def change_position(self) -> int:
         """The latest committed change-log position (0: none yet)."""
 
@@ -326,7 +383,7 @@ class PostgresRepository:
         """(position, origin, entries) of the change-log rows after `position`, oldest first."""
 
         async def read() -> list[tuple[int, str, list[list[str]]]]:
-            rows = await self.pool.fetch(
+            rows = await self._reader().fetch(
                 "SELECT position, origin, entries FROM change_log WHERE position > $1"
                 " ORDER BY position LIMIT $2",
                 position, limit,
@@ -343,7 +400,8 @@ class PostgresRepository:
         sql = RESOURCE_SELECT.replace(" ORDER BY", where + " ORDER BY")
 
         async def load() -> list[ResourceRow]:
-            return [resource_from(tuple(r)) for r in await self.pool.fetch(sql, kinds, names)]
+            rows = await self._reader().fetch(sql, kinds, names)
+            return [resource_from(tuple(r)) for r in rows]
 
         return await self._run(load)
 
@@ -396,7 +454,7 @@ class PostgresRepository:
         select = table_select(table)
 
         async def load() -> list[dict[str, Any]]:
-            rows = await self.pool.fetch(select)
+            rows = await self._reader().fetch(select)
             return [decode_record(list(r.keys()), list(r.values())) for r in rows]
 
         return await self._run(load)
