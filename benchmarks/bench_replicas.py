@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg
 import httpx
 import trio
 import trio_asyncio
@@ -37,6 +36,7 @@ from flowplane.app import Core, make_app, open_core
 from flowplane.settings import load_settings
 from flowplane.testing.factories import cluster_body
 from flowplane.testing.plane import admin_token
+from flowplane.testing.postgres import drop_schema
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 N = "/api/v1/native"
@@ -67,15 +67,7 @@ async def run(writes: int, concurrency: int) -> None:
                     )))  # fmt: skip
                 await measure(cores, apis, writes, concurrency)
         finally:
-
-            async def drop() -> None:
-                conn = await asyncpg.connect(PG)
-                try:
-                    await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-                finally:
-                    await conn.close()
-
-            await trio_asyncio.aio_as_trio(drop, loop=loop)()
+            await drop_schema(loop, PG, schema)
 
 
 async def measure(

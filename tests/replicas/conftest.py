@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import trio_asyncio
@@ -19,6 +18,7 @@ import trio_asyncio
 from flowplane.app import Core, make_app, open_core
 from flowplane.settings import load_settings
 from flowplane.testing.plane import admin_token
+from flowplane.testing.postgres import fetch_value
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -38,16 +38,7 @@ class Replica:
 
 async def sql(loop: asyncio.AbstractEventLoop, query: str, *args: object, schema: str = "") -> Any:
     """One statement on a fresh connection (`schema`: a database URL whose schema to use)."""
-    search = {"search_path": schema.rpartition("schema=")[2]} if schema else None
-
-    async def run() -> Any:
-        conn = await asyncpg.connect(PG, server_settings=search)
-        try:
-            return await conn.fetchval(query, *args)
-        finally:
-            await conn.close()
-
-    return await trio_asyncio.aio_as_trio(run, loop=loop)()
+    return await fetch_value(loop, PG, query, *args, schema=schema.rpartition("schema=")[2])
 
 
 @pytest.fixture
