@@ -96,3 +96,30 @@ async def test_concurrent_listeners_on_one_port_give_one_winner(
         statuses = await both(a, b, create, PAIRS)
     assert Counter(tuple(sorted(s)) for s in statuses.values()) == {(201, 409): PAIRS}
     assert await a.sql("SELECT count(*) FROM resources WHERE kind = 'listener'") == PAIRS
+
+
+async def test_concurrent_creates_within_a_quota_give_one_winner(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """The rule: quotas hold across replicas: with a team quota of one cluster, two clusters of
+    different names created at once on A and on B give one 201 and one 403 quota_exceeded."""
+    a, b = replicas
+    teams = 10
+    seen = watch(b.core)
+    with trio.fail_after(60):
+        for i in range(teams):
+            ok(
+                await a.api.post(
+                    "/api/v1/teams", json={"name": f"t{i}", "quotas": {"maxClusters": 1}}
+                )
+            )
+        ok(await a.api.post(f"{N}/clusters", json=cluster_body("marker")))
+        await until_changed(seen, "marker")  # B has the teams (written before the marker)
+
+        def create(r: Replica, i: int) -> Any:
+            body = cluster_body("a" if r is a else "b", team=f"t{i}")
+            return r.api.post(f"{N}/clusters", json=body)
+
+        statuses = await both(a, b, create, teams)
+    assert Counter(tuple(sorted(s)) for s in statuses.values()) == {(201, 403): teams}
+    assert await a.sql("SELECT count(*) FROM resources WHERE team IS NOT NULL") == teams
