@@ -22,8 +22,6 @@ from flowplane.testing.postgres import fetch_value
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
-pytestmark = pytest.mark.postgres
-
 
 @dataclass
 class Replica:

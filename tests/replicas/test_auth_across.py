@@ -4,6 +4,7 @@ replica limits creates on the other."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from flowplane.auth.keys import AuthState
@@ -11,6 +12,8 @@ from flowplane.testing.factories import cluster_body
 from tests.helpers import ok
 from tests.replicas.conftest import Replica
 from tests.replicas.test_change_feed import N
+
+pytestmark = pytest.mark.postgres
 
 T = "/api/v1"
 

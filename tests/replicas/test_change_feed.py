@@ -4,6 +4,7 @@ LISTEN/NOTIFY, and survives the loss of the listening connection."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from flowplane.actors.config import ConfigChange
@@ -13,6 +14,8 @@ from flowplane.testing.factories import cluster_body
 from flowplane.xds.types import CLUSTER_TYPE
 from tests.helpers import ok
 from tests.replicas.conftest import Replica
+
+pytestmark = pytest.mark.postgres
 
 N = "/api/v1/native"
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from tests.helpers import ok
 from tests.replicas.conftest import Replica
 from tests.replicas.test_change_feed import N, until_changed, watch
+
+pytestmark = pytest.mark.postgres
 
 PAIRS = 40  # conflicting pairs per kind of conflict (2 x PAIRS concurrent requests)
 

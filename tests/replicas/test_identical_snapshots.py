@@ -4,6 +4,7 @@ is sent nothing it already has."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from flowplane.app import Core
@@ -12,6 +13,8 @@ from flowplane.xds.snapshot import Snapshot
 from tests.helpers import ok
 from tests.replicas.conftest import Replica
 from tests.replicas.test_change_feed import N, until_changed, watch
+
+pytestmark = pytest.mark.postgres
 
 
 def contents(snapshot: Snapshot) -> dict[str, dict[str, tuple[str, bytes]]]:

@@ -5,6 +5,7 @@ served from memory; afterwards no change is lost or applied twice."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from flowplane.domain.resources import Kind
@@ -12,6 +13,8 @@ from flowplane.storage.postgres import PostgresRepository
 from flowplane.testing.factories import cluster_body
 from tests.replicas.conftest import Replica
 from tests.replicas.test_change_feed import N, until_changed, watch
+
+pytestmark = pytest.mark.postgres
 
 WRITES = 30  # per replica
 KILL_AT = (5, 12, 20)  # A's write numbers before which every connection is ended
