@@ -16,6 +16,7 @@ import pytest
 import trio_asyncio
 
 from flowplane.app import Core, make_app, open_core
+from flowplane.grpc.server import XdsServer
 from flowplane.settings import load_settings
 from flowplane.testing.plane import admin_token
 from flowplane.testing.postgres import fetch_value
@@ -47,7 +48,7 @@ def pg_url() -> str:
 @pytest.fixture
 async def replicas(pg_url: str) -> AsyncIterator[tuple[Replica, Replica]]:
     """Replica A (started first: it creates the admin token) and replica B, on a fresh schema
-    (dropped afterwards)."""
+    (dropped afterwards), each with its xDS server on a loopback port (`core.xds_port`)."""
     settings = load_settings(
         database_url=pg_url, api_address="127.0.0.1:0", default_gateway=False,
         snapshot_debounce_seconds=0.001,
@@ -58,6 +59,10 @@ async def replicas(pg_url: str) -> AsyncIterator[tuple[Replica, Replica]]:
                 out = []
                 for _ in range(2):
                     core = await stack.enter_async_context(open_core(settings))
+                    xds = XdsServer(core.hub, loop, ssl=None, auth="none",
+                                    authenticator=core.authenticator)  # fmt: skip
+                    core.xds_port = await xds.start("127.0.0.1", 0)
+                    stack.push_async_callback(xds.stop)
                     api = await stack.enter_async_context(
                         httpx.AsyncClient(
                             transport=httpx.ASGITransport(app=make_app(core)),

@@ -8,8 +8,10 @@ import pytest
 import trio
 
 from flowplane.app import Core
+from flowplane.testing.adsclient import delta_client, sotw_client
 from flowplane.testing.factories import cluster_body, listener_body, route_config_body
 from flowplane.xds.snapshot import Snapshot
+from flowplane.xds.types import CLUSTER_TYPE
 from tests.helpers import ok
 from tests.replicas.conftest import Replica
 from tests.replicas.test_change_feed import N, until_changed, watch
@@ -58,3 +60,42 @@ async def test_replicas_publish_identical_snapshots(replicas: tuple[Replica, Rep
     assert {"backend", "other"} <= set(contents(snap_a)[
         "type.googleapis.com/envoy.config.cluster.v3.Cluster"
     ])  # fmt: skip
+
+
+async def test_an_envoy_moving_to_the_other_replica_is_sent_nothing_it_has(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """The rule: "an Envoy that reconnects to another replica is sent nothing it already has
+    (SotW: same version; delta: zero resources)" (issue 13). A delta stream to A receives the
+    clusters; a delta stream to B that starts with those versions (as a reconnecting Envoy
+    does) is sent only the cluster created afterwards; a SotW stream to B gets the version A's
+    SotW stream got."""
+    a, b = replicas
+    seen = watch(b.core)
+    with trio.fail_after(30):
+        for i in range(5):
+            ok(await a.api.post(f"{N}/clusters", json=cluster_body(f"c{i}")))
+        await until_changed(seen, "c4")
+        await published(b.core)
+        await published(a.core)
+        assert a.core.xds_port and b.core.xds_port
+        async with delta_client("127.0.0.1", a.core.xds_port, node_id="dp") as on_a:
+            await on_a.send(CLUSTER_TYPE)
+            first = await on_a.recv()
+            held = {r.name: r.version for r in first.resources}
+        assert set(held) == {f"c{i}" for i in range(5)}
+        async with delta_client("127.0.0.1", b.core.xds_port, node_id="dp") as on_b:
+            await on_b.send(CLUSTER_TYPE, initial_versions=held)
+            ok(await a.api.post(f"{N}/clusters", json=cluster_body("new")))
+            resp = await on_b.recv()
+        assert [r.name for r in resp.resources] == ["new"]
+        assert list(resp.removed_resources) == []
+        await until_changed(seen, "new")  # B has it too
+        versions = []
+        for core in (a.core, b.core):
+            await published(core)
+            assert core.xds_port
+            async with sotw_client("127.0.0.1", core.xds_port, node_id="dp") as sotw:
+                await sotw.send(CLUSTER_TYPE)
+                versions.append((await sotw.recv()).version_info)
+    assert versions[0] == versions[1]
