@@ -96,7 +96,11 @@ def _services(
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Open storage, migrate, rebuild state and the first snapshot, run the actors; close all
     on exit."""
-    repo = await open_repository(settings.database_url, time_limit=settings.storage_timeout_seconds)
+    repo = await open_repository(
+        settings.database_url,
+        time_limit=settings.storage_timeout_seconds,
+        pool_size=settings.database_pool_size,
+    )
     try:
         applied = await repo.migrate()
         if applied:

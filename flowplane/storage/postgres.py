@@ -94,10 +94,15 @@ class _Deadline(Exception):
 
 class PostgresRepository:
     def __init__(
-        self, url: str, loop: asyncio.AbstractEventLoop | None = None, timeout: float = 5.0
+        self,
+        url: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        timeout: float = 5.0,
+        pool_size: int = 4,
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.pool_size = pool_size
         self.dsn, self.schema = _split_url(url)
         self._pool: asyncpg.Pool | None = None
         self._loop = loop
@@ -114,7 +119,11 @@ class PostgresRepository:
 
     @classmethod
     async def open(
-        cls, url: str, loop: asyncio.AbstractEventLoop | None = None, time_limit: float = 5.0
+        cls,
+        url: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        time_limit: float = 5.0,
+        pool_size: int = 4,
     ) -> PostgresRepository:
         """Connect. `loop` is the trio-asyncio loop to run on (default: the current one)."""
         if loop is None:
@@ -123,12 +132,17 @@ class PostgresRepository:
                 raise ConfigurationError(
                     "the PostgreSQL backend needs a trio-asyncio loop (flowplane serve opens it)"
                 )
-        repo = cls(url, loop, time_limit)
+        repo = cls(url, loop, time_limit, pool_size)
         await repo._run(repo._connect, limited=False)
         return repo
 
     async def _connect(self) -> None:
-        settings = {"application_name": self.application_name}
+        # The server ends a statement that outlives the storage deadline too (the client has
+        # given up on it by then), so a stuck statement cannot hold locks past it.
+        settings = {
+            "application_name": self.application_name,
+            "statement_timeout": str(max(1, int(self.timeout * 1000))),
+        }
         if self.schema:
             settings["search_path"] = self.schema
             conn = await asyncpg.connect(self.dsn, timeout=10)
@@ -137,7 +151,7 @@ class PostgresRepository:
             finally:
                 await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=4, timeout=10, server_settings=settings
+            self.dsn, min_size=1, max_size=self.pool_size, timeout=10, server_settings=settings
         )
 
     async def _run(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
@@ -197,6 +211,7 @@ class PostgresRepository:
         async def apply() -> list[str]:
             applied = []
             async with self.pool.acquire() as c:
+                await c.execute("SET statement_timeout = 0")  # a migration takes what it takes
                 # One migrator at a time across replicas.
                 await c.execute("SELECT pg_advisory_lock(727274)")
                 try:
