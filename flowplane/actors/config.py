@@ -13,6 +13,12 @@ and the actor keeps serving the next command. The one exception: if applying a p
 itself raises, memory may no longer match storage, and the actor stops the process
 (`InconsistentState`, non-zero exit) rather than serve from it; a restart rebuilds memory from
 the database.
+
+Several replicas on one PostgreSQL database (README "Replicas"): a write that finds another
+replica committed first (`StaleState`: nothing was written) is planned once more inside
+`exclusive` (the change feed's: the database's change-log lock held, memory caught up under it),
+and commits in that transaction; other replicas' changes arrive as `MemoryTxn`s from the feed
+and are published with `announce`.
 """
 
 from __future__ import annotations
@@ -385,9 +391,9 @@ class ConfigActor:
             await self._settle(err, planned)
             return
         except StaleState:
-            # Nothing was written: each command is planned again on its own (`_handle`).
+            # Nothing was written: each command is planned again on its own, under the lock.
             for cmd, _ in planned:
-                await self._handle(cmd)
+                await self._handle(cmd, stale=True)
             return
         except Exception as err:
             failure = (
@@ -483,7 +489,9 @@ class ConfigActor:
             cmd.resolve(Internal("internal error: the server is restarting"))
             raise InconsistentState(cmd.describe()) from err
 
-    async def _handle(self, cmd: Txn) -> None:
+    async def _handle(self, cmd: Txn, *, stale: bool = False) -> None:
+        """Plan, commit, apply, announce, answer. `stale`: memory is known to be behind the
+        database (the group this command was in was stale): plan it under the lock at once."""
         if isinstance(cmd, MemoryTxn):
             try:
                 await cmd.run(self.context, self.repo)
@@ -496,8 +504,10 @@ class ConfigActor:
             return
         txn: TxnPlan | None = None
         try:
-            txn = cmd.plan(self.context)
             try:
+                if stale:
+                    raise StaleState("the command's group found memory behind the database")
+                txn = cmd.plan(self.context)
                 await self.repo.write(txn.writes)
             except StaleState as err:
                 if self.exclusive is None:
