@@ -92,6 +92,9 @@ class ChangeFeed:
                     await session.alive(self.check_every)
                 except FlowplaneError as err:
                     log.warning("change feed: connection to PostgreSQL lost: %s", err.message)
+                except Exception:  # a bug: supervision rule (log, count, keep serving)
+                    metrics.ACTOR_FAILURES.labels("change-feed").inc()
+                    log.exception("change feed: unexpected failure; reconnecting")
                 finally:
                     self.session_pid = None
                     if session is not None:
@@ -112,10 +115,9 @@ class ChangeFeed:
             self._wake = trio.Event()
             try:
                 await self.actor.submit(CatchUp(self))
-            except FlowplaneError as err:  # storage down: the next wake (or reconnect) retries
+            except FlowplaneError as err:  # storage down (a bug is the actor's to count)
                 log.warning("change feed: could not read the change log: %s", err.message)
-                metrics.ACTOR_FAILURES.labels("change-feed").inc()
-                await trio.sleep(self.reconnect_delay)
+                await trio.sleep(self.reconnect_delay)  # then try again
                 self._wake.set()
 
     @asynccontextmanager
@@ -169,6 +171,10 @@ class ChangeFeed:
                     plan = Plan(kind, key, before, after)
                     state.apply(plan)
                     changes.append(change_of(plan))
+            # Announced before anything else can fail: a retry finds these rows already
+            # applied and would not announce them again.
+            self.applied += len(changes)
+            await self.actor.announce(tuple(changes))
             if "apis" in tables:
                 fresh = ConfigState()
                 await load_apis(repo, fresh)
@@ -187,8 +193,6 @@ class ChangeFeed:
                 for listener in auth.token_listeners:
                     listener()
             repo.fence = position
-            self.applied += len(changes)
-            await self.actor.announce(tuple(changes))
 
 
 class CatchUp(MemoryTxn):
