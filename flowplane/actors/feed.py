@@ -149,39 +149,39 @@ class ChangeFeed:
                         keys[(entry[1], entry[2])] = None
                     else:
                         tables.add(entry[0])
-            changes: list[Change] = []
-            if keys:
-                found = {(r.kind, r.key): r for r in await repo.load_resources(list(keys))}
-                for kind_name, key in keys:
-                    kind = Kind(kind_name)
-                    before = state.get(kind, key)
-                    row = found.get((kind_name, key))
-                    after = resource_of(row) if row is not None else None
-                    if before is None and after is None:
-                        continue
-                    if (
-                        before is not None
-                        and after is not None
-                        and (
-                            (before.version, before.updated_at, before.spec)
-                            == (after.version, after.updated_at, after.spec)
-                        )
-                    ):
-                        continue  # already here (read while loading, or applied before)
-                    plan = Plan(kind, key, before, after)
-                    state.apply(plan)
-                    changes.append(change_of(plan))
-            # Announced before anything else can fail: a retry finds these rows already
-            # applied and would not announce them again.
-            self.applied += len(changes)
-            await self.actor.announce(tuple(changes))
+            # Everything is read first; memory is then changed with no I/O in between, and
+            # announced: a failed read changes nothing (the next try reads it all again).
+            found = (
+                {(r.kind, r.key): r for r in await repo.load_resources(list(keys))} if keys else {}
+            )
+            fresh = ConfigState()
             if "apis" in tables:
-                fresh = ConfigState()
                 await load_apis(repo, fresh)
+            fresh_auth = (
+                await load_auth(repo) if tables & {"teams", "tokens", "signing_keys"} else None
+            )
+            changes: list[Change] = []
+            for kind_name, key in keys:
+                kind = Kind(kind_name)
+                before = state.get(kind, key)
+                row = found.get((kind_name, key))
+                after = resource_of(row) if row is not None else None
+                if before is None and after is None:
+                    continue
+                if (
+                    before is not None
+                    and after is not None
+                    and (before.version, before.updated_at, before.spec)
+                    == (after.version, after.updated_at, after.spec)
+                ):
+                    continue  # already here (read while loading, or applied before)
+                plan = Plan(kind, key, before, after)
+                state.apply(plan)
+                changes.append(change_of(plan))
+            if "apis" in tables:
                 state.apis.clear()
                 state.apis.update(fresh.apis)
-            if tables & {"teams", "tokens", "signing_keys"}:
-                fresh_auth = await load_auth(repo)
+            if fresh_auth is not None:
                 auth.keys.clear()
                 auth.keys.update(fresh_auth.keys)
                 auth.teams.clear()
@@ -193,6 +193,8 @@ class ChangeFeed:
                 for listener in auth.token_listeners:
                     listener()
             repo.fence = position
+            self.applied += len(changes)
+            await self.actor.announce(tuple(changes))
 
 
 class CatchUp(MemoryTxn):

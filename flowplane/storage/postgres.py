@@ -42,6 +42,7 @@ from flowplane.storage.base import (
     AuditRow,
     ResourceRow,
     StaleState,
+    Upsert,
     Write,
     WriteOutcomeUnknown,
     load_migrations,
@@ -248,7 +249,13 @@ class PostgresRepository:
         if not writes:
             return  # nothing to commit (and no transaction to record)
         write_id = uuid.uuid4().hex
-        statements = [*write_statements(writes, dollar), *write_log_statements(write_id, dollar)]
+        statements = [
+            *write_statements(writes, dollar, cas=True),
+            *write_log_statements(write_id, dollar),
+        ]
+        # Resource upserts are compare-and-swaps (`cas`): statement i is writes[i].
+        swaps = {i: w.row for i, w in enumerate(writes) if isinstance(w, Upsert)}
+        swapped_out: ResourceRow | None = None  # an upsert whose stored version had moved on
         entries = change_entries(writes)
         fence = self.fence
         stale: int | None = None  # another replica's position found past `fence`
@@ -263,7 +270,7 @@ class PostgresRepository:
         held = self._held
 
         async def tx() -> None:
-            nonlocal stage, backend, stale, position
+            nonlocal stage, backend, stale, position, swapped_out
             c = held if held is not None else await self.pool.acquire()
             try:
                 backend = c.get_server_pid()
@@ -275,8 +282,12 @@ class PostgresRepository:
                         stale = latest
                         await c.execute("ROLLBACK")
                         return
-                for sql, params in statements:
-                    await c.execute(sql, *params)
+                for i, (sql, params) in enumerate(statements):
+                    status = await c.execute(sql, *params)
+                    if i in swaps and status.endswith(" 0"):  # "INSERT 0 <rows>"
+                        swapped_out = swaps[i]
+                        await c.execute("ROLLBACK")
+                        return
                 if entries:
                     row = await c.fetchrow(CHANGE_APPEND, self.replica_id, json.dumps(entries))
                     position = row[0]
@@ -323,6 +334,12 @@ class PostgresRepository:
                 ) from err
             log.info("write %s committed although its connection failed: %s", write_id, err)
             return
+        if swapped_out is not None:
+            r = swapped_out
+            raise StaleState(
+                f"{r.kind} {r.key!r} is no longer at version {r.version - 1} in the database"
+                " (another writer changed it): nothing was written"
+            )
         if stale is not None:
             raise StaleState(
                 f"another replica changed the configuration (change {stale}, this replica is at"

@@ -100,3 +100,26 @@ def _catch_up(core: Core) -> object:
 
     assert core.feed is not None
     return CatchUp(core.feed)
+
+
+async def test_a_platform_api_made_on_a_is_served_by_b(replicas: tuple[Replica, Replica]) -> None:
+    """The rule: API definitions are shared state: an API created and then replaced on A is
+    listed by B at A's version, with the Native resources it generated."""
+    a, b = replicas
+    seen = watch(b.core)
+    body = {"name": "echo", "domain": "echo.local", "upstreams": [{"url": "http://127.0.0.1:8000"}],
+            "routes": [{"path": "/"}], "listener": {"isolation": True, "port": 10080}}  # fmt: skip
+    with trio.fail_after(10):
+        made = ok(await a.api.post("/api/v1/platform/apis", json=body))
+        body["routes"] = [{"path": "/"}, {"path": "/v2"}]
+        replaced = ok(await a.api.put(
+            f"/api/v1/platform/apis/{made['id']}", json=body, headers={"If-Match": '"1"'}
+        ), 200)  # fmt: skip
+        ok(await a.api.post(f"{N}/clusters", json=cluster_body("marker")))
+        await until_changed(seen, "marker")  # B applied everything committed before it
+        got = ok(await b.api.get(f"/api/v1/platform/apis/{made['id']}"), 200)
+    assert got == replaced
+    for kind in (Kind.CLUSTER, Kind.ROUTE_CONFIG, Kind.LISTENER):
+        assert {r.key for r in b.core.state.list_resources(kind)} == {
+            r.key for r in a.core.state.list_resources(kind)
+        }
