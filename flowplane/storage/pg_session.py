@@ -21,7 +21,7 @@ class Session:
     def __init__(self, repo: PostgresRepository, conn: asyncpg.Connection) -> None:
         self.repo = repo
         self.conn = conn
-        self._lost: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         conn.add_termination_listener(self._terminated)
 
     def _terminated(self, _conn: asyncpg.Connection) -> None:

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from flowplane.actors.config import ConfigChange
+from flowplane.actors.feed import CatchUp
 from flowplane.app import Core
 from flowplane.domain.resources import Kind
 from flowplane.testing.factories import cluster_body
@@ -63,7 +64,7 @@ async def test_a_replica_skips_its_own_changes(replicas: tuple[Replica, Replica]
         ok(await a.api.post(f"{N}/clusters", json=cluster_body("own")))
         await until_changed(seen, "own")
         assert a.core.feed is not None
-        await a.core.actor.submit(_catch_up(a.core))
+        await a.core.actor.submit(CatchUp(a.core.feed))
     assert a.core.feed.applied == 0
     assert await a.sql(_in_log("own")) == 1
 
@@ -93,13 +94,6 @@ async def test_b_resyncs_after_its_listen_connection_is_killed(
 
 def _in_log(key: str) -> str:
     return f"SELECT count(*) FROM change_log WHERE entries LIKE '%\"{key}\"%'"
-
-
-def _catch_up(core: Core) -> object:
-    from flowplane.actors.feed import CatchUp
-
-    assert core.feed is not None
-    return CatchUp(core.feed)
 
 
 async def test_a_platform_api_made_on_a_is_served_by_b(replicas: tuple[Replica, Replica]) -> None:
