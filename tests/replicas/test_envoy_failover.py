@@ -5,21 +5,15 @@ the fail-over, and never rejects anything."""
 
 from __future__ import annotations
 
-import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import trio
-import trio_asyncio
 
 from flowplane.testing.envoy import ads_bootstrap, run_envoy
 from flowplane.testing.factories import cluster_body
-from flowplane.testing.ports import free_port
-from tests.replicas.conftest import PG, sql
-from tests.replicas.test_serve_processes import start, stop
+from tests.replicas.test_serve_processes import serve_two
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -38,56 +32,37 @@ async def test_envoy_fails_over_to_the_other_replica(tmp_path: Path) -> None:
     """The rule: "an Envoy whose bootstrap lists both replicas keeps serving when A is
     SIGKILLed, reconnects to B ...; writes during the fail-over are not lost" and "Envoy never
     NACKs" (issue 13)."""
-    schema = f"r_{uuid.uuid4().hex[:12]}"
-    url = f"{PG}?schema={schema}"
-    ports = [(free_port(), free_port()) for _ in range(2)]
-    async with trio_asyncio.open_loop() as loop:
-        procs = [await start(url, *ports[0], tmp_path / "r0.log")]
-        try:
-            found = re.search(r"^ (ey[\w-]+\.[\w-]+\.[\w-]+)$", (tmp_path / "r0.log").read_text(),
-                              re.M)  # fmt: skip
-            assert found
-            procs.append(await start(url, *ports[1], tmp_path / "r1.log"))
-            auth = {"Authorization": f"Bearer {found.group(1)}"}
-            base = [f"http://127.0.0.1:{api}" for api, _ in ports]
-            boot = both_replicas(
-                ads_bootstrap("dp-1", "127.0.0.1", ports[0][1], keepalive=(1, 1)), ports[1][1]
-            )
-            async with httpx.AsyncClient(headers=auth) as c:
-                r = await c.post(f"{base[0]}/api/v1/native/clusters", json=cluster_body("before"))
-                assert r.status_code == 201, r.text
-                async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
-                    await envoy.wait_ready()
+    async with serve_two(tmp_path) as s, httpx.AsyncClient(headers=s.auth) as c:
+        boot = both_replicas(
+            ads_bootstrap("dp-1", "127.0.0.1", s.xds[0], keepalive=(1, 1)), s.xds[1]
+        )
+        r = await c.post(f"{s.api[0]}/api/v1/native/clusters", json=cluster_body("before"))
+        assert r.status_code == 201, r.text
+        async with run_envoy(boot, tmp_dir=tmp_path) as envoy:
+            await envoy.wait_ready()
 
-                    async def has(name: str) -> bool:
-                        return name in (await envoy.resource_versions())["clusters"]
+            async def has(name: str) -> bool:
+                return name in (await envoy.resource_versions())["clusters"]
 
-                    await envoy.wait_for(lambda: has("before"), 15, what="cluster before")
+            await envoy.wait_for(lambda: has("before"), 15, what="cluster before")
 
-                    async def connected_to() -> int:
-                        """1 + the index of the live replica listing the Envoy (0: none)."""
-                        for i, b in enumerate(base):
-                            if procs[i].poll() is not None:
-                                continue
-                            got = await c.get(f"{b}/api/v1/nodes")
-                            if got.status_code == 200 and got.json()["items"]:
-                                return i + 1
-                        return 0
+            async def connected_to() -> int:
+                """1 + the index of the live replica listing the Envoy (0: none)."""
+                for i, base in enumerate(s.api):
+                    if s.procs[i].poll() is not None:
+                        continue
+                    got = await c.get(f"{base}/api/v1/nodes")
+                    if got.status_code == 200 and got.json()["items"]:
+                        return i + 1
+                return 0
 
-                    first = await envoy.wait_for(connected_to, 10, what="node listed") - 1
-                    other = 1 - first
-                    procs[first].kill()  # SIGKILL: no goodbye to the Envoy
-                    await procs[first].wait()
-                    r = await c.post(
-                        f"{base[other]}/api/v1/native/clusters", json=cluster_body("during")
-                    )
-                    assert r.status_code == 201, r.text
-                    await envoy.wait_for(lambda: has("during"), 30, what="cluster during")
-                    assert await has("before")
-                    assert await connected_to() == other + 1
-                    assert set((await envoy.rejected_counts()).values()) <= {0}
-        finally:
-            with trio.CancelScope(shield=True):
-                for p in procs:
-                    await stop(p)
-                await sql(loop, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            first = await envoy.wait_for(connected_to, 10, what="node listed") - 1
+            other = 1 - first
+            s.procs[first].kill()  # SIGKILL: no goodbye to the Envoy
+            await s.procs[first].wait()
+            r = await c.post(f"{s.api[other]}/api/v1/native/clusters", json=cluster_body("during"))
+            assert r.status_code == 201, r.text
+            await envoy.wait_for(lambda: has("during"), 30, what="cluster during")
+            assert await has("before")
+            assert await connected_to() == other + 1
+            assert set((await envoy.rejected_counts()).values()) <= {0}
