@@ -16,7 +16,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
-from flowplane.actors.feed import ChangeFeed, keep_change_log
+from flowplane.actors.feed import CatchUp, ChangeFeed, keep_change_log
 from flowplane.actors.leader import Leader
 from flowplane.actors.platform import Gateway, load_apis
 from flowplane.actors.snapshots import SnapshotActor
@@ -144,6 +144,9 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             await nursery.start(actor.run)
             if feed is not None:
                 await nursery.start(feed.run)
+                # What other replicas committed since memory was loaded, before this one
+                # decides whether it must create the signing key and first admin token.
+                await actor.submit(CatchUp(feed))
             admin_token = await ensure_admin(actor, json_lines=settings.log_format == "json")
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
