@@ -39,6 +39,7 @@ async def start(url: str, api: int, xds: int, log: Path) -> trio.Process:
         "FLOWPLANE_DATABASE_URL": url,
         "FLOWPLANE_API_ADDRESS": f"127.0.0.1:{api}",
         "FLOWPLANE_XDS_ADDRESS": f"127.0.0.1:{xds}",
+        "FLOWPLANE_XDS_AUTH": "none",  # these tests' ADS clients and Envoys carry no token
     }
     with log.open("ab") as out:
         proc = await trio.lowlevel.open_process(
