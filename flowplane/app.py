@@ -17,7 +17,9 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from flowplane.actors.config import ConfigActor, ConfigChange, load_state
+from flowplane.actors.feed import CatchUp, ChangeFeed, keep_change_log
 from flowplane.actors.history import load_history
+from flowplane.actors.leader import Leader
 from flowplane.actors.platform import Gateway, load_apis
 from flowplane.actors.snapshots import SnapshotActor
 from flowplane.api.app import Readiness, RestServices, create_app
@@ -48,6 +50,7 @@ from flowplane.services.upgrade import upgrade_documents
 from flowplane.settings import Settings
 from flowplane.storage import open_repository
 from flowplane.storage.base import Repository
+from flowplane.storage.postgres import PostgresRepository
 from flowplane.tls import check_api_tls, xds_server_context
 from flowplane.xds.builder import SnapshotBuilder
 from flowplane.xds.sotw import NameLimits
@@ -72,6 +75,8 @@ class Core:
     services: RestServices
     admin_token: str | None = None  # set when this start created the first admin token
     xds_port: int | None = None
+    feed: ChangeFeed | None = None  # PostgreSQL: other replicas' changes (README "Replicas")
+    leader: Leader | None = None  # PostgreSQL: the election for the singleton jobs
 
 
 def _services(
@@ -104,13 +109,21 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """Open storage, migrate, rebuild state and the first snapshot, run the actors; close all
     on exit."""
     repo = metered(  # storage latency and errors, per repository operation
-        await open_repository(settings.database_url, time_limit=settings.storage_timeout_seconds)
+        await open_repository(
+            settings.database_url,
+            time_limit=settings.storage_timeout_seconds,
+            pool_size=settings.database_pool_size,
+        )
     )
     try:
         applied = await repo.migrate()
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await upgrade_documents(repo)  # older shapes -> current, one transaction, logged
+        # Other replicas may share a PostgreSQL database: the change-log position is read before
+        # memory is loaded, so memory reflects at least it (a change committed meanwhile is
+        # read again by the feed, harmlessly).
+        position = await repo.change_position() if isinstance(repo, PostgresRepository) else None
         state = await load_state(repo)
         await load_apis(repo, state)
         await load_history(repo, state)
@@ -119,6 +132,16 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         actor = ConfigActor(
             repo, state, auth, validate=check_resource, mailbox_size=settings.mailbox_size
         )
+        feed = leader = None
+        if isinstance(repo, PostgresRepository):
+            repo.fence = position  # memory reflects at least this change (read before loading)
+            feed = ChangeFeed(repo, actor)
+            actor.exclusive = feed.exclusive
+            pg = repo
+            leader = Leader(repo, [
+                lambda: keep_retention(pg, settings.audit_keep_days, settings.history_keep),
+                lambda: keep_change_log(pg),
+            ])  # fmt: skip
         authenticator = Authenticator(auth, default_rate_per_minute=settings.rate_limit_per_minute)
         readiness = Readiness()
         readiness.set("storage", True)
@@ -135,17 +158,25 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         async with trio.open_nursery() as nursery:
             await nursery.start(snapshots.run, receive)
             await nursery.start(actor.run)
+            if feed is not None:
+                await nursery.start(feed.run)
+                # What other replicas committed since memory was loaded, before this one
+                # decides whether it must create the signing key and first admin token.
+                await actor.submit(CatchUp(feed))
             admin_token = await ensure_admin(actor, json_lines=settings.log_format == "json")
             await ensure_default_gateway(settings, actor)
             nursery.start_soon(flush_auth_activity, actor, authenticator)
-            nursery.start_soon(
-                keep_retention, repo, settings.audit_keep_days, settings.history_keep
-            )
+            if leader is not None:
+                nursery.start_soon(leader.run)  # retention runs on the elected replica
+            else:
+                nursery.start_soon(
+                    keep_retention, repo, settings.audit_keep_days, settings.history_keep
+                )
             core: Core | None = None
             services = _services(settings, repo, state, actor, auth, authenticator, hub,
                                  lambda: core.xds_port if core else None)  # fmt: skip
             core = Core(settings, repo, state, actor, readiness, hub, snapshots, auth,
-                        authenticator, services, admin_token)  # fmt: skip
+                        authenticator, services, admin_token, feed=feed, leader=leader)  # fmt: skip
             yield core
             nursery.cancel_scope.cancel()
     finally:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # The deadline of one storage call: a write not committed by then is answered 503 with
     # Retry-After (saying whether it was applied), and readiness answers "not ready".
     storage_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # PostgreSQL: connections in each process's pool (the config actor writes on one at a time;
+    # the others serve reads such as audit queries). Not counting the change feed's and the
+    # leader election's dedicated connections.
+    database_pool_size: Annotated[int, Field(ge=1, le=1000)] = 4
     api_tls_cert: str | None = None
     api_tls_key: str | None = None
     xds_tls_cert: str | None = None

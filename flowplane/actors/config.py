@@ -13,6 +13,12 @@ and the actor keeps serving the next command. The one exception: if applying a p
 itself raises, memory may no longer match storage, and the actor stops the process
 (`InconsistentState`, non-zero exit) rather than serve from it; a restart rebuilds memory from
 the database.
+
+Several replicas on one PostgreSQL database (README "Replicas"): a write that finds another
+replica committed first (`StaleState`: nothing was written) is planned once more inside
+`exclusive` (the change feed's: the database's change-log lock held, memory caught up under it),
+and commits in that transaction; other replicas' changes arrive as `MemoryTxn`s from the feed
+and are published with `announce`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +46,7 @@ from flowplane.storage.base import (
     Delete,
     Repository,
     ResourceRow,
+    StaleState,
     Upsert,
     Write,
     WriteOutcomeUnknown,
@@ -328,6 +336,11 @@ class ConfigActor:
         self._subscribers: list[trio.MemorySendChannel[ConfigChange]] = []
         self._mailbox: trio.MemorySendChannel[Txn] | None = None
         self._inbox: trio.MemoryReceiveChannel[Txn] | None = None
+        # Several replicas (actors/feed.py): when a write finds that another replica committed
+        # first (`StaleState`), the command is planned again inside `exclusive()`, which holds
+        # the database's change-log lock and brings memory up to the database first, so the
+        # second plan is checked against the final state and its write cannot be stale.
+        self.exclusive: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     @property
     def state(self) -> ConfigState:
@@ -369,6 +382,15 @@ class ConfigActor:
                 if tail is not None:
                     await self._handle(tail)
 
+    async def announce(self, changes: tuple[Change, ...]) -> None:
+        """Publish changes another replica committed (the change feed applied them to memory;
+        it calls this from inside the actor, as a `MemoryTxn`)."""
+        if changes:
+            self.state.serial += 1
+            change = ConfigChange(self.state.serial, changes)
+            for sub in self._subscribers:
+                await sub.send(change)
+
     async def submit(self, cmd: Txn) -> Any:
         """Send `cmd` and wait for its outcome; raises the FlowplaneError it failed with."""
         if self._mailbox is None:
@@ -407,6 +429,11 @@ class ConfigActor:
             await self.repo.write([w for _, txn in planned for w in txn.writes])
         except WriteOutcomeUnknown as err:
             await self._settle(err, planned)
+            return
+        except StaleState:
+            # Nothing was written: each command is planned again on its own, under the lock.
+            for cmd, _ in planned:
+                await self._handle(cmd, stale=True)
             return
         except Exception as err:
             failure = (
@@ -504,7 +531,9 @@ class ConfigActor:
             cmd.resolve(Internal("internal error: the server is restarting"))
             raise InconsistentState(cmd.describe()) from err
 
-    async def _handle(self, cmd: Txn) -> None:
+    async def _handle(self, cmd: Txn, *, stale: bool = False) -> None:
+        """Plan, commit, apply, announce, answer. `stale`: memory is known to be behind the
+        database (the group this command was in was stale): plan it under the lock at once."""
         if isinstance(cmd, MemoryTxn):
             try:
                 await cmd.run(self.context, self.repo)
@@ -515,10 +544,25 @@ class ConfigActor:
             else:
                 cmd.resolve(None)
             return
+        txn: TxnPlan | None = None
         try:
-            txn = cmd.plan(self.context)
-            await self.repo.write(txn.writes)
+            try:
+                if stale:
+                    raise StaleState("the command's group found memory behind the database")
+                txn = cmd.plan(self.context)
+                await self.repo.write(txn.writes)
+            except StaleState as err:
+                if self.exclusive is None:
+                    raise
+                # Another replica committed first; nothing was written. Plan again holding the
+                # change-log lock, against memory brought up to the database under it.
+                log.debug("re-planning %s: %s", cmd.describe(), err.message)
+                txn = None
+                async with self.exclusive():
+                    txn = cmd.plan(self.context)
+                    await self.repo.write(txn.writes)
         except WriteOutcomeUnknown as err:
+            assert txn is not None
             await self._settle(err, [(cmd, txn)])
             return
         except FlowplaneError as err:
@@ -527,6 +571,7 @@ class ConfigActor:
         except Exception as err:  # a bug: report it to the caller, keep the actor alive
             cmd.resolve(_bug(cmd, err))
             return
+        assert txn is not None
         await self._publish(cmd, txn)
 
 

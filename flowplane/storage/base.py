@@ -180,6 +180,16 @@ class WriteOutcomeUnknown(StorageError):
         self.write_id = write_id
 
 
+class StaleState(StorageError):
+    """Another replica committed a change this replica has not applied yet, so a write planned
+    against this replica's memory might break a rule the database state no longer satisfies
+    (README "Replicas"). Nothing was written; the config actor catches up from the change log
+    and plans the command again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class Repository(Protocol):
     """Storage as the config actor sees it. Every method raises `StorageError` on driver failure."""
 

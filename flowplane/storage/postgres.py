@@ -8,22 +8,35 @@ their own schema (created if missing).
 Every call has a deadline (`time_limit`, FLOWPLANE_STORAGE_TIMEOUT_SECONDS). Each write records
 its id in `write_log` in the same transaction; `write` answers what the database did, looking
 that id up on a fresh connection when the connection was lost during COMMIT.
+
+Several replicas may share the database (README "Replicas"). A write that changes state also
+appends a `change_log` row (position, origin = this repository's `replica_id`, what it touched)
+and sends `NOTIFY flowplane_changes, '<position>'`, in its transaction. Such writes first take a
+transaction-level advisory lock (`CHANGE_LOCK`): writers are serialised across replicas, so
+positions commit in increasing order (a reader that saw N saw everything before it), and, when
+`fence` is set, the write checks that no other replica committed after position `fence` (the
+last change this replica's memory reflects) and raises `StaleState` otherwise: every check a
+plan made against memory (names, address:port, domains, references, quotas, If-Match) was made
+against exactly the database's state, so the database decides conflicts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+import trio
 import trio_asyncio
 
-from flowplane.errors import ConfigurationError, StorageError
+from flowplane.errors import ConfigurationError, Conflict, StorageError
 from flowplane.storage.base import (
     AuditQuery,
     AuditRow,
@@ -31,7 +44,9 @@ from flowplane.storage.base import (
     HistoryKey,
     HistoryRow,
     ResourceRow,
+    StaleState,
     UpgradeDocument,
+    Upsert,
     Write,
     WriteOutcomeUnknown,
     load_migrations,
@@ -44,6 +59,7 @@ from flowplane.storage.sql import (
     audit_from,
     audit_prune,
     audit_queries,
+    change_entries,
     decode_record,
     document_from,
     document_update,
@@ -62,6 +78,15 @@ from flowplane.storage.sql import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+CHANNEL = "flowplane_changes"
+# Serialises state-changing writes. Advisory locks are per database: the second key, the schema,
+# keeps deployments that share a database in separate schemas (`?schema=`) apart.
+CHANGE_LOCK = "SELECT pg_advisory_xact_lock(727275, hashtext(current_schema()))"
+CHANGE_LATEST = "SELECT coalesce(max(position), 0) FROM change_log"
+CHANGE_APPEND = (
+    "WITH c AS (INSERT INTO change_log (origin, entries) VALUES ($1, $2) RETURNING position)"
+    f" SELECT position, pg_notify('{CHANNEL}', position::text) FROM c"
+)
 
 
 def _split_url(url: str) -> tuple[str, str | None]:
@@ -82,18 +107,36 @@ class _Deadline(Exception):
 
 class PostgresRepository:
     def __init__(
-        self, url: str, loop: asyncio.AbstractEventLoop | None = None, timeout: float = 5.0
+        self,
+        url: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        timeout: float = 5.0,
+        pool_size: int = 4,
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.pool_size = pool_size
         self.dsn, self.schema = _split_url(url)
         self._pool: asyncpg.Pool | None = None
         self._loop = loop
         self._uncertain: dict[str, int | None] = {}  # write id -> backend pid that ran it
+        self.replica_id = uuid.uuid4().hex  # `origin` of this repository's change-log rows
+        # The change-log position this process's memory reflects; None: do not check (a CLI
+        # command writing on its own). The change feed (actors/feed.py) sets and advances it.
+        self.fence: int | None = None
+        self._held: asyncpg.Connection | None = None  # the transaction of `exclusive()`
+        # Names this process's sessions in pg_stat_activity (operators, and tests that end
+        # them), unless the URL names them (`?application_name=`).
+        given = parse_qs(urlsplit(self.dsn).query).get("application_name")
+        self.application_name = given[0] if given else f"flowplane-{self.replica_id[:12]}"
 
     @classmethod
     async def open(
-        cls, url: str, loop: asyncio.AbstractEventLoop | None = None, time_limit: float = 5.0
+        cls,
+        url: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        time_limit: float = 5.0,
+        pool_size: int = 4,
     ) -> PostgresRepository:
         """Connect. `loop` is the trio-asyncio loop to run on (default: the current one)."""
         if loop is None:
@@ -102,20 +145,26 @@ class PostgresRepository:
                 raise ConfigurationError(
                     "the PostgreSQL backend needs a trio-asyncio loop (flowplane serve opens it)"
                 )
-        repo = cls(url, loop, time_limit)
+        repo = cls(url, loop, time_limit, pool_size)
         await repo._run(repo._connect, limited=False)
         return repo
 
     async def _connect(self) -> None:
-        settings = {"search_path": self.schema} if self.schema else None
+        # The server ends a statement that outlives the storage deadline too (the client has
+        # given up on it by then), so a stuck statement cannot hold locks past it.
+        settings = {
+            "application_name": self.application_name,
+            "statement_timeout": str(max(1, int(self.timeout * 1000))),
+        }
         if self.schema:
+            settings["search_path"] = self.schema
             conn = await asyncpg.connect(self.dsn, timeout=10)
             try:
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
             finally:
                 await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=4, timeout=10, server_settings=settings
+            self.dsn, min_size=1, max_size=self.pool_size, timeout=10, server_settings=settings
         )
 
     async def _run(self, fn: Callable[[], Awaitable[T]], *, limited: bool = True) -> T:
@@ -139,7 +188,21 @@ class PostgresRepository:
                     f"PostgreSQL did not answer within {self.timeout:g} s",
                     headers={"Retry-After": "1"},
                 ) from None
-            except (TimeoutError, asyncpg.PostgresError, OSError) as err:
+            except asyncpg.UniqueViolationError as err:
+                # A primary key or unique index refused a row another replica committed first
+                # (the change feed has not brought it here yet): the write conflicts.
+                raise Conflict(f"conflicting write: {err.detail or err}") from err
+            except (
+                OSError,
+                asyncpg.exceptions.PostgresConnectionError,
+                asyncpg.exceptions.OperatorInterventionError,
+            ) as err:
+                # The server is unreachable, restarting or ended the session: a retry after
+                # the database is back succeeds (the pool opens new connections).
+                raise StorageError(
+                    f"PostgreSQL is unavailable: {err}", headers={"Retry-After": "1"}
+                ) from err
+            except (TimeoutError, asyncpg.PostgresError) as err:
                 raise StorageError(f"PostgreSQL error: {err}") from err
             except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as err:
                 raise StorageError(
@@ -161,6 +224,7 @@ class PostgresRepository:
         async def apply() -> list[str]:
             applied = []
             async with self.pool.acquire() as c:
+                await c.execute("SET statement_timeout = 0")  # a migration takes what it takes
                 # One migrator at a time across replicas.
                 await c.execute("SELECT pg_advisory_lock(727274)")
                 try:
@@ -197,7 +261,17 @@ class PostgresRepository:
         if not writes:
             return  # nothing to commit (and no transaction to record)
         write_id = uuid.uuid4().hex
-        statements = [*write_statements(writes, dollar), *write_log_statements(write_id, dollar)]
+        statements = [
+            *write_statements(writes, dollar, cas=True),
+            *write_log_statements(write_id, dollar),
+        ]
+        # Resource upserts are compare-and-swaps (`cas`): statement i is writes[i].
+        swaps = {i: w.row for i, w in enumerate(writes) if isinstance(w, Upsert)}
+        swapped_out: ResourceRow | None = None  # an upsert whose stored version had moved on
+        entries = change_entries(writes)
+        fence = self.fence
+        stale: int | None = None  # another replica's position found past `fence`
+        position: int | None = None  # this write's change-log position
         # How far the transaction got; read after a failure, so the answer matches the database:
         # an error before COMMIT was sent means "not committed" (the server rolls back an open
         # transaction whose connection ends); after COMMIT returned, "committed", whatever the
@@ -205,14 +279,30 @@ class PostgresRepository:
         stage = "begin"
         backend: int | None = None
 
+        held = self._held
+
         async def tx() -> None:
-            nonlocal stage, backend
-            c = await self.pool.acquire()
+            nonlocal stage, backend, stale, position, swapped_out
+            c = held if held is not None else await self.pool.acquire()
             try:
                 backend = c.get_server_pid()
-                await c.execute("BEGIN")
-                for sql, params in statements:
-                    await c.execute(sql, *params)
+                if held is None:
+                    await c.execute("BEGIN")
+                if entries and held is None:
+                    await c.execute(CHANGE_LOCK)  # held until COMMIT/ROLLBACK
+                    if fence is not None and (latest := await c.fetchval(CHANGE_LATEST)) > fence:
+                        stale = latest
+                        await c.execute("ROLLBACK")
+                        return
+                for i, (sql, params) in enumerate(statements):
+                    status = await c.execute(sql, *params)
+                    if i in swaps and status.endswith(" 0"):  # "INSERT 0 <rows>"
+                        swapped_out = swaps[i]
+                        await c.execute("ROLLBACK")
+                        return
+                if entries:
+                    row = await c.fetchrow(CHANGE_APPEND, self.replica_id, json.dumps(entries))
+                    position = row[0]
                 stage = "commit"
                 await c.execute("COMMIT")
                 stage = "committed"
@@ -223,7 +313,8 @@ class PostgresRepository:
                 raise
             finally:
                 try:
-                    await self.pool.release(c)
+                    if held is None:  # else `exclusive()` releases it
+                        await self.pool.release(c)
                 except Exception as err:  # the commit's outcome is already known; see above
                     # (the pool closes a connection it could not reset)
                     log.debug("PostgreSQL connection not returned to the pool: %s", err)
@@ -233,6 +324,7 @@ class PostgresRepository:
         except StorageError as err:
             if stage == "committed":  # e.g. the deadline hit while the pool reset the connection
                 log.info("write %s committed; afterwards: %s", write_id, err.message)
+                self._advance(fence, position)
                 return
             if stage != "commit":
                 raise StorageError(
@@ -253,6 +345,120 @@ class PostgresRepository:
                     f"{err.message}: the write was not applied", headers=err.headers
                 ) from err
             log.info("write %s committed although its connection failed: %s", write_id, err)
+            return
+        if swapped_out is not None:
+            r = swapped_out
+            raise StaleState(
+                f"{r.kind} {r.key!r} is no longer at version {r.version - 1} in the database"
+                " (another writer changed it): nothing was written"
+            )
+        if stale is not None:
+            raise StaleState(
+                f"another replica changed the configuration (change {stale}, this replica is at"
+                f" {fence}): nothing was written"
+            )
+        self._advance(fence, position)
+
+    def _advance(self, fence: int | None, position: int | None) -> None:
+        """After a commit: memory (once the caller applies this write) reflects `position`, as
+        the lock guaranteed nobody committed between `fence` and it."""
+        if fence is not None and position is not None and self.fence == fence:
+            self.fence = position
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the change-log lock until exit, in a transaction on one connection: meanwhile
+        no other replica commits a change. `changes_after`, `load_resources` and `load_rows`
+        read on that transaction (so a catch-up inside sees the final state), and a `write`
+        inside commits it (releasing the lock); on exit without one it is rolled back. Only
+        for the single writer (the config actor): the connection serves one call at a time."""
+        if self._held is not None:
+            raise RuntimeError("exclusive() is not reentrant")
+
+        async def begin() -> asyncpg.Connection:
+            c = await self.pool.acquire()
+            try:
+                await c.execute("BEGIN")
+                await c.execute(CHANGE_LOCK)
+            except BaseException:
+                c.terminate()
+                await self.pool.release(c)
+                raise
+            return c
+
+        conn = await self._run(begin)
+        self._held = conn
+        try:
+            yield
+        finally:
+            self._held = None
+
+            async def end() -> None:
+                try:
+                    if not conn.is_closed() and conn.is_in_transaction():
+                        await conn.execute("ROLLBACK")
+                except BaseException:
+                    conn.terminate()
+                    raise
+                finally:
+                    await self.pool.release(conn)
+
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._run(end)
+                except StorageError as err:  # the server rolls back what the socket leaves
+                    log.debug("exclusive transaction not ended cleanly: %s", err.message)
+
+    def _reader(self) -> asyncpg.Pool | asyncpg.Connection:
+        """Where reads that a catch-up makes go: the `exclusive()` transaction, if held."""
+        return self._held if self._held is not None else self.pool
+
+    async def change_position(self) -> int:
+        """The latest committed change-log position (0: none yet)."""
+
+        async def latest() -> int:
+            return int(await self.pool.fetchval(CHANGE_LATEST))
+
+        return await self._run(latest)
+
+    async def changes_after(
+        self, position: int, limit: int = 500
+    ) -> list[tuple[int, str, list[list[str]]]]:
+        """(position, origin, entries) of the change-log rows after `position`, oldest first."""
+
+        async def read() -> list[tuple[int, str, list[list[str]]]]:
+            rows = await self._reader().fetch(
+                "SELECT position, origin, entries FROM change_log WHERE position > $1"
+                " ORDER BY position LIMIT $2",
+                position, limit,
+            )  # fmt: skip
+            return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+        return await self._run(read)
+
+    async def load_resources(self, keys: Sequence[tuple[str, str]]) -> list[ResourceRow]:
+        """The stored resources among `keys` ((kind, xds_name) pairs); absent ones are left out."""
+        kinds = [k for k, _ in keys]
+        names = [n for _, n in keys]
+        where = " WHERE (kind, xds_name) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+        sql = RESOURCE_SELECT.replace(" ORDER BY", where + " ORDER BY")
+
+        async def load() -> list[ResourceRow]:
+            rows = await self._reader().fetch(sql, kinds, names)
+            return [resource_from(tuple(r)) for r in rows]
+
+        return await self._run(load)
+
+    async def prune_changes(self, before: datetime) -> int:
+        """Delete the change-log rows committed before `before` (retention, by the leader)."""
+
+        async def prune() -> int:
+            status: str = await self.pool.execute(
+                "DELETE FROM change_log WHERE created_at < $1", before
+            )
+            return int(status.rpartition(" ")[2])
+
+        return await self._run(prune)
 
     async def write_outcome(self, write_id: str) -> bool | None:
         """Look the write up on a fresh connection. If it is absent while the backend that ran
@@ -292,7 +498,7 @@ class PostgresRepository:
         select = table_select(table)
 
         async def load() -> list[dict[str, Any]]:
-            rows = await self.pool.fetch(select)
+            rows = await self._reader().fetch(select)
             return [decode_record(list(r.keys()), list(r.values())) for r in rows]
 
         return await self._run(load)

@@ -64,8 +64,13 @@ def _encode(column: str, value: Any) -> Any:
     return value
 
 
-def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]:
-    """One statement per write, to run in order inside one transaction."""
+def write_statements(
+    writes: Sequence[Write], p: Placeholder, *, cas: bool = False
+) -> list[Statement]:
+    """One statement per write, to run in order inside one transaction. With `cas`, a resource
+    upsert is a compare-and-swap: it inserts a new row, or updates the stored one only if the
+    stored version is the one before the new version (an update of version N writes N + 1), so
+    it changes no row when another writer got there first (the caller checks the count)."""
     out: list[Statement] = []
     for w in writes:
         if isinstance(w, Upsert):
@@ -78,7 +83,8 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                     " UPDATE SET version = excluded.version,"
                     " source = excluded.source, spec = excluded.spec,"
                     " updated_at = excluded.updated_at, owner = excluded.owner,"
-                    " schema_version = excluded.schema_version",
+                    " schema_version = excluded.schema_version"
+                    + (" WHERE resources.version = excluded.version - 1" if cas else ""),
                     (
                         r.kind,
                         r.key,
@@ -155,6 +161,21 @@ def write_statements(writes: Sequence[Write], p: Placeholder) -> list[Statement]
                     ),
                 )
             )  # fmt: skip
+    return out
+
+
+def change_entries(writes: Sequence[Write]) -> list[list[str]]:
+    """What a write batch touched, for the change log (PostgreSQL 0006): `["resource", kind,
+    xds_name]` per resource, `[table, key]` per row of a small table; audit rows change no state
+    and are left out (a batch of audit rows only has no entries, and no change-log row)."""
+    out: list[list[str]] = []
+    for w in writes:
+        if isinstance(w, Upsert):
+            out.append(["resource", w.row.kind, w.row.key])
+        elif isinstance(w, Delete):
+            out.append(["resource", w.kind, w.key])
+        elif isinstance(w, Row | UpdateRow | DeleteRow):
+            out.append([w.table, w.key])
     return out
 
 

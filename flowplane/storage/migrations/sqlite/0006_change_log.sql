@@ -1,0 +1,3 @@
+-- No-op for SQLite: the change feed (PostgreSQL 0006_change_log) exists for replicas sharing one
+-- PostgreSQL database; SQLite is the single-process embedded backend. Kept so both dialects
+-- number their migrations alike.
