@@ -18,7 +18,7 @@ import typer
 from flowplane.cli import declarative
 from flowplane.cli.client import USAGE, CliError
 from flowplane.cli.context import FileOpt, OutputOpt, TeamOpt, client, read_input, single
-from flowplane.cli.kinds import ALL, TOKEN, Kind
+from flowplane.cli.kinds import ALL, API, CLUSTER, LISTENER, ROUTE_CONFIG, TOKEN, Kind
 from flowplane.cli.output import Format, console, dump_yaml, emit
 
 
@@ -31,6 +31,9 @@ def spec_from(kind: Kind, raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise CliError(f"{where}: expected a mapping (a {kind.label}'s JSON or YAML)")
     return raw
+
+
+HISTORY_KINDS = (CLUSTER, ROUTE_CONFIG, LISTENER, API)  # what the server keeps history of
 
 
 def register(app: typer.Typer) -> None:
@@ -144,6 +147,51 @@ def group(kind: Kind) -> typer.Typer:
         c.request("DELETE", kind.item_path(target), params=params, headers=headers)
         console().print(f"{kind.label} {name!r} deleted", highlight=False)
 
+    if kind in HISTORY_KINDS:
+
+        @g.command()
+        def history(
+            ctx: typer.Context,
+            name: Annotated[str, typer.Argument(metavar=key)],
+            version: Annotated[
+                int | None, typer.Option("--version", help="show this version as it was")
+            ] = None,
+            diff: Annotated[
+                bool, typer.Option("--diff", help="with --version: what it changed (RFC 6902)")
+            ] = False,
+            team: TeamOpt = None,
+            output: OutputOpt = Format.table,
+        ) -> None:
+            """Its versions, newest first (deleted ones too); `--version N` shows one."""
+            c = client(ctx)
+            params = {"team": team} if team and kind.team_scoped else {}
+            base = f"{kind.item_path(_history_key(kind, c, name, team))}/history"
+            if version is None:
+                emit(c.list_all(base, **params), output, HISTORY_COLUMNS)
+                return
+            if diff:
+                params["diff"] = "previous"
+            emit(c.get_json(f"{base}/{version}", **params), output)
+
+        @g.command()
+        def rollback(
+            ctx: typer.Context,
+            name: Annotated[str, typer.Argument(metavar=key)],
+            version: Annotated[int, typer.Argument(help="the version whose content comes back")],
+            team: TeamOpt = None,
+            if_match: Annotated[
+                int | None, typer.Option("--if-match", help="only if still at this version")
+            ] = None,
+            output: OutputOpt = Format.table,
+        ) -> None:
+            """A new version with an old version's content (re-creates a deleted one)."""
+            c = client(ctx)
+            params = {"team": team} if team and kind.team_scoped else {}
+            path = f"{kind.item_path(_history_key(kind, c, name, team))}/rollback"
+            headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+            r = c.request("POST", path, params=params, json={"version": version}, headers=headers)
+            emit(r.json(), output, kind.columns)
+
     if kind is TOKEN:
 
         @g.command()
@@ -161,6 +209,25 @@ def group(kind: Kind) -> typer.Typer:
                                 markup=False)  # fmt: skip
 
     return g
+
+
+HISTORY_COLUMNS = (
+    ("VERSION", lambda r: r.get("version")),
+    ("ACTION", lambda r: r.get("action")),
+    ("ACTOR", lambda r: r.get("actor")),
+    ("AT", lambda r: r.get("at")),
+)
+
+
+def _history_key(kind: Kind, c: Any, name: str, team: str | None) -> str:
+    """How history paths address `name`: by name, or an API by its id (an id as given is used
+    as is, so a deleted API's history can be read by its id)."""
+    if not kind.by_id:
+        return name
+    try:
+        return kind.key_of(kind.find(c, name, team))
+    except CliError:
+        return name  # not found by name: an id (perhaps of a deleted API)
 
 
 def run_editor(editor: str, text: str, kind: Kind) -> Any:

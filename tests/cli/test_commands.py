@@ -224,6 +224,32 @@ def test_edit_refuses_to_overwrite_a_concurrent_change(
     assert got["connectTimeoutSeconds"] == 7 and got["version"] == 2
 
 
+def test_history_and_rollback(cli: Any, tmp_path: Path) -> None:
+    """Issue 16: `history` / `rollback` once the endpoints exist (api.md "History and
+    rollback"): the versions newest first, one version and its RFC 6902 diff, a rollback as a
+    new version with the old content, a stale --if-match refused (412 -> exit 7), and a
+    deleted cluster re-created by rolling it back."""
+    ok(cli("clusters", "create", "-f", write(tmp_path / "c.json", cluster("cmd-hist"))))
+    ok(cli("clusters", "edit", "cmd-hist", env={"VISUAL": _editor(tmp_path, {"http2": True})}))
+    listed = ok(cli("clusters", "history", "cmd-hist", "-o", "json")).json()
+    assert [(v["version"], v["action"]) for v in listed] == [(2, "update"), (1, "create")]
+    table = ok(cli("clusters", "history", "cmd-hist")).out
+    assert "VERSION" in table and "update" in table
+    first = ok(cli("clusters", "history", "cmd-hist", "--version", "1", "-o", "json")).json()
+    assert "http2" not in json.dumps(first)
+    diff = ok(cli("clusters", "history", "cmd-hist", "--version", "2", "--diff", "-o", "json"))
+    assert {"op": "add", "path": "/http2", "value": True} in diff.json()  # RFC 6902
+    r = cli("clusters", "rollback", "cmd-hist", "1", "--if-match", "1")
+    assert r.code == 7, r.err  # it is at version 2
+    back = ok(cli("clusters", "rollback", "cmd-hist", "1", "--if-match", "2", "-o", "json")).json()
+    assert back["version"] == 3 and "http2" not in back
+    ok(cli("clusters", "delete", "cmd-hist"))
+    assert cli("clusters", "get", "cmd-hist").code == 5
+    again = ok(cli("clusters", "rollback", "cmd-hist", "3", "-o", "json")).json()
+    assert again["name"] == "cmd-hist" and again["version"] == 5  # 4 was the deletion
+    ok(cli("clusters", "delete", "cmd-hist"))
+
+
 def test_server_errors_are_messages_with_details(cli: Any, tmp_path: Path) -> None:
     """Errors print the server's message and each field detail (never a traceback), and the
     exit code tells the kind: 8 for a 400, 5 for a 404, 6 for a 409 (still referenced)."""
