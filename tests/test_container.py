@@ -209,6 +209,13 @@ def test_image_builds_and_runs(image: tuple[str, Path, dict[str, str]], tmp_path
         data.mkdir()
         os.chown(data, owner, 0)
         subprocess.run(["mount", "--bind", str(data), str(root / "data")], check=True)
+        # A container's /tmp is writable (its own layer, or a tmpfs with --read-only); here the
+        # image is mounted read-only, so give it one: the xDS worker processes' control socket
+        # lives there.
+        scratch = tmp_path / f"tmp-{owner}"
+        scratch.mkdir()
+        scratch.chmod(0o1777)
+        subprocess.run(["mount", "--bind", str(scratch), str(root / "tmp")], check=True)
         try:
             with (tmp_path / f"serve-{owner}.log").open("wb") as log:
                 server = subprocess.Popen(_in_image(root, env, "flowplane", "serve"), stdout=log,
@@ -232,4 +239,5 @@ def test_image_builds_and_runs(image: tuple[str, Path, dict[str, str]], tmp_path
                     server.send_signal(signal.SIGTERM)
                     server.wait(30)
         finally:
+            subprocess.run(["umount", str(root / "tmp")], check=True)
             subprocess.run(["umount", str(root / "data")], check=True)

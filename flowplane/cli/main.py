@@ -299,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug: say what, without a traceback
-        print(f"flowplane: unexpected error ({type(err).__name__}): {err}", file=sys.stderr)
+        leaf: BaseException = err
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]  # the error itself, not the nursery that carried it
+        print(f"flowplane: unexpected error ({type(leaf).__name__}): {leaf}", file=sys.stderr)
         return FAILED
     return 0
 

@@ -49,6 +49,9 @@ QUOTA_KEYS = {
 }
 
 
+NO_TOMBSTONE = 0  # a Plan's `tombstone` when undoing a create of a name never deleted before
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """One validated change of the resource `key` (its xDS name, flowplane.domain.naming):
@@ -63,7 +66,11 @@ class Plan:
     tombstone: int | None = None
 
     def inverse(self) -> Plan:
-        """The plan that undoes this one exactly (tombstones included)."""
+        """The plan that undoes this one exactly (tombstones included): undoing a create
+        restores the tombstone it replaced, or none (`NO_TOMBSTONE`) — not the one a delete
+        would leave, which made the next create of the name skip versions."""
+        if self.before is None and self.tombstone is None:
+            return Plan(self.kind, self.key, self.after, None, NO_TOMBSTONE)
         return Plan(self.kind, self.key, self.after, self.before, self.tombstone)
 
 
@@ -469,9 +476,13 @@ class ConfigState:
                     del self._teams_of[plan.kind][gone.name]
         if plan.after is None:
             if plan.before is not None:
-                self.tombstones[plan.kind, plan.before.team, plan.before.name] = (
-                    plan.tombstone if plan.tombstone is not None else plan.before.version + 1
-                )
+                deleted = (plan.kind, plan.before.team, plan.before.name)
+                if plan.tombstone == NO_TOMBSTONE:
+                    self.tombstones.pop(deleted, None)
+                else:
+                    self.tombstones[deleted] = (
+                        plan.tombstone if plan.tombstone is not None else plan.before.version + 1
+                    )
         else:
             if plan.before is None:
                 self.tombstones.pop((plan.kind, plan.after.team, plan.after.name), None)

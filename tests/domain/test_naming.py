@@ -106,3 +106,4 @@ def test_override_keys_name_the_listener_as_a_reference() -> None:
                     "action": {"type": "forward", "cluster": "c"}}]}]})  # fmt: skip
     (vhost,) = xds_model(rc, "a").virtual_hosts  # type: ignore[attr-defined]
     assert sorted(vhost.filters) == ["a/edge/jwt_authn", "gw/cors", "local_rate_limit"]
+
