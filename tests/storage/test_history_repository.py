@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flowplane.errors import StorageError
+from flowplane.errors import Conflict, StorageError
 from flowplane.storage.base import HistoryKey, HistoryRow, Repository
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -41,10 +41,10 @@ async def test_versions_are_read_by_key_newest_first(repo: Repository) -> None:
 
 async def test_a_version_is_written_once(repo: Repository) -> None:
     """(kind, team, name, version) is unique, a null team included: a batch that repeats one
-    fails whole."""
+    fails whole (PostgreSQL's unique violation is a Conflict at its edge: issue 13)."""
     await repo.migrate()
     await repo.write([version("a", 1)])
-    with pytest.raises(StorageError):
+    with pytest.raises((StorageError, Conflict)):
         await repo.write([version("b", 1), version("a", 1)])
     assert await repo.history_heads() == [("cluster", None, "a", 1)]
 
