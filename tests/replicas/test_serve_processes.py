@@ -139,8 +139,8 @@ async def test_write_on_one_process_is_served_by_the_other(tmp_path: Path) -> No
 async def test_concurrent_conflicting_writes_across_processes(tmp_path: Path) -> None:
     """The rule: "2 x 200 concurrent conflicting writes (same names, same ports, same If-Match)
     across both -> exactly one winner each, the rest 409/412, no duplicates in the database"
-    (issue 13), here 2 x 100 of each over real sockets to two real processes."""
-    pairs = 100
+    (issue 13): 2 x 200 of each over real sockets to two real processes."""
+    pairs = 200
 
     async def both(c: httpx.AsyncClient, request: Any) -> Counter[tuple[int, ...]]:
         out: dict[int, list[int]] = {i: [] for i in range(pairs)}
