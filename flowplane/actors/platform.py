@@ -39,7 +39,7 @@ from flowplane.domain.apis import (
 from flowplane.domain.auth import SYSTEM, Principal
 from flowplane.domain.common import parse
 from flowplane.domain.naming import SHARED, rewrite_refs, team_label, xds_name
-from flowplane.domain.resources import Kind
+from flowplane.domain.resources import Kind, StoredResource
 from flowplane.domain.route import VirtualHost
 from flowplane.domain.state import ConfigState, Plan, etag_matches, merge_patch
 from flowplane.errors import (
@@ -441,20 +441,7 @@ class ApplyApi(Txn):
                     else len(hosts)
                 )
                 hosts.insert(idx, new_vh)
-            spec = {**rc.spec, "virtualHosts": hosts}
-            if spec != rc.spec:
-                steps.add(
-                    state.plan_replace(
-                        Kind.ROUTE_CONFIG,
-                        rc_name,
-                        spec,
-                        None,
-                        source="platform",
-                        principal=SYSTEM,
-                        team=SHARED,
-                    ),
-                    "update",
-                )
+            _update_shared(state, steps, rc, {**rc.spec, "virtualHosts": hosts})
 
     def _gateway_listener(
         self, state: ConfigState, steps: _Steps, apis: dict[str, ApiRecord]
@@ -465,20 +452,23 @@ class ApplyApi(Txn):
         if lis is None:
             return
         shared = sorted((a.id, a.model) for a in apis.values() if not _isolated(a.model))
-        spec = gateway_listener_spec(lis.spec, gateway_http_filters(shared))
-        if spec != lis.spec:
-            steps.add(
-                state.plan_replace(
-                    Kind.LISTENER,
-                    lis.name,
-                    spec,
-                    None,
-                    source="platform",
-                    principal=SYSTEM,
-                    team=SHARED,
-                ),
-                "update",
-            )
+        _update_shared(
+            state, steps, lis, gateway_listener_spec(lis.spec, gateway_http_filters(shared))
+        )
+
+
+def _update_shared(
+    state: ConfigState, steps: _Steps, res: StoredResource, spec: dict[str, Any]
+) -> None:
+    """Plan `spec` for the shared gateway's `res` (its route config or listener), as the system,
+    if it changes anything."""
+    if spec != res.spec:
+        steps.add(
+            state.plan_replace(
+                res.kind, res.name, spec, None, source="platform", principal=SYSTEM, team=SHARED
+            ),
+            "update",
+        )
 
 
 def gateway_listener_spec(

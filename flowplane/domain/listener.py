@@ -44,8 +44,7 @@ class HttpFilter(ApiModel):
     config: dict[str, Any] | None = None
 
     # `typed_config` may name clusters: flowplane.domain.naming resolves them there.
-    ref_views: ClassVar[tuple[str, ...]] = ("typed_config",)
-    ref_view_sources: ClassVar[dict[str, str]] = {"typed_config": "config"}  # its JSON
+    ref_views: ClassVar[dict[str, str]] = {"typed_config": "config"}  # view -> its JSON field
 
     @model_validator(mode="after")
     def _typed(self) -> HttpFilter:

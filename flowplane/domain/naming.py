@@ -126,13 +126,14 @@ def _map_refs(value: Any, team: str | None) -> Any:
 # settings ...) is skipped, so resolving a large route config walks only its route actions.
 
 _REF, _KEYS, _WALK = object(), object(), object()
-_view_names: dict[type, tuple[str, ...]] = {}
+_view_names: dict[type, dict[str, str]] = {}
 
 
-def _views(cls: type[BaseModel]) -> tuple[str, ...]:
+def _views(cls: type[BaseModel]) -> dict[str, str]:
+    """`ref_views` of `cls`: cached property -> the field of the stored JSON it is parsed from."""
     views = _view_names.get(cls)
     if views is None:
-        views = _view_names[cls] = tuple(cls.__dict__.get("ref_views", ()))
+        views = _view_names[cls] = dict(cls.__dict__.get("ref_views", {}))
     return views
 
 
@@ -236,7 +237,7 @@ def _rewrite(value: Any, spec: Any, fn: Callable[[str], str]) -> bool:
                         spec[alias], changed = keys, True
             else:
                 changed |= _rewrite(getattr(value, field), sub, fn)
-        for attr, source in getattr(cls, "ref_view_sources", {}).items():
+        for attr, source in _views(cls).items():
             if source in spec:
                 changed |= _rewrite(getattr(value, attr), spec[source], fn)
     elif isinstance(value, list | tuple) and isinstance(spec, list):

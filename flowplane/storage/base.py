@@ -12,6 +12,7 @@ from datetime import datetime
 from importlib import resources as importlib_resources
 from typing import Any, Protocol
 
+from flowplane.domain.naming import xds_name
 from flowplane.errors import StorageError
 
 
@@ -31,8 +32,8 @@ class ResourceRow:
     @property
     def key(self) -> str:
         """The row's primary key within its kind: the resource's xDS name (`<team>/<name>`, or
-        the bare name of a shared one; flowplane.domain.naming)."""
-        return self.name if self.team is None else f"{self.team}/{self.name}"
+        the bare name of a shared one)."""
+        return xds_name(self.team, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import trio
@@ -25,13 +24,13 @@ from flowplane.settings import Settings, load_settings
 from flowplane.testing.plane import admin_token
 from flowplane.xds.types import CLUSTER_TYPE, ROUTE_TYPE
 from tests.helpers import N, ok
+from tests.storage.conftest import PG, drop_schema
 
 P = "/api/v1/platform"
 GATEWAY_ROUTES = "default-gateway-routes"
 GATEWAY = "default-gateway"
 KINDS = ("clusters", "route-configs", "listeners")
 SERVER_FIELDS = ("id", "version", "createdAt", "updatedAt", "generated")
-PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 JWT = {"issuer": "https://issuer.test", "jwksUri": "https://issuer.test/jwks.json"}
 RATE = {"requests": 5, "interval": "1m", "keyBy": "client_ip"}
@@ -337,15 +336,7 @@ async def pg_settings(aio_loop: asyncio.AbstractEventLoop) -> AsyncIterator[Sett
             default_gateway=True, default_gateway_address="127.0.0.1:10000",
         )  # fmt: skip
     finally:
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(PG)
-            try:
-                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            finally:
-                await conn.close()
-
-        await trio_asyncio.aio_as_trio(drop, loop=aio_loop)()
+        await drop_schema(schema, aio_loop)
 
 
 def client(core: Core) -> httpx.AsyncClient:

@@ -30,7 +30,7 @@ from flowplane.app import make_app, open_core
 from flowplane.settings import load_settings
 from flowplane.testing.factories import cluster_body
 from flowplane.testing.plane import admin_token
-from tests.storage.conftest import PG
+from tests.storage.conftest import PG, drop_schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -64,15 +64,7 @@ async def open_pg_app(**extra: Any) -> AsyncIterator[tuple[httpx.AsyncClient, st
                 ) as client:
                     yield client, schema, app_name
         finally:
-
-            async def drop() -> None:
-                conn = await asyncpg.connect(PG)
-                try:
-                    await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-                finally:
-                    await conn.close()
-
-            await trio_asyncio.aio_as_trio(drop, loop=loop)()
+            await drop_schema(schema, loop)
 
 
 @pytest.fixture
