@@ -82,31 +82,88 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 grpcio's default receive limit; Envoy's requests are far smaller (names and versions)."""
 
 
-async def _recv_limited(stream: Stream[Any, Any], limit: int) -> Any:
-    """grpclib's `Stream.recv_message`, refusing a message whose length prefix exceeds `limit`
-    before reading it (grpclib itself reads any size; the raw reads go through `compat`).
+class RequestFramer:
+    """gRPC request messages out of a stream's request bytes, as they arrive
+    (`compat.deliver_requests`): each whole message is decoded and handed to `handle`; the first
+    error, or the end of the stream, settles `done` and nothing after it is read.
 
-    Raises `BadRequest` (gRPC INVALID_ARGUMENT) for bytes that do not parse as the request type:
-    a client's malformed message is its error, not a crash of the stream actor.
+    Refused, each ending the stream with its gRPC status (xds rule 19: limits set deliberately):
+    a message whose length prefix exceeds `limit` (before its body is buffered; grpclib would
+    read any size), a compressed message, and bytes that do not parse as the request type (a
+    client's malformed message is its error, not a crash of the stream actor). An exception from
+    `handle` settles `done` with it, so the stream's writer ends the stream as it would have.
     """
-    meta = await compat.recv_request_bytes(stream, 5)
-    if not meta:
-        return None
-    if meta[0]:
-        raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
-    (length,) = struct.unpack(">I", meta[1:])
-    if length > limit:
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED, f"request of {length} bytes exceeds the {limit}-byte limit"
-        )
-    data = await compat.recv_request_bytes(stream, length)
-    kind = compat.request_type(stream)
-    try:
-        return kind.FromString(data)
-    except DecodeError:
-        raise BadRequest(
-            f"the request is not a valid {kind.DESCRIPTOR.full_name} protobuf message"
-        ) from None
+
+    __slots__ = ("_buf", "_handle", "_kind", "_limit", "done")
+
+    def __init__(
+        self, kind: Any, limit: int, handle: Callable[[Any], None], done: asyncio.Future[None]
+    ) -> None:
+        self._kind = kind
+        self._limit = limit
+        self._handle = handle
+        self._buf = bytearray()
+        self.done = done
+
+    def feed(self, data: bytes | None) -> None:
+        if self.done.done():
+            return
+        if data is None:
+            self._settle(None)
+            return
+        buf = self._buf
+        buf += data
+        while len(buf) >= 5:
+            compressed, length = _PREFIX.unpack_from(buf)
+            if compressed:
+                self._settle(
+                    GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
+                )
+                return
+            if length > self._limit:
+                self._settle(GRPCError(Status.RESOURCE_EXHAUSTED,
+                    f"request of {length} bytes exceeds the {self._limit}-byte limit"))  # fmt: skip
+                return
+            if len(buf) < 5 + length:
+                return
+            body = bytes(buf[5 : 5 + length])
+            del buf[: 5 + length]
+            try:
+                msg = self._kind.FromString(body)
+            except DecodeError:
+                self._settle(BadRequest(
+                    f"the request is not a valid {self._kind.DESCRIPTOR.full_name} protobuf message"
+                ))  # fmt: skip
+                return
+            try:
+                self._handle(msg)
+            except Exception as err:  # the stream's own failure: its writer reports it
+                self._settle(err)
+                return
+
+    def close(self) -> None:
+        """Read nothing more. The stream's buffer keeps `feed` until grpclib drops the stream;
+        dropping `handle` (a closure over the stream actor's state) breaks the cycle
+        stream -> buffer -> framer -> handle -> stream, so that state is freed by reference
+        counting when the stream ends, not at the next (rare, DESIGN.md §5) cycle collection."""
+        self._handle = _ignore
+        self._buf.clear()
+        if not self.done.done():
+            self.done.cancel()
+
+    def _settle(self, err: BaseException | None) -> None:
+        self._buf.clear()
+        if err is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(err)
+
+
+_PREFIX = struct.Struct(">BI")  # gRPC message prefix: compressed flag, length
+
+
+def _ignore(msg: Any) -> None:
+    pass
 
 
 def _san_team(cert: dict[str, Any] | None) -> str | None:
@@ -233,21 +290,59 @@ class AdsService:
             count_auth_failure("xds", err)
             raise GRPCError(Status(err.grpc_status), err.message) from None
         wake = asyncio.Event()
-        info = self.hub.register(protocol, _peer(stream), state, wake)
         observed = StreamObserver(protocol, token_id)
+        # The writer (the loop below) and `poke` share these: `parked` is True only while the
+        # writer waits for `wake` (it is then between two sends, never inside one), `unsent`
+        # holds responses `poke` took from the state machine but could not write at once.
+        parked = False
+        unsent: list[Outbound] = []
+
+        def poke() -> None:
+            """The stream may owe responses (a new snapshot, a new subscription, a token change).
+
+            Called on the loop, from the hub or the reader. While the writer is parked, what is
+            owed is written here and now when grpclib can take it without waiting
+            (`compat.send_message_now`): a push to 10,000 streams is then one pass over them,
+            not 10,000 task wake-ups. Anything else — the writer busy, no node yet, a token to
+            re-check, a full flow-control window — wakes the writer, which does it as before."""
+            if not parked or info.scope is None:
+                wake.set()
+                return
+            try:
+                if token_id is not None:
+                    self._still_valid(token_id)
+                snap = self.hub.snapshot
+                outs = state.outbound(scoped(snap, info.scope))
+            except Exception:  # a revoked token, or a crash: the writer meets it again and ends
+                wake.set()
+                return
+            for i, out in enumerate(outs):
+                if not compat.send_message_now(stream, out.body):
+                    unsent.extend(outs[i:])  # recorded as sent by the machine: the writer sends
+                    wake.set()
+                    break
+                observed.sent(snap, out.type_url, out.nonce, out.version)
+            if outs:
+                self.hub.changed(info)  # versions sent: the status report is due
+
+        info = self.hub.register(protocol, _peer(stream), state, poke)
         ended = "closed"  # how the stream ended, for flowplane_xds_stream_ends_total
         reader: asyncio.Future[None] | None = None
         try:
             reader = asyncio.ensure_future(
-                self._read(stream, state, info, wake, convert, identity, required, observed)
+                self._read(stream, state, info, wake, poke, convert, identity, required, observed)
             )
             while True:
                 wake.clear()
                 if token_id is not None:
                     self._still_valid(token_id)  # a revoked or expired token ends the stream
+                snap = self.hub.snapshot
+                while unsent:  # what `poke` could not write, in order, before anything newer
+                    out = unsent.pop(0)
+                    await stream.send_message(out.body)
+                    observed.sent(snap, out.type_url, out.nonce, out.version)
                 if info.scope is not None:  # known once the first request (with node) arrived
                     sent = False
-                    snap = self.hub.snapshot
                     for out in state.outbound(scoped(snap, info.scope)):
                         await stream.send_message(out.body)
                         observed.sent(snap, out.type_url, out.nonce, out.version)
@@ -256,7 +351,11 @@ class AdsService:
                         self.hub.changed(info)  # versions sent: the status report is due
                 if reader.done():
                     break
-                await wake.wait()
+                parked = True
+                try:
+                    await wake.wait()
+                finally:
+                    parked = False
             reader.result()  # re-raise what ended the reader (None on a clean end of stream)
         except (StreamTerminatedError, ConnectionError):
             raise
@@ -299,44 +398,50 @@ class AdsService:
         state: _Machine,
         info: StreamInfo,
         wake: asyncio.Event,
+        poke: Callable[[], None],
         convert: Callable[[Any], Any],
         identity: str | None,
         required: bool,
         observed: StreamObserver,
     ) -> None:
+        def handle(msg: Any) -> None:
+            if info.scope is None:
+                # xds rule 2: the node is on the first request; scope is fixed from it.
+                node = msg.node if msg.HasField("node") else None
+                info.node_metadata = (
+                    MessageToDict(node.metadata)
+                    if node is not None and node.HasField("metadata") else {}
+                )  # fmt: skip
+                info.scope = scope_from_node(
+                    node.id if node is not None else None, info.node_metadata,
+                    identity_team=identity, auth_required=required,
+                )  # fmt: skip
+                retain(info.scope)  # released when the stream ends (`_serve`)
+                node_id = node.id if node is not None else None
+                observed.identified(node_id, info.team)
+                log.info(
+                    "xDS %s stream %d connected: node %s (team %s) from %s",
+                    info.protocol, info.stream_id, node_id, info.team, info.address,
+                    extra={**_fields(info, observed.token_id), "node": node_id},
+                )  # fmt: skip
+            owes = state.on_request(convert(msg))
+            self.hub.changed(info)  # an ACK, a NACK or a new subscription
+            nack = msg.HasField("error_detail")
+            observed.received(msg.type_url, msg.response_nonce, nack)
+            if nack:  # only a NACK can record a rejection
+                self._note_rejections(info, observed.token_id)
+            if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
+                poke()
+
+        # Each request is handled as it arrives, inside the connection's data_received (no
+        # task wake-up per ACK); this task only waits for the end of the stream.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        framer = RequestFramer(compat.request_type(stream), MAX_REQUEST_BYTES, handle, done)
         try:
-            while True:
-                msg = await _recv_limited(stream, MAX_REQUEST_BYTES)
-                if msg is None:
-                    return
-                if info.scope is None:
-                    # xds rule 2: the node is on the first request; scope is fixed from it.
-                    node = msg.node if msg.HasField("node") else None
-                    info.node_metadata = (
-                        MessageToDict(node.metadata)
-                        if node is not None and node.HasField("metadata") else {}
-                    )  # fmt: skip
-                    info.scope = scope_from_node(
-                        node.id if node is not None else None, info.node_metadata,
-                        identity_team=identity, auth_required=required,
-                    )  # fmt: skip
-                    retain(info.scope)  # released when the stream ends (`_serve`)
-                    node_id = node.id if node is not None else None
-                    observed.identified(node_id, info.team)
-                    log.info(
-                        "xDS %s stream %d connected: node %s (team %s) from %s",
-                        info.protocol, info.stream_id, node_id, info.team, info.address,
-                        extra={**_fields(info, observed.token_id), "node": node_id},
-                    )  # fmt: skip
-                owes = state.on_request(convert(msg))
-                self.hub.changed(info)  # an ACK, a NACK or a new subscription
-                nack = msg.HasField("error_detail")
-                observed.received(msg.type_url, msg.response_nonce, nack)
-                if nack:  # only a NACK can record a rejection
-                    self._note_rejections(info, observed.token_id)
-                if owes:  # a plain ACK owes nothing: no writer wake-up (half the work per push)
-                    wake.set()
+            compat.deliver_requests(stream, framer.feed)
+            await done
         finally:
+            framer.close()
             wake.set()  # let the writer see that the reader is done
 
     def _note_rejections(self, info: StreamInfo, token_id: str | None) -> None:

@@ -2,10 +2,14 @@
 
 grpclib has no public API for four things the xDS edge needs (a request size limit checked
 before the body is read, the connections a server holds, the port it bound, keepalive settings),
-and trio-asyncio's main loop costs a trio checkpoint per asyncio callback (`flowplane.grpc.loop`
+its general per-message path costs what a push to 10,000 streams cannot afford (issue 14:
+`send_message_now` writes a DATA frame directly when nothing has to wait, `deliver_requests`
+hands request bytes over as they arrive instead of through a queue and a task), and
+trio-asyncio's main loop costs a trio checkpoint per asyncio callback (`flowplane.grpc.loop`
 replaces it). Each such access is a small named function here, written against the versions
-pinned in pyproject.toml: grpclib==0.4.9 and trio-asyncio==0.16.0. The rest of `flowplane/grpc`
-calls these functions and never touches an underscored attribute itself.
+pinned in pyproject.toml: grpclib==0.4.9, h2==4.4.1 (grpclib's HTTP/2) and trio-asyncio==0.16.0.
+The rest of `flowplane/grpc` calls these functions and never touches an underscored attribute
+itself.
 
 `INTERNALS` lists every attribute relied on, by owner; `tests/grpc/test_compat.py` checks each
 one on real objects of the installed versions, so an upgrade that drops or renames one fails
@@ -20,28 +24,66 @@ version's `_main_loop_one`.
 from __future__ import annotations
 
 import contextlib
+import struct
+import time
 import weakref
+from collections.abc import Callable
 from importlib import metadata
 from socket import socket
-from typing import Any
+from typing import Any, Final
 
 from grpclib.config import Configuration
-from grpclib.protocol import H2Protocol
+from grpclib.protocol import Buffer, H2Protocol
 from grpclib.server import Server, Stream
+from h2.connection import ConnectionState
+from h2.stream import StreamState
 
 from flowplane.errors import ConfigurationError
 
 GRPCLIB_VERSION = "0.4.9"
+H2_VERSION = "4.4.1"
 TRIO_ASYNCIO_VERSION = "0.16.0"
 
 INTERNALS: dict[str, tuple[str, ...]] = {
-    # grpclib 0.4.9 (recv_request_bytes, request_type, ConnectionTrackingServer, bound_sockets,
-    # keepalive_configuration)
-    "grpclib.server.Stream": ("_stream", "_recv_type"),
-    "grpclib.protocol.Stream": ("recv_data",),
+    # grpclib 0.4.9 (deliver_requests, send_message_now, request_type, ConnectionTrackingServer,
+    # bound_sockets, keepalive_configuration)
+    "grpclib.server.Stream": (
+        "_stream",
+        "_recv_type",
+        "_send_initial_metadata_done",
+        "_send_trailing_metadata_done",
+        "_cancel_done",
+        "_send_message_done",
+        "_messages_sent",
+    ),
+    "grpclib.protocol.Stream": (
+        "buffer",
+        "id",
+        "_h2_connection",
+        "_transport",
+        "connection",
+        "data_sent",
+    ),
+    "grpclib.protocol.Buffer": ("_ack_callback", "_acked", "_unacked", "_eof"),
+    "grpclib.protocol.Connection": (
+        "_transport",
+        "write_ready",
+        "data_sent",
+        "messages_sent",
+        "last_message_sent",
+        "data_send_process",
+    ),
+    # h2 4.4.1 (send_message_now: the bookkeeping of H2Connection.send_data, done directly)
+    "h2.connection.H2Connection": (
+        "state_machine",
+        "streams",
+        "_data_to_send",
+        "outbound_flow_control_window",
+        "max_outbound_frame_size",
+    ),
+    "h2.stream.H2Stream": ("state_machine", "outbound_flow_control_window"),
     "grpclib.server.Server": ("_protocol_factory", "_server"),
     "grpclib.protocol.H2Protocol": ("connection",),
-    "grpclib.protocol.Connection": ("_transport",),
     "grpclib.config.Configuration": (
         "_keepalive_time",
         "_keepalive_timeout",
@@ -70,21 +112,142 @@ INTERNALS: dict[str, tuple[str, ...]] = {
 # -- grpclib: server streams ------------------------------------------------------------------
 
 
-async def recv_request_bytes(stream: Stream[Any, Any], size: int) -> bytes:
-    """Up to `size` bytes of the request body of `stream` (fewer, or b"", at its end).
+_DATA_HEADER: Final = struct.Struct(">HBBBI")  # HTTP/2 frame header: 24-bit length, type, flags, id
+_GRPC_PREFIX: Final = struct.Struct(">BI")  # gRPC message prefix: compressed flag, length
+_SENDING_STREAM_STATES: Final = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
-    grpclib 0.4.9 offers only `Stream.recv_message`, which reads a message of any length before
-    decoding it; reading the HTTP/2 stream under it (`Stream._stream.recv_data`) lets the edge
-    read the 5-byte gRPC prefix and refuse an oversized message before buffering its body.
+
+def send_message_now(stream: Stream[Any, Any], body: bytes) -> bool:
+    """Write one gRPC message (`body`, already encoded) to `stream` at once, if it can be.
+
+    grpclib's `Stream.send_message` is a coroutine that goes through h2's general machinery for
+    every message: a `DataFrame` object, its serialization, the state machines' transitions and
+    four copies of the body (measured: a third of an xDS worker's CPU in a push to 10,000
+    streams, benchmarks/results/xds-workers.md). When nothing has to wait, sending a DATA frame
+    is only bytes and bookkeeping, done here exactly as h2 4.4.1's `H2Connection.send_data` and
+    grpclib 0.4.9's `Stream.send_message` / `protocol.Stream.send_data` do it:
+
+    - sent only if grpclib already sent the response headers and no trailers, the connection is
+      open on the server side (`ConnectionState.SERVER_OPEN`) and the h2 stream is open or
+      half-closed by the client (in those states h2's SEND_DATA transition changes nothing),
+      the transport is not paused (grpclib's `write_ready`), and the whole message fits in both
+      flow-control windows: then h2 would send the same frames, the windows and grpclib's
+      counters are decremented and advanced as they would be;
+    - otherwise nothing is written or changed and False is returned: the caller awaits
+      `stream.send_message`, which waits for the window or fails as grpclib does.
+
+    Frames already queued in h2 (`_data_to_send`) are written first, so order is kept.
     """
-    return await stream._stream.recv_data(size)
+    if (
+        not stream._send_initial_metadata_done
+        or stream._send_trailing_metadata_done
+        or stream._cancel_done
+    ):
+        return False
+    h2s = stream._stream
+    conn = h2s.connection
+    if not conn.write_ready.is_set():
+        return False
+    h2c = h2s._h2_connection
+    if h2c.state_machine.state is not ConnectionState.SERVER_OPEN:
+        return False
+    sid = h2s.id
+    assert sid is not None  # set once the request's headers arrived, before the handler runs
+    h2stream = h2c.streams.get(sid)
+    if h2stream is None or h2stream.state_machine.state not in _SENDING_STREAM_STATES:
+        return False
+    size = len(body) + _GRPC_PREFIX.size
+    if size > h2c.outbound_flow_control_window or size > h2stream.outbound_flow_control_window:
+        return False
+    limit = h2c.max_outbound_frame_size
+    prefix = _GRPC_PREFIX.pack(0, len(body))
+    if size <= limit:
+        parts: list[bytes | memoryview] = [
+            _DATA_HEADER.pack(size >> 8, size & 0xFF, 0, 0, sid),
+            prefix,
+            body,
+        ]
+    else:
+        data = memoryview(prefix + body)
+        parts = []
+        for start in range(0, size, limit):
+            chunk = data[start : start + limit]
+            n = len(chunk)
+            parts += (_DATA_HEADER.pack(n >> 8, n & 0xFF, 0, 0, sid), chunk)
+    pending = h2c._data_to_send
+    if pending:
+        parts.insert(0, bytes(pending))
+        h2c._data_to_send = bytearray()
+    h2c.outbound_flow_control_window -= size
+    h2stream.outbound_flow_control_window -= size
+    h2s._transport.write(b"".join(parts))
+    h2s.data_sent += size
+    conn.data_sent += size
+    conn.data_send_process()
+    stream._send_message_done = True
+    stream._messages_sent += 1
+    conn.messages_sent += 1
+    conn.last_message_sent = time.monotonic()
+    return True
+
+
+class _DeliveringBuffer(Buffer):
+    """A grpclib stream buffer that hands each chunk of request bytes to `deliver` as it arrives
+    (`None` at the end of the stream) instead of queueing it for `read`. Flow control is
+    acknowledged on arrival, as grpclib does when a chunk is read: `deliver` consumes it then."""
+
+    def __init__(
+        self, ack_callback: Callable[[int], None], deliver: Callable[[bytes | None], None]
+    ):
+        super().__init__(ack_callback)
+        self._deliver = deliver
+
+    def add(self, data: bytes, ack_size: int) -> None:
+        self._ack_callback(ack_size)
+        self._deliver(data)
+
+    def eof(self) -> None:
+        self._eof = True
+        self._deliver(None)
+
+    async def read(self, size: int) -> bytes:
+        raise RuntimeError("this stream's request bytes are delivered (deliver_requests)")
+
+    def unacked_size(self) -> int:
+        return 0
+
+
+def deliver_requests(stream: Stream[Any, Any], deliver: Callable[[bytes | None], None]) -> None:
+    """From now on, call `deliver` with each chunk of `stream`'s request bytes as grpclib
+    receives it, and with None at the end of the stream; first with what it already holds.
+
+    grpclib 0.4.9 queues request bytes in the stream's `Buffer` (`protocol.Stream.buffer`) for a
+    task to `read`: one task wake-up and two queue operations per message. An xDS stream reads
+    an ACK per response it is sent, so a push to 10,000 streams cost as many wake-ups again
+    (benchmarks/results/xds-workers.md); delivered, the ACK is handled where it is received.
+    `deliver` runs inside the connection's `data_received` and must not raise. The bytes the
+    old buffer holds (chunks left after a read, then chunks not read yet, then the end of
+    stream) are delivered first, in order, each acknowledged as `read` would have.
+    """
+    h2s = stream._stream
+    old = h2s.buffer
+    h2s.buffer = _DeliveringBuffer(old._ack_callback, deliver)
+    for chunk, _size in old._acked:  # already acknowledged by the read that left them
+        deliver(bytes(chunk))
+    old._acked.clear()
+    while not old._unacked.empty():
+        data, _size, ack_size = old._unacked.get_nowait()
+        if data or ack_size:  # (b"", 0, 0) is grpclib's end-of-stream marker: `_eof` says it
+            h2s.buffer.add(data, ack_size)
+    if old._eof:
+        h2s.buffer.eof()
 
 
 def request_type(stream: Stream[Any, Any]) -> Any:
     """The protobuf message class of `stream`'s requests (from the handler's registration).
 
     grpclib 0.4.9 keeps it in `Stream._recv_type` only; needed to decode a body read with
-    `recv_request_bytes`.
+    `deliver_requests`.
     """
     return stream._recv_type
 

@@ -74,7 +74,7 @@ class Hub:
     def __init__(self) -> None:
         self.snapshot = Snapshot.empty()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakers: dict[int, asyncio.Event] = {}
+        self._wakers: dict[int, Callable[[], None]] = {}
         self.streams: dict[int, StreamInfo] = {}
         self._ids = itertools.count(1)
         self.published = 0
@@ -109,8 +109,8 @@ class Hub:
             self._loop.call_soon(self._wake_all)
 
     def _wake_all(self) -> None:
-        for ev in self._wakers.values():
-            ev.set()
+        for poke in list(self._wakers.values()):
+            poke()
 
     def changed(self, info: StreamInfo) -> None:
         """`info`'s status (versions sent or acknowledged, a rejection) may have changed.
@@ -119,8 +119,9 @@ class Hub:
         hub collects them for its next status report to the core."""
 
     def register(
-        self, protocol: str, address: str, state: StreamState, wake: asyncio.Event
+        self, protocol: str, address: str, state: StreamState, wake: Callable[[], None]
     ) -> StreamInfo:
+        """Register a stream; `wake` is called (on the loop) whenever it may owe responses."""
         sid = next(self._ids)
         info = StreamInfo(sid, protocol, address, datetime.now(UTC), state)
         self.streams[sid] = info

@@ -31,13 +31,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
-from prometheus_client import REGISTRY
 
 from flowplane.errors import Unauthorized
 from flowplane.grpc import compat
@@ -46,6 +45,7 @@ from flowplane.grpc.frames import FrameBuffer, FrameError, apply_frame, frame, s
 from flowplane.grpc.hub import Hub, StreamInfo, StreamState
 from flowplane.grpc.proto import flowplane_workers_pb2 as pb
 from flowplane.grpc.server import keepalive_config
+from flowplane.observability import metrics
 from flowplane.observability.logging import configure_logging
 from flowplane.settings import Settings
 from flowplane.tls import xds_server_context
@@ -54,12 +54,8 @@ from flowplane.xds.sotw import NameLimits, Rejection
 
 log = logging.getLogger("flowplane.worker")
 
-COUNTER_FAMILIES = (
-    "flowplane_xds_streams",
-    "flowplane_xds_responses_total",
-    "flowplane_xds_nacks_total",
-    "flowplane_xds_stream_crashes_total",
-)
+_REPORTED = (metrics.XDS_STREAMS, metrics.XDS_RESPONSES, metrics.XDS_NACKS,
+             metrics.XDS_STREAM_CRASHES)  # fmt: skip
 """The metrics a worker reports to the core (which adds them to its own: `/metrics`)."""
 
 
@@ -77,7 +73,7 @@ class WorkerHub(Hub):
         self.dirty[info.stream_id] = info
 
     def register(
-        self, protocol: str, address: str, state: StreamState, wake: asyncio.Event
+        self, protocol: str, address: str, state: StreamState, wake: Callable[[], None]
     ) -> StreamInfo:
         info = super().register(protocol, address, state, wake)
         self.dirty[info.stream_id] = info
@@ -202,9 +198,9 @@ class WorkerAds(AdsService):
 
 def _counters() -> pb.Counters:
     out = pb.Counters()
-    for family in REGISTRY.collect():
-        if family.name not in COUNTER_FAMILIES and f"{family.name}_total" not in COUNTER_FAMILIES:
-            continue
+    # only these metrics' own families: REGISTRY.collect() would also run the process, platform
+    # and GC collectors (reading /proc) every status interval, to throw their samples away
+    for family in (f for m in _REPORTED for f in m.collect()):
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue

@@ -56,9 +56,21 @@ class _Seen:
     missing: list[str]  # compat.INTERNALS of grpclib's objects not found, while all were live
     protocols: list[H2Protocol]
     request: Any
-    reply: Any
+    replies: list[Any]
     open_before_close: list[bool]
     closing_after_close: list[bool]
+    fast: list[bool]  # compat.send_message_now's answers: before the headers, then per reply
+    windows: list[int]  # the stream's send window after the headers, then after each reply
+
+
+def _replies(request: Any) -> list[Any]:
+    """What the echo handler answers: the request itself (one DATA frame), a 40 KB message (more
+    than one 16 KB frame, within the 64 KB window) and a 70 KB one (more than the window)."""
+    return [
+        request,
+        DiscoveryRequest(type_url=request.type_url, resource_names=["x" * 1000] * 40),
+        DiscoveryRequest(type_url=request.type_url, resource_names=["y" * 1000] * 70),
+    ]
 
 
 async def _echo_exchange() -> _Seen:
@@ -66,14 +78,42 @@ async def _echo_exchange() -> _Seen:
     then close the server's connections through `compat` while the client still holds one."""
     streams: list[Stream[Any, Any]] = []
     requests: list[Any] = []
+    fast: list[bool] = []
+    windows: list[int] = []
+    h2s: list[tuple[Any, Any]] = []
+    buffers: list[Any] = []
 
     async def echo(stream: Stream[Any, Any]) -> None:
         streams.append(stream)
-        prefix = await compat.recv_request_bytes(stream, 5)
-        (length,) = struct.unpack(">I", prefix[1:])
-        body = await compat.recv_request_bytes(stream, length)
+        buffers.append(stream._stream.buffer)  # grpclib's own, before deliver_requests
+        whole: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        chunks = bytearray()
+
+        def deliver(data: bytes | None) -> None:
+            if data is None:
+                whole.set_result(bytes(chunks))
+            else:
+                chunks.extend(data)
+
+        compat.deliver_requests(stream, deliver)
+        raw = await whole  # the client ends its side after its one message
+        (length,) = struct.unpack(">I", raw[1:5])
+        body = raw[5 : 5 + length]
+        assert len(raw) == 5 + length
         requests.append(compat.request_type(stream).FromString(body))
-        await stream.send_message(requests[-1])
+        request = requests[-1]
+        # before the response headers: the fast path refuses (grpclib sends them first)
+        fast.append(compat.send_message_now(stream, request.SerializeToString()))
+        await stream.send_initial_metadata()
+        h2c = stream._stream._h2_connection
+        h2s.append((h2c, h2c.streams[stream._stream.id]))
+        windows.append(h2c.local_flow_control_window(stream._stream.id))
+        for reply in _replies(request):
+            ok = compat.send_message_now(stream, reply.SerializeToString())
+            fast.append(ok)
+            windows.append(h2c.local_flow_control_window(stream._stream.id))
+            if not ok:
+                await stream.send_message(reply)  # grpclib waits for the client's window update
 
     class Echo:
         def __mapping__(self) -> dict[str, Handler]:
@@ -86,19 +126,21 @@ async def _echo_exchange() -> _Seen:
     try:
         sockets = compat.bound_sockets(server)
         port = int(sockets[0].getsockname()[1])
-        channel = Channel("127.0.0.1", port)
+        # HTTP/2's default 64 KB windows (grpclib's client would grant 4 MB): a reply can exceed it
+        small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
+        channel = Channel("127.0.0.1", port, config=small)
         try:
             sent = DiscoveryRequest(type_url="type.example/T", version_info="v1")
             async with channel.request(
                 ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
             ) as call:
                 await call.send_message(sent, end=True)
-                reply = await call.recv_message()
+                replies = [await call.recv_message() for _ in _replies(sent)]
                 await call.recv_trailing_metadata()
             protocols = list(server.protocols)
             assert streams, "the handler never ran"
             assert protocols, "the server recorded no connection"
-            missing = _missing_on_grpclib(server, streams[0], protocols[0])
+            missing = _missing_on_grpclib(server, streams[0], protocols[0], buffers[0], *h2s[0])
             open_before = [not p.connection.is_closing() for p in protocols]
             server.close_connections()
             await asyncio.sleep(0)
@@ -109,7 +151,8 @@ async def _echo_exchange() -> _Seen:
         server.close()
         await server.wait_closed()
         await asyncio.sleep(0)  # let the transports finish closing
-    return _Seen(port, missing, protocols, requests[0], reply, open_before, closing_after)
+    return _Seen(port, missing, protocols, requests[0], replies, open_before, closing_after,
+                 fast, windows)  # fmt: skip
 
 
 def _missing(instances: dict[str, object]) -> list[str]:
@@ -124,11 +167,16 @@ def _missing(instances: dict[str, object]) -> list[str]:
     ]
 
 
-GRPCLIB_OWNERS = {owner for owner in compat.INTERNALS if owner.startswith("grpclib.")}
+GRPCLIB_OWNERS = {owner for owner in compat.INTERNALS if owner.startswith(("grpclib.", "h2."))}
 
 
-def _missing_on_grpclib(server: object, stream: object, protocol: H2Protocol) -> list[str]:
+def _missing_on_grpclib(
+    server: object, stream: object, protocol: H2Protocol, buffer: object, h2c: object, h2s: object
+) -> list[str]:
     instances = {
+        "grpclib.protocol.Buffer": buffer,
+        "h2.connection.H2Connection": h2c,
+        "h2.stream.H2Stream": h2s,
         "grpclib.server.Stream": stream,
         "grpclib.protocol.Stream": getattr(stream, "_stream", None),
         "grpclib.server.Server": server,
@@ -162,10 +210,11 @@ async def test_every_internal_relied_on_still_exists() -> None:
             }
             assert set(instances) | GRPCLIB_OWNERS == set(compat.INTERNALS)
             missing = seen.missing + _missing(instances)
-    versions = {d: metadata.version(d) for d in ("grpclib", "trio-asyncio")}
+    versions = {d: metadata.version(d) for d in ("grpclib", "trio-asyncio", "h2")}
     assert not missing, (
         f"gone from the installed {versions}: {missing}. flowplane/grpc/compat.py was written "
-        f"against grpclib {compat.GRPCLIB_VERSION} and trio-asyncio {compat.TRIO_ASYNCIO_VERSION}"
+        f"against grpclib {compat.GRPCLIB_VERSION}, h2 {compat.H2_VERSION} and trio-asyncio "
+        f"{compat.TRIO_ASYNCIO_VERSION}"
     )
 
 
@@ -177,9 +226,26 @@ async def test_the_grpclib_accessors_work_on_a_real_stream() -> None:
             seen = await trio_asyncio.aio_as_trio(_echo_exchange)()
     assert seen.port > 0
     assert seen.request == DiscoveryRequest(type_url="type.example/T", version_info="v1")
-    assert seen.reply == seen.request  # the echo went back over the same stream
+    assert seen.replies == _replies(seen.request)  # the echo went back over the same stream
     assert seen.open_before_close == [True] * len(seen.protocols)
     assert seen.closing_after_close == [True] * len(seen.protocols)
+
+
+async def test_send_message_now_writes_what_h2_would_or_nothing() -> None:
+    """`compat.send_message_now` sends a message at once only when grpclib could without waiting
+    (headers sent, the whole message within the flow-control window), in frames of at most the
+    peer's frame size, decrementing the window by what it sent; otherwise it writes nothing and
+    the caller's `send_message` waits for the window as grpclib does. The client (grpclib's, on
+    h2) decodes every message."""
+    with trio.fail_after(10):
+        async with trio_asyncio.open_loop():
+            seen = await trio_asyncio.aio_as_trio(_echo_exchange)()
+    assert seen.fast == [False, True, True, False]  # before headers; 1 frame; 3 frames; > window
+    sizes = [len(r.SerializeToString()) + 5 for r in _replies(seen.request)]
+    assert sizes[1] > 16384 and sizes[1] < seen.windows[0] < sizes[1] + sizes[2]
+    assert seen.windows[1] == seen.windows[0] - sizes[0]
+    assert seen.windows[2] == seen.windows[1] - sizes[1]
+    assert seen.replies == _replies(seen.request)
 
 
 def test_keepalive_configuration_sets_the_private_fields() -> None:
