@@ -23,6 +23,7 @@ class StreamState(Protocol):
     node_id: str | None
 
     def status(self) -> dict[str, TypeStatus]: ...
+    def versions(self) -> list[tuple[str, str | None, str | None, bool]]: ...
 
 
 @dataclass

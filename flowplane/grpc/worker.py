@@ -96,15 +96,15 @@ class WorkerHub(Hub):
         out = pb.NodeStatus(serial=serial, removed=sorted(self.removed))
         groups: dict[tuple[str, str | None, str | None], list[int]] = {}
         for sid, info in self.dirty.items():
-            status = info.state.status()
+            versions = info.state.versions()
             if (sid not in self.reported or not info.accepted
-                    or any(st.last_rejection is not None for st in status.values())):
+                    or any(rejected for *_, rejected in versions)):
                 out.upserted.append(stream_status(info))
                 if info.accepted:
                     self.reported.add(sid)
                 continue
-            for url, st in status.items():
-                groups.setdefault((url, st.version_sent, st.version_acked), []).append(sid)
+            for url, sent, acked, _ in versions:
+                groups.setdefault((url, sent, acked), []).append(sid)
         for (url, sent, acked), ids in groups.items():
             out.groups.add(type_url=url, version_sent=sent or "", version_acked=acked or "",
                            stream_ids=ids)  # fmt: skip

@@ -63,6 +63,7 @@ from flowplane.xds.sotw import (
     Rejection,
     TypeStatus,
     type_statuses,
+    type_versions,
 )
 from flowplane.xds.types import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from flowplane.xds.wire import delta_response, with_nonce
@@ -498,6 +499,12 @@ class DeltaStream:
     def status(self) -> dict[str, TypeStatus]:
         """type URL -> what was sent, acked and rejected, for every type the stream requested."""
         return type_statuses(self._order, self._types)
+
+    def versions(self) -> list[tuple[str, str | None, str | None, bool]]:
+        """`status()` in brief: (type URL, version sent, version acknowledged, whether a
+        rejection is recorded) per requested type, as an xDS worker's status report groups
+        streams (built for every stream after a push: no TypeStatus objects)."""
+        return type_versions(self._order, self._types)
 
     def subscription(self, type_url: str) -> tuple[bool, frozenset[str]] | None:
         """(wildcard, explicit names) for `type_url`, or None if it was never requested."""

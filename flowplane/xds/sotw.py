@@ -395,6 +395,12 @@ class SotwStream:
         """type URL -> what was sent, acked and rejected, for every type the stream requested."""
         return type_statuses(self._order, self._types)
 
+    def versions(self) -> list[tuple[str, str | None, str | None, bool]]:
+        """`status()` in brief: (type URL, version sent, version acknowledged, whether a
+        rejection is recorded) per requested type, as an xDS worker's status report groups
+        streams (built for every stream after a push: no TypeStatus objects)."""
+        return type_versions(self._order, self._types)
+
     def subscription(self, type_url: str) -> tuple[bool, frozenset[str]] | None:
         """(wildcard, explicit names) for `type_url`, or None if it was never requested."""
         st = self._types.get(type_url)
@@ -423,6 +429,17 @@ def type_statuses(
         for url in order
         for st in (types[url],)
     }
+
+
+def type_versions(
+    order: Sequence[str], types: Mapping[str, _StatusFields]
+) -> list[tuple[str, str | None, str | None, bool]]:
+    """`versions()` of a stream state machine (SotW or delta)."""
+    out = []
+    for url in order:
+        st = types[url]
+        out.append((url, st.version_sent, st.version_acked, st.last_rejection is not None))
+    return out
 
 
 def _select(ts: TypeSnapshot, names: frozenset[str]) -> tuple[Mapping[str, Resource], str]:

@@ -177,6 +177,10 @@ def _missing_on_grpclib(
         "grpclib.protocol.Buffer": buffer,
         "h2.connection.H2Connection": h2c,
         "h2.stream.H2Stream": h2s,
+        "h2.frame_buffer.FrameBuffer": getattr(h2c, "incoming_buffer", None),
+        "h2.stream.H2StreamStateMachine": getattr(h2s, "state_machine", None),
+        "h2.windows.WindowManager": getattr(h2s, "_inbound_window_manager", None),
+        "grpclib.protocol.EventsProcessor": getattr(protocol, "processor", None),
         "grpclib.server.Stream": stream,
         "grpclib.protocol.Stream": getattr(stream, "_stream", None),
         "grpclib.server.Server": server,
@@ -246,6 +250,107 @@ async def test_send_message_now_writes_what_h2_would_or_nothing() -> None:
     assert seen.windows[1] == seen.windows[0] - sizes[0]
     assert seen.windows[2] == seen.windows[1] - sizes[1]
     assert seen.replies == _replies(seen.request)
+
+
+ROUNDS = 6
+
+
+async def _streaming_exchange() -> tuple[int, dict[str, int], list[Any]]:
+    """A client sends ROUNDS requests on one stream, each after the reply to the one before (20
+    KB each, so its 64 KB window makes it send WINDOW_UPDATEs), then a last one; the server
+    delivers them (`deliver_requests`) and replies. Returns the chunks `receive_now` handled,
+    the flow-control state and counters h2 and grpclib hold when the last request arrives, and
+    the requests the server decoded."""
+    got: asyncio.Queue[Any] = asyncio.Queue()
+    state: dict[str, int] = {}
+    seen: list[Any] = []
+
+    async def serve(stream: Stream[Any, Any]) -> None:
+        chunks = bytearray()
+
+        def deliver(data: bytes | None) -> None:
+            chunks.extend(data or b"")
+            while len(chunks) >= 5:
+                (length,) = struct.unpack(">I", chunks[1:5])
+                if len(chunks) < 5 + length:
+                    return
+                got.put_nowait(DiscoveryRequest.FromString(bytes(chunks[5 : 5 + length])))
+                del chunks[: 5 + length]
+
+        compat.deliver_requests(stream, deliver)
+        for i in range(ROUNDS + 1):
+            request = await got.get()
+            seen.append(request)
+            if i == ROUNDS:
+                h2c = stream._stream._h2_connection
+                h2s = h2c.streams[stream._stream.id]
+                state.update(
+                    conn_in=h2c._inbound_flow_control_window_manager.current_window_size,
+                    stream_in=h2s._inbound_window_manager.current_window_size,
+                    conn_out=h2c.outbound_flow_control_window,
+                    stream_out=h2s.outbound_flow_control_window,
+                    conn_received=stream._stream.connection.data_received,
+                    stream_received=stream._stream.data_received,
+                    content_length=h2s._actual_content_length,
+                )
+            await stream.send_message(
+                DiscoveryRequest(version_info=str(i), resource_names=["z" * 1000] * 20)
+            )
+
+    class Service:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                ECHO: Handler(serve, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest)
+            }
+
+    server = compat.ConnectionTrackingServer([Service()])
+    await server.start("127.0.0.1", 0)
+    try:
+        port = int(compat.bound_sockets(server)[0].getsockname()[1])
+        small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
+        channel = Channel("127.0.0.1", port, config=small)
+        try:
+            async with channel.request(
+                ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
+            ) as call:
+                for i in range(ROUNDS + 1):
+                    await call.send_message(
+                        DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}"),
+                        end=i == ROUNDS,
+                    )
+                    reply = await call.recv_message()
+                    assert reply.version_info == str(i)
+                await call.recv_trailing_metadata()
+            handled = sum(p.received_now for p in server.protocols)
+        finally:
+            channel.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)
+    return handled, state, seen
+
+
+async def test_receive_now_leaves_h2_and_grpclib_as_h2_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`compat.receive_now` takes a stream's steady-state frames (DATA, WINDOW_UPDATE) past h2:
+    the same exchange, with it and with every chunk given to h2, ends in the same flow-control
+    windows, counters and decoded requests; and it did take some (the client's end of stream,
+    HEADERS and SETTINGS go to h2)."""
+    with trio.fail_after(10):
+        async with trio_asyncio.open_loop():
+            fast = await trio_asyncio.aio_as_trio(_streaming_exchange)()
+    monkeypatch.setattr(compat, "receive_now", lambda protocol, data: False)
+    with trio.fail_after(10):
+        async with trio_asyncio.open_loop():
+            slow = await trio_asyncio.aio_as_trio(_streaming_exchange)()
+    assert fast[0] >= ROUNDS - 1 and slow[0] == 0
+    assert fast[1] == slow[1]
+    assert fast[1]["conn_out"] < 65535  # the client did send window updates (and data)
+    assert fast[2] == slow[2] == [
+        DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}") for i in range(ROUNDS + 1)
+    ]
 
 
 def test_keepalive_configuration_sets_the_private_fields() -> None:

@@ -911,3 +911,22 @@ def test_random_request_sequences_keep_the_invariants(
         else:
             _drive(stream, client, snap, nonces)
     _drive(stream, client, snap, nonces)
+
+
+def test_versions_is_status_in_brief() -> None:
+    """`versions()` (what an xDS worker's status report groups streams by) says what `status()`
+    says: per requested type, in order, the version sent and acknowledged and whether a
+    rejection is recorded."""
+    s = DeltaStream()
+    s.on_request(req(CDS, node="envoy-1"))
+    s.on_request(req(RDS, ["r"]))
+    cds, rds = s.outbound(snapshot(BASE))
+    ack(s, cds)
+    nack(s, rds)
+    brief = [
+        (url, st.version_sent, st.version_acked, st.last_rejection is not None)
+        for url, st in s.status().items()
+    ]
+    assert s.versions() == brief
+    assert [b[3] for b in brief] == [False, True]
+    assert brief[0][2] == cds.version
