@@ -154,6 +154,8 @@ class Gen:
                "--max-seconds", str(args.max_seconds)]  # fmt: skip
         if args.delta:
             cmd.append("--delta")
+        if args.generator_h2_only:
+            cmd.append("--h2-only")
         self.cmd = cmd
         self.count = count
         self.proc = subprocess.Popen(
@@ -241,7 +243,8 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": args.nodes, "changes": args.changes,
                            "generators": args.generators, "clusters": args.clusters,
                            "mode": "delta" if args.delta else "sotw",
-                           "xds_workers": args.xds_workers}  # fmt: skip
+                           "xds_workers": args.xds_workers,
+                           "generator_framing": "h2" if args.generator_h2_only else "raw"}  # fmt: skip
     log = log_path.open("w")
     prof = ["-m", "cProfile", "-o", args.server_profile] if args.server_profile else []
     server = subprocess.Popen([sys.executable, *prof, "-m", "flowplane.cli.main", "serve"], env=env,
@@ -502,6 +505,9 @@ def main() -> None:
                     help="at the end, restart the server (SIGTERM, start again on the same "
                     "database and ports) and time the reconnect storm of every node")
     ap.add_argument("--parser", choices=("upb", "scan"), default="upb")
+    ap.add_argument("--generator-h2-only", action="store_true",
+                    help="the generators frame every HTTP/2 frame with h2 (as before "
+                    "2026-12-03 session 5), not only the connection set-up: see xds_load.Node")
     ap.add_argument(
         "--pin", action="store_true", help="pin the server to CPU 0 and the generators to CPU 1"
     )
@@ -560,8 +566,9 @@ def report(o: dict[str, Any]) -> None:
     c, p, r = o["connect"], o["push"], o["server_rss_mb"]
     print(f"# {o['date']} {o['machine']}")
     print(
-        f"{o['mode']}: N={o['nodes']} nodes ({o['generators']} generator process(es)), "
-        f"{o['clusters']} clusters, {o['changes']} changes"
+        f"{o['mode']}: N={o['nodes']} nodes ({o['generators']} generator process(es), "
+        f"{o.get('generator_framing', 'h2')} framing), {o['clusters']} clusters, "
+        f"{o['changes']} changes, {o['xds_workers']} xDS worker(s)"
     )
     print(
         f"connect: all TCP+h2 in {c['all_tcp_s']:.2f} s, all initial configs in "

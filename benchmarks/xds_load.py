@@ -128,6 +128,10 @@ def scan(buf: bytes, wanted: frozenset[int]) -> dict[int, list[bytes]]:
     return out
 
 
+Parsed = tuple[str, str, bytes, int]
+"""What a codec reads of a response: (version label, type_url, nonce, number of resources)."""
+
+
 def node_bytes(node_id: str, cluster: str) -> bytes:
     """envoy.config.core.v3.Node{id=1, cluster=2}."""
     return field(1, node_id.encode()) + field(2, cluster.encode())
@@ -138,7 +142,7 @@ class SotwCodec:
     DiscoveryResponse{version_info=1, resources=2, type_url=4, nonce=5}."""
 
     path = SOTW_PATH
-    _WANT = frozenset((1, 4, 5))
+    _WANT = frozenset((1, 2, 4, 5))
 
     def __init__(
         self, node: bytes, type_url: str, node_every_request: bool = True, parser: str = "upb"
@@ -153,17 +157,18 @@ class SotwCodec:
         return self.node + self.type_url  # wildcard: no resource_names
 
     @staticmethod
-    def parse_upb(msg: bytes) -> tuple[str, str, bytes]:
+    def parse_upb(msg: bytes) -> Parsed:
         r = _pb().DiscoveryResponse.FromString(msg)
-        return r.version_info, r.type_url, r.nonce.encode()
+        return r.version_info, r.type_url, r.nonce.encode(), len(r.resources)
 
-    def parse_scan(self, msg: bytes) -> tuple[str, str, bytes]:
-        """(version label, type_url, nonce) of one response."""
+    def parse_scan(self, msg: bytes) -> Parsed:
+        """(version label, type_url, nonce, number of resources) of one response."""
         f = scan(msg, self._WANT)
         return (
             bytes(f[1][-1]).decode() if 1 in f else "",
             bytes(f[4][-1]).decode() if 4 in f else "",
             bytes(f[5][-1]) if 5 in f else b"",
+            len(f.get(2, ())),
         )
 
     def ack(self, version: str, nonce: bytes) -> bytes:
@@ -192,15 +197,15 @@ class DeltaCodec:
         return self.node + self.type_url
 
     @staticmethod
-    def parse_upb(msg: bytes) -> tuple[str, str, bytes]:
+    def parse_upb(msg: bytes) -> Parsed:
         r = _pb().DeltaDiscoveryResponse.FromString(msg)
         label = r.system_version_info or ",".join(
             [f"{x.name}@{x.version}" for x in r.resources]
             + ["-" + name for name in r.removed_resources]
         )
-        return label, r.type_url, r.nonce.encode()
+        return label, r.type_url, r.nonce.encode(), len(r.resources)
 
-    def parse_scan(self, msg: bytes) -> tuple[str, str, bytes]:
+    def parse_scan(self, msg: bytes) -> Parsed:
         f = scan(msg, self._WANT)
         label = bytes(f[1][-1]).decode() if 1 in f else ""
         if not label:
@@ -218,6 +223,7 @@ class DeltaCodec:
             label,
             bytes(f[4][-1]).decode() if 4 in f else "",
             bytes(f[5][-1]) if 5 in f else b"",
+            len(f.get(2, ())),
         )
 
     def ack(self, version: str, nonce: bytes) -> bytes:
@@ -245,8 +251,20 @@ def grpc_frame(msg: bytes) -> bytes:
 
 
 class Node(asyncio.Protocol):
+    """One simulated Envoy. h2 sets the connection up; once the server's response headers have
+    arrived (and unless `--h2-only`), the stream's steady state is framed here ("raw" mode):
+    the server's DATA frames on stream 1 (no padding, not the end of the stream) are read
+    straight into the gRPC message buffer, WINDOW_UPDATE frames grow this side's own send
+    windows, ACKs are written as DATA frames within them, and the receive window is replenished
+    with WINDOW_UPDATEs once half of it is consumed, as h2 does. Every other whole frame (PING,
+    SETTINGS, HEADERS/trailers, RST_STREAM, GOAWAY, the last DATA) goes to h2 in order, and
+    whatever h2 answers is written before anything after it. Envoy's own HTTP/2 codec is C++:
+    h2's per-frame Python cost (events, state machines) made the generator, not the server,
+    the larger CPU user per push (benchmarks/results/xds-workers.md)."""
+
     __slots__ = (
-        "buf", "codec", "conn", "first", "gen", "idx", "open", "pending_out", "transport",
+        "buf", "codec", "conn", "consumed", "first", "gen", "idx", "inbuf", "open",
+        "pending_out", "raw", "send_conn", "send_stream", "transport",
     )  # fmt: skip
 
     def __init__(self, gen: Generator, idx: int) -> None:
@@ -259,6 +277,10 @@ class Node(asyncio.Protocol):
         self.open = False
         self.first: asyncio.Future[None] = gen.loop.create_future()
         self.pending_out = b""  # request bytes waiting for outbound flow-control window
+        self.raw = False  # the stream's steady state is framed here (see the class docstring)
+        self.inbuf = bytearray()  # raw mode: received bytes not yet a whole frame
+        self.consumed = 0  # raw mode: received DATA bytes not yet given back (WINDOW_UPDATE)
+        self.send_conn = self.send_stream = 0  # raw mode: the server's windows for our DATA
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -278,6 +300,47 @@ class Node(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
+        if self.raw:
+            self._frames(data, now)
+        else:
+            self._h2(data, now)
+
+    def _frames(self, data: bytes, now: float) -> None:
+        buf = self.inbuf
+        buf += data
+        off, n = 0, len(buf)
+        while n - off >= 9 and self.transport is not None:
+            length = int.from_bytes(buf[off : off + 3], "big")
+            kind, flags = buf[off + 3], buf[off + 4]
+            sid = int.from_bytes(buf[off + 5 : off + 9], "big") & 0x7FFFFFFF
+            end = off + 9 + length
+            if end > n:
+                break
+            if kind == 0 and sid == 1 and not flags & 0x09:  # DATA without END_STREAM, PADDED
+                self.buf += buf[off + 9 : end]
+                self.consumed += length
+                self._messages(now)
+            elif kind == 8 and length == 4 and sid in (0, 1):  # WINDOW_UPDATE
+                inc = int.from_bytes(buf[off + 9 : end], "big") & 0x7FFFFFFF
+                if sid == 0:
+                    self.send_conn += inc
+                else:
+                    self.send_stream += inc
+                if self.pending_out:
+                    out, self.pending_out = self.pending_out, b""
+                    self._send_raw(out)
+            else:
+                self._h2(bytes(buf[off:end]), now)
+            off = end
+        del buf[:off]
+        half = self.gen.window // 2
+        if self.consumed >= half and self.transport is not None:
+            inc = self.consumed.to_bytes(4, "big")
+            self.consumed = 0
+            self.transport.write(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + inc
+                                 + b"\x00\x00\x04\x08\x00\x00\x00\x00\x01" + inc)  # fmt: skip
+
+    def _h2(self, data: bytes, now: float) -> None:
         conn = self.conn
         try:
             events = conn.receive_data(data)
@@ -290,6 +353,11 @@ class Node(asyncio.Protocol):
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 self._messages(now)
             elif isinstance(ev, h2.events.WindowUpdated):
+                if self.raw and ev.stream_id in (0, 1):  # (a frame raw mode left to h2)
+                    if ev.stream_id == 0:
+                        self.send_conn += ev.delta or 0
+                    else:
+                        self.send_stream += ev.delta or 0
                 if self.pending_out:
                     out, self.pending_out = self.pending_out, b""
                     self._send_raw(out)
@@ -299,6 +367,11 @@ class Node(asyncio.Protocol):
                     self._fail(f"HTTP status {hdrs.get(b':status', b'?').decode()}")
                 elif b"grpc-status" in hdrs:  # trailers-only response: the call failed at once
                     self._grpc_end(hdrs)
+                elif not self.gen.args.h2_only and not self.pending_out:
+                    # from here on the stream is framed here, with the windows h2 had
+                    self.raw = True
+                    self.send_conn = conn.outbound_flow_control_window
+                    self.send_stream = conn.local_flow_control_window(1)
             elif isinstance(ev, h2.events.TrailersReceived):
                 self._grpc_end(dict(ev.headers))
             elif isinstance(ev, h2.events.StreamReset):
@@ -327,11 +400,12 @@ class Node(asyncio.Protocol):
             msg = bytes(buf[5 : 5 + n])
             del buf[: 5 + n]
             try:
-                version, type_url, nonce = self.codec.parse(msg)
+                parsed = self.codec.parse(msg)
             except (ValueError, IndexError) as err:
                 self._fail(f"unparseable response: {err}")
                 return
-            self.gen.on_response(self, now, version, type_url, nonce, msg)
+            self.gen.on_response(self, now, parsed, msg)
+            version, _, nonce, _ = parsed
             self._send(self.codec.ack(version, nonce))
 
     def _send(self, msg: bytes) -> None:
@@ -341,6 +415,17 @@ class Node(asyncio.Protocol):
         conn = self.conn
         if self.pending_out:
             self.pending_out += data
+            return
+        if self.raw:
+            room = min(self.send_conn, self.send_stream, conn.max_outbound_frame_size)
+            n = min(len(data), room)
+            if n > 0 and self.transport is not None:
+                self.transport.write(n.to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"
+                                     + data[:n])  # fmt: skip
+                self.send_conn -= n
+                self.send_stream -= n
+            if n < len(data):
+                self.pending_out = data[n:]
             return
         room = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size)
         if len(data) <= room:
@@ -416,9 +501,8 @@ class Generator:
         self._wait_done: asyncio.Future[None] | None = None
 
     # -- called by Node
-    def on_response(
-        self, node: Node, now: float, version: str, type_url: str, nonce: bytes, msg: bytes
-    ) -> None:
+    def on_response(self, node: Node, now: float, parsed: Parsed, msg: bytes) -> None:
+        version, type_url, nonce, count = parsed
         i = node.idx - self.first_idx
         self.responses += 1
         if type_url != self.type_url:
@@ -428,10 +512,10 @@ class Generator:
         version = self._intern.setdefault(version, version)
         self.times[i].append(now)
         self.versions[i].append(version)
-        self.sizes[i].append((len(msg), len(scan(msg, frozenset({2})).get(2, ()))))
+        self.sizes[i].append((len(msg), count))
         if i in self._check_next:
             self._check_next.discard(i)
-            self._cross_check(node, msg, (version, type_url, nonce))
+            self._cross_check(node, msg, parsed)
         if not node.first.done():
             node.first.set_result(None)
         w = self._waiting
@@ -441,7 +525,7 @@ class Generator:
             if not w and self._wait_done is not None and not self._wait_done.done():
                 self._wait_done.set_result(None)
 
-    def _cross_check(self, node: Node, msg: bytes, parsed: tuple[str, str, bytes]) -> None:
+    def _cross_check(self, node: Node, msg: bytes, parsed: Parsed) -> None:
         # The two parsers (upb and the field scanner) must agree on a sample of real responses.
         self.checks += 1
         if node.codec.other(msg) != parsed:
@@ -650,9 +734,10 @@ def self_check() -> None:
         sotw = SotwCodec(node, CDS, parser=parser)
         body = resp.SerializeToString(deterministic=True) + field(5, b"n43")  # last one wins
         assert d.DiscoveryResponse.FromString(body).nonce == "n43"
-        assert sotw.parse(body) == ("v-é-123", CDS, b"n43"), (parser, sotw.parse(body))
-        assert sotw.parse(resp.SerializeToString()) == ("v-é-123", CDS, b"n42")
-        assert sotw.parse(d.DiscoveryResponse(type_url=CDS).SerializeToString()) == ("", CDS, b"")
+        assert sotw.parse(body) == ("v-é-123", CDS, b"n43", 300), (parser, sotw.parse(body))
+        assert sotw.parse(resp.SerializeToString()) == ("v-é-123", CDS, b"n42", 300)
+        empty = d.DiscoveryResponse(type_url=CDS).SerializeToString()
+        assert sotw.parse(empty) == ("", CDS, b"", 0)
         req = d.DiscoveryRequest.FromString(sotw.initial())
         assert req == d.DiscoveryRequest(node=NodePb(id="load-7", cluster="load"), type_url=CDS)
         ack = d.DiscoveryRequest.FromString(sotw.ack("v1", b"n9"))
@@ -671,9 +756,9 @@ def self_check() -> None:
                        d.Resource(name="b", version="2")],
             removed_resources=["z"],
         )  # fmt: skip
-        assert delta.parse(dr.SerializeToString()) == ("sv", CDS, b"dn")
+        assert delta.parse(dr.SerializeToString()) == ("sv", CDS, b"dn", 2)
         dr.system_version_info = ""
-        assert delta.parse(dr.SerializeToString()) == ("a@1,b@2,-z", CDS, b"dn")
+        assert delta.parse(dr.SerializeToString()) == ("a@1,b@2,-z", CDS, b"dn", 2)
         dreq = d.DeltaDiscoveryRequest.FromString(delta.initial())
         assert dreq == d.DeltaDiscoveryRequest(
             node=NodePb(id="load-7", cluster="load"), type_url=CDS
@@ -730,6 +815,11 @@ def main() -> None:
         default="upb",
         help="read responses with the upb protobuf parse (measured ~5x cheaper "
         "than the pure-Python field scanner) or the scanner",
+    )
+    ap.add_argument(
+        "--h2-only",
+        action="store_true",
+        help="read and write every frame through h2 (no raw mode: see the Node class)",
     )
     ap.add_argument("--self-check", action="store_true")
     args = ap.parse_args()  # fmt: skip
