@@ -54,7 +54,8 @@ def soak(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     log_path = Path(tmp) / "server.log"
     out: dict[str, Any] = {"nodes": args.nodes, "xds_workers": args.xds_workers,
                            "every_s": args.every, "seconds": args.seconds,
-                           "mode": "delta" if args.delta else "sotw"}  # fmt: skip
+                           "mode": "delta" if args.delta else "sotw",
+                           "generator_framing": "h2" if args.generator_h2_only else "raw"}  # fmt: skip
     with log_path.open("w") as log:
         server = subprocess.Popen([sys.executable, "-m", "flowplane.cli.main", "serve"], env=env,
                                   cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
@@ -140,6 +141,8 @@ def main() -> None:
     ap.add_argument("--max-growth", type=float, default=0.05)
     ap.add_argument("--delta", action="store_true")
     ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--generator-h2-only", action="store_true",
+                    help="as bench_xds.py: the generators frame everything with h2")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
     # what Gen reads from the arguments of bench_xds
