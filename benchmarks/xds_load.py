@@ -57,6 +57,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -251,52 +252,71 @@ def grpc_frame(msg: bytes) -> bytes:
 
 
 class Node(asyncio.Protocol):
-    """One simulated Envoy. h2 sets the connection up; once the server's response headers have
-    arrived (and unless `--h2-only`), the stream's steady state is framed here ("raw" mode):
-    the server's DATA frames on stream 1 (no padding, not the end of the stream) are read
-    straight into the gRPC message buffer, WINDOW_UPDATE frames grow this side's own send
-    windows, ACKs are written as DATA frames within them, and the receive window is replenished
-    with WINDOW_UPDATEs once half of it is consumed, as h2 does. Every other whole frame (PING,
-    SETTINGS, HEADERS/trailers, RST_STREAM, GOAWAY, the last DATA) goes to h2 in order, and
-    whatever h2 answers is written before anything after it. Envoy's own HTTP/2 codec is C++:
-    h2's per-frame Python cost (events, state machines) made the generator, not the server,
-    the larger CPU user per push (benchmarks/results/xds-workers.md)."""
+    """One simulated Envoy: one HTTP/2 connection, one ADS stream (stream 1).
+
+    By default the connection is framed here ("raw"), as an HTTP/2 client with one stream
+    needs: the client preface, SETTINGS (Envoy's large receive windows, no push), the request
+    HEADERS (one HPACK block, the same for every connection since each starts with an empty
+    dynamic table, encoded once per process) and the initial request; then the server's DATA
+    frames go into the gRPC message buffer, SETTINGS are applied and acknowledged, PINGs
+    answered, WINDOW_UPDATEs grow the send windows, the receive windows are replenished once
+    half consumed (as h2 does), response headers and trailers are HPACK-decoded (per-connection
+    decoder), RST_STREAM and GOAWAY end the node. `--h2-only` does all of it through h2
+    instead, as before. Envoy's HTTP/2 codec is C++: through h2 (events, state machines, frame
+    objects) the generators used more CPU per push than the server, and about 1.4 ms per new
+    connection, which in a reconnect storm is as much as the server's own cost
+    (benchmarks/results/xds-workers.md)."""
 
     __slots__ = (
-        "buf", "codec", "conn", "consumed", "first", "gen", "idx", "inbuf", "open",
-        "pending_out", "raw", "send_conn", "send_stream", "transport",
+        "buf", "codec", "conn", "consumed", "first", "gen", "hblock", "hdecoder", "hend", "idx",
+        "inbuf", "max_frame", "open", "pending_out", "raw", "send_conn", "send_initial",
+        "send_stream", "transport",
     )  # fmt: skip
 
     def __init__(self, gen: Generator, idx: int) -> None:
         self.gen, self.idx = gen, idx
         node = node_bytes(f"load-{idx}", "load")
         self.codec = gen.codec_cls(node, gen.type_url, gen.node_every_request, gen.args.parser)
-        self.conn = h2.connection.H2Connection(config=gen.h2_config)
+        self.raw = not gen.args.h2_only
+        self.conn = None if self.raw else h2.connection.H2Connection(config=gen.h2_config)
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.first: asyncio.Future[None] = gen.loop.create_future()
         self.pending_out = b""  # request bytes waiting for outbound flow-control window
-        self.raw = False  # the stream's steady state is framed here (see the class docstring)
-        self.inbuf = bytearray()  # raw mode: received bytes not yet a whole frame
-        self.consumed = 0  # raw mode: received DATA bytes not yet given back (WINDOW_UPDATE)
-        self.send_conn = self.send_stream = 0  # raw mode: the server's windows for our DATA
+        # raw framing: bytes not yet a whole frame, a header block being assembled, the HPACK
+        # decoder (made on the first HEADERS), DATA bytes received and not yet given back by a
+        # WINDOW_UPDATE, the server's windows for our DATA (RFC 9113 §6.9: 65,535 until its
+        # SETTINGS and WINDOW_UPDATEs say otherwise) and its largest frame
+        self.inbuf = bytearray()
+        self.hblock = bytearray()
+        self.hdecoder: hpack.Decoder | None = None
+        self.hend = False
+        self.consumed = 0
+        self.send_conn = self.send_stream = self.send_initial = 65535
+        self.max_frame = 16384
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        gen, conn = self.gen, self.conn
-        conn.initiate_connection()
-        # Envoy's defaults for gRPC clusters: large stream and connection windows.
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: gen.window,
-                              h2.settings.SettingCodes.ENABLE_PUSH: 0})  # fmt: skip
-        conn.increment_flow_control_window(gen.window - 65535)
-        conn.send_headers(1, gen.headers)
-        self._send(self.codec.initial())
-        transport.write(conn.data_to_send())
+        gen = self.gen
         self.open = True
         gen.open += 1
+        if self.raw:
+            transport.write(gen.raw_preamble)
+            self._send(self.codec.initial())
+        else:
+            conn = self.conn
+            assert conn is not None
+            conn.initiate_connection()
+            # Envoy's defaults for gRPC clusters: large stream and connection windows.
+            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: gen.window,
+                                  h2.settings.SettingCodes.ENABLE_PUSH: 0})  # fmt: skip
+            conn.increment_flow_control_window(gen.window - 65535)
+            conn.send_headers(1, gen.headers)
+            self._send(self.codec.initial())
+            transport.write(conn.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -309,39 +329,97 @@ class Node(asyncio.Protocol):
         buf = self.inbuf
         buf += data
         off, n = 0, len(buf)
-        while n - off >= 9 and self.transport is not None:
+        while n - off >= 9 and self.open:
             length = int.from_bytes(buf[off : off + 3], "big")
             kind, flags = buf[off + 3], buf[off + 4]
             sid = int.from_bytes(buf[off + 5 : off + 9], "big") & 0x7FFFFFFF
             end = off + 9 + length
             if end > n:
                 break
-            if kind == 0 and sid == 1 and not flags & 0x09:  # DATA without END_STREAM, PADDED
-                self.buf += buf[off + 9 : end]
+            body = bytes(buf[off + 9 : end])
+            off = end
+            if kind == 0:  # DATA
                 self.consumed += length
+                if sid != 1:
+                    continue
+                if flags & 0x08:  # PADDED
+                    body = body[1 : len(body) - body[0]]
+                self.buf += body
                 self._messages(now)
-            elif kind == 8 and length == 4 and sid in (0, 1):  # WINDOW_UPDATE
-                inc = int.from_bytes(buf[off + 9 : end], "big") & 0x7FFFFFFF
+                if flags & 0x01 and self.open:  # END_STREAM without trailers
+                    self._fail("stream ended by the server without trailers")
+            elif kind == 8:  # WINDOW_UPDATE
+                inc = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
                 if sid == 0:
                     self.send_conn += inc
-                else:
+                elif sid == 1:
                     self.send_stream += inc
-                if self.pending_out:
-                    out, self.pending_out = self.pending_out, b""
-                    self._send_raw(out)
-            else:
-                self._h2(bytes(buf[off:end]), now)
-            off = end
+                self._flush_pending()
+            elif kind == 4:  # SETTINGS
+                if flags & 0x01:  # the server's ACK of ours
+                    continue
+                for i in range(0, length - length % 6, 6):
+                    ident = int.from_bytes(body[i : i + 2], "big")
+                    value = int.from_bytes(body[i + 2 : i + 6], "big")
+                    if ident == 0x4:  # INITIAL_WINDOW_SIZE: applies to the open stream too
+                        self.send_stream += value - self.send_initial
+                        self.send_initial = value
+                    elif ident == 0x5:  # MAX_FRAME_SIZE
+                        self.max_frame = value
+                self._write(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")  # SETTINGS ACK
+                self._flush_pending()
+            elif kind == 6:  # PING
+                if not flags & 0x01:
+                    self._write(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + body[:8])
+            elif kind in (1, 9):  # HEADERS, CONTINUATION
+                if kind == 1:
+                    self.hend = bool(flags & 0x01)
+                    if flags & 0x08:  # PADDED
+                        body = body[1 : len(body) - body[0]]
+                    if flags & 0x20:  # PRIORITY
+                        body = body[5:]
+                self.hblock += body
+                if flags & 0x04:  # END_HEADERS
+                    self._headers(bytes(self.hblock))
+                    self.hblock.clear()
+            elif kind == 3:  # RST_STREAM
+                self._fail(f"stream reset (error code {int.from_bytes(body[:4], 'big')})")
+            elif kind == 7:  # GOAWAY
+                self._fail(f"GOAWAY (error code {int.from_bytes(body[4:8], 'big')})")
         del buf[:off]
-        half = self.gen.window // 2
-        if self.consumed >= half and self.transport is not None:
+        if self.consumed >= self.gen.window // 2 and self.open:
             inc = self.consumed.to_bytes(4, "big")
             self.consumed = 0
-            self.transport.write(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + inc
-                                 + b"\x00\x00\x04\x08\x00\x00\x00\x00\x01" + inc)  # fmt: skip
+            self._write(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + inc
+                        + b"\x00\x00\x04\x08\x00\x00\x00\x00\x01" + inc)  # fmt: skip
+
+    def _headers(self, block: bytes) -> None:
+        if self.hdecoder is None:
+            self.hdecoder = hpack.Decoder()
+        try:
+            hdrs = dict(self.hdecoder.decode(block, raw=True))
+        except hpack.HPACKError as err:
+            self._fail(f"HPACK error: {err}")
+            return
+        if b":status" in hdrs and hdrs[b":status"] != b"200":
+            self._fail(f"HTTP status {hdrs[b':status'].decode()}")
+        elif b"grpc-status" in hdrs:  # trailers, or a trailers-only response: the call ended
+            self._grpc_end(hdrs)
+        elif self.hend:
+            self._fail("stream ended by the server without a gRPC status")
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and self.open:
+            self.transport.write(data)
+
+    def _flush_pending(self) -> None:
+        if self.pending_out:
+            out, self.pending_out = self.pending_out, b""
+            self._send_raw(out)
 
     def _h2(self, data: bytes, now: float) -> None:
         conn = self.conn
+        assert conn is not None
         try:
             events = conn.receive_data(data)
         except Exception as err:  # a protocol error: h2 has queued a GOAWAY for us
@@ -353,25 +431,13 @@ class Node(asyncio.Protocol):
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 self._messages(now)
             elif isinstance(ev, h2.events.WindowUpdated):
-                if self.raw and ev.stream_id in (0, 1):  # (a frame raw mode left to h2)
-                    if ev.stream_id == 0:
-                        self.send_conn += ev.delta or 0
-                    else:
-                        self.send_stream += ev.delta or 0
-                if self.pending_out:
-                    out, self.pending_out = self.pending_out, b""
-                    self._send_raw(out)
+                self._flush_pending()
             elif isinstance(ev, h2.events.ResponseReceived):
                 hdrs = dict(ev.headers)
                 if hdrs.get(b":status") != b"200":
                     self._fail(f"HTTP status {hdrs.get(b':status', b'?').decode()}")
                 elif b"grpc-status" in hdrs:  # trailers-only response: the call failed at once
                     self._grpc_end(hdrs)
-                elif not self.gen.args.h2_only and not self.pending_out:
-                    # from here on the stream is framed here, with the windows h2 had
-                    self.raw = True
-                    self.send_conn = conn.outbound_flow_control_window
-                    self.send_stream = conn.local_flow_control_window(1)
             elif isinstance(ev, h2.events.TrailersReceived):
                 self._grpc_end(dict(ev.headers))
             elif isinstance(ev, h2.events.StreamReset):
@@ -412,21 +478,20 @@ class Node(asyncio.Protocol):
         self._send_raw(grpc_frame(msg))
 
     def _send_raw(self, data: bytes) -> None:
-        conn = self.conn
         if self.pending_out:
             self.pending_out += data
             return
         if self.raw:
-            room = min(self.send_conn, self.send_stream, conn.max_outbound_frame_size)
-            n = min(len(data), room)
-            if n > 0 and self.transport is not None:
-                self.transport.write(n.to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01"
-                                     + data[:n])  # fmt: skip
+            n = min(len(data), self.send_conn, self.send_stream, self.max_frame)
+            if n > 0:
+                self._write(n.to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01" + data[:n])
                 self.send_conn -= n
                 self.send_stream -= n
-            if n < len(data):
-                self.pending_out = data[n:]
+            if n < len(data):  # the rest goes out on WINDOW_UPDATE (or a larger frame size)
+                self.pending_out = data[max(n, 0) :]
             return
+        conn = self.conn
+        assert conn is not None
         room = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size)
         if len(data) <= room:
             conn.send_data(1, data)
@@ -478,6 +543,17 @@ class Generator:
             (b":authority", f"{self.host}:{self.port}".encode()),
             (b"content-type", b"application/grpc"), (b"te", b"trailers"),
         ]  # fmt: skip
+        # Raw framing (Node): what every connection sends first. The request's HPACK block is
+        # the same for every connection (each starts with an empty dynamic table).
+        block = hpack.Encoder().encode(self.headers)
+        window = self.window.to_bytes(4, "big")
+        self.raw_preamble = b"".join((
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"\x00\x00\x0c\x04\x00\x00\x00\x00\x00",  # SETTINGS, 2 settings, stream 0
+            b"\x00\x04" + window + b"\x00\x02\x00\x00\x00\x00",  # INITIAL_WINDOW_SIZE, ENABLE_PUSH 0
+            b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + (self.window - 65535).to_bytes(4, "big"),
+            len(block).to_bytes(3, "big") + b"\x01\x04\x00\x00\x00\x01" + block,  # HEADERS
+        ))  # fmt: skip
         self.first_idx = args.first
         self.count = args.count
         self.nodes: list[Node | None] = [None] * self.count

@@ -101,7 +101,7 @@ INTERNALS: dict[str, tuple[str, ...]] = {
     "h2.frame_buffer.FrameBuffer": ("_data", "_preamble_len", "_headers_buffer"),
     "h2.stream.H2StreamStateMachine": ("state", "headers_received"),
     "h2.windows.WindowManager": ("current_window_size", "window_consumed"),
-    "grpclib.server.Server": ("_protocol_factory", "_server"),
+    "grpclib.server.Server": ("_protocol_factory", "_server", "__gc_step__", "__gc_collect__"),
     "grpclib.protocol.H2Protocol": ("connection", "processor"),
     "grpclib.protocol.EventsProcessor": ("streams",),
     "grpclib.config.Configuration": (
@@ -430,6 +430,20 @@ class ConnectionTrackingServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self._until_sweep = 10
+
+    def __gc_step__(self) -> None:
+        """Called by grpclib for every new connection; sweeps its set of connection handlers
+        every max(10, N) connections, N the connections held.
+
+        grpclib 0.4.9 sweeps the whole set (one handler per connection ever made and not swept
+        yet) every 10 connections: O(N^2 / 10) over a reconnect storm of N Envoys (measured: 6 %
+        of a worker's CPU while 3,000 connect, more at 10,000). Spaced by N, the cost per
+        connection stays constant and at most N closed handlers wait for the next sweep."""
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self.__gc_collect__()
+            self._until_sweep = max(10, len(self.protocols))
 
     def _protocol_factory(self) -> H2Protocol:
         protocol = super()._protocol_factory()

@@ -516,3 +516,28 @@ def test_serve_refuses_another_version_before_touching_the_database(tmp_path: Pa
     assert "written for trio-asyncio 0.16.0" in done.stderr
     assert "Traceback" not in done.stderr
     assert not db.exists()
+
+
+def test_handler_sweeps_are_spaced_by_the_number_of_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """grpclib sweeps its set of connection handlers every 10 new connections, O(N^2) over a
+    reconnect storm of N: ConnectionTrackingServer sweeps every max(10, N) connections."""
+    server = compat.ConnectionTrackingServer([])
+    sweeps: list[int] = []
+
+    class Conn:  # stands for an H2Protocol in the server's weak set
+        pass
+
+    held: list[Conn] = []
+    monkeypatch.setattr(server, "__gc_collect__", lambda: sweeps.append(len(held)))
+    for _ in range(1000):
+        held.append(Conn())
+        server.protocols.add(held[-1])  # type: ignore[arg-type]
+        server.__gc_step__()  # as grpclib's _protocol_factory does per connection
+    # 10, 20, 40, 80, ...: each sweep waits as many connections as were held at the last one
+    assert sweeps == [10, 20, 40, 80, 160, 320, 640]
+    held.clear()
+    for _ in range(10):
+        server.__gc_step__()
+    assert len(sweeps) == 7  # the next comes after 640 more, or 10 once they are all gone
