@@ -150,9 +150,9 @@ def send_message_now(stream: Stream[Any, Any], body: bytes) -> bool:
     - sent only if grpclib already sent the response headers and no trailers, the connection is
       open on the server side (`ConnectionState.SERVER_OPEN`) and the h2 stream is open or
       half-closed by the client (in those states h2's SEND_DATA transition changes nothing),
-      the transport is not paused (grpclib's `write_ready`), and the whole message fits in both
-      flow-control windows: then h2 would send the same frames, the windows and grpclib's
-      counters are decremented and advanced as they would be;
+      the transport is neither paused (grpclib's `write_ready`) nor closing, and the whole
+      message fits in both flow-control windows: then h2 would send the same frames, the
+      windows and grpclib's counters are decremented and advanced as they would be;
     - otherwise nothing is written or changed and False is returned: the caller awaits
       `stream.send_message`, which waits for the window or fails as grpclib does.
 
@@ -166,7 +166,7 @@ def send_message_now(stream: Stream[Any, Any], body: bytes) -> bool:
         return False
     h2s = stream._stream
     conn = h2s.connection
-    if not conn.write_ready.is_set():
+    if not conn.write_ready.is_set() or h2s._transport.is_closing():
         return False
     h2c = h2s._h2_connection
     if h2c.state_machine.state is not ConnectionState.SERVER_OPEN:
