@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import os
@@ -22,6 +23,7 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -73,6 +75,38 @@ def _replies(request: Any) -> list[Any]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    handler: Callable[[Stream[Any, Any]], Awaitable[None]],
+) -> AsyncIterator[tuple[compat.ConnectionTrackingServer, Channel]]:
+    """A ConnectionTrackingServer on loopback with `handler` at ECHO, and a grpclib client
+    channel to it with HTTP/2's default 64 KB windows (grpclib's would grant 4 MB: a reply can
+    exceed these)."""
+
+    class Service:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                ECHO: Handler(
+                    handler, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
+                )
+            }
+
+    server = compat.ConnectionTrackingServer([Service()])
+    await server.start("127.0.0.1", 0)
+    try:
+        port = int(compat.bound_sockets(server)[0].getsockname()[1])
+        small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
+        channel = Channel("127.0.0.1", port, config=small)
+        try:
+            yield server, channel
+        finally:
+            channel.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)  # let the transports finish closing
+
+
 async def _echo_exchange() -> _Seen:
     """On the asyncio side: serve one echo stream that reads its request through `compat`,
     then close the server's connections through `compat` while the client still holds one."""
@@ -115,42 +149,23 @@ async def _echo_exchange() -> _Seen:
             if not ok:
                 await stream.send_message(reply)  # grpclib waits for the client's window update
 
-    class Echo:
-        def __mapping__(self) -> dict[str, Handler]:
-            return {
-                ECHO: Handler(echo, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest)
-            }
-
-    server = compat.ConnectionTrackingServer([Echo()])
-    await server.start("127.0.0.1", 0)
-    try:
-        sockets = compat.bound_sockets(server)
-        port = int(sockets[0].getsockname()[1])
-        # HTTP/2's default 64 KB windows (grpclib's client would grant 4 MB): a reply can exceed it
-        small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
-        channel = Channel("127.0.0.1", port, config=small)
-        try:
-            sent = DiscoveryRequest(type_url="type.example/T", version_info="v1")
-            async with channel.request(
-                ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
-            ) as call:
-                await call.send_message(sent, end=True)
-                replies = [await call.recv_message() for _ in _replies(sent)]
-                await call.recv_trailing_metadata()
-            protocols = list(server.protocols)
-            assert streams, "the handler never ran"
-            assert protocols, "the server recorded no connection"
-            missing = _missing_on_grpclib(server, streams[0], protocols[0], buffers[0], *h2s[0])
-            open_before = [not p.connection.is_closing() for p in protocols]
-            server.close_connections()
-            await asyncio.sleep(0)
-            closing_after = [p.connection.is_closing() for p in protocols]
-        finally:
-            channel.close()
-    finally:
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0)  # let the transports finish closing
+    async with _serving(echo) as (server, channel):
+        port = int(compat.bound_sockets(server)[0].getsockname()[1])
+        sent = DiscoveryRequest(type_url="type.example/T", version_info="v1")
+        async with channel.request(
+            ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
+        ) as call:
+            await call.send_message(sent, end=True)
+            replies = [await call.recv_message() for _ in _replies(sent)]
+            await call.recv_trailing_metadata()
+        protocols = list(server.protocols)
+        assert streams, "the handler never ran"
+        assert protocols, "the server recorded no connection"
+        missing = _missing_on_grpclib(server, streams[0], protocols[0], buffers[0], *h2s[0])
+        open_before = [not p.connection.is_closing() for p in protocols]
+        server.close_connections()
+        await asyncio.sleep(0)
+        closing_after = [p.connection.is_closing() for p in protocols]
     return _Seen(port, missing, protocols, requests[0], replies, open_before, closing_after,
                  fast, windows)  # fmt: skip
 
@@ -297,37 +312,19 @@ async def _streaming_exchange() -> tuple[int, dict[str, int], list[Any]]:
                 DiscoveryRequest(version_info=str(i), resource_names=["z" * 1000] * 20)
             )
 
-    class Service:
-        def __mapping__(self) -> dict[str, Handler]:
-            return {
-                ECHO: Handler(serve, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest)
-            }
-
-    server = compat.ConnectionTrackingServer([Service()])
-    await server.start("127.0.0.1", 0)
-    try:
-        port = int(compat.bound_sockets(server)[0].getsockname()[1])
-        small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
-        channel = Channel("127.0.0.1", port, config=small)
-        try:
-            async with channel.request(
-                ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
-            ) as call:
-                for i in range(ROUNDS + 1):
-                    await call.send_message(
-                        DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}"),
-                        end=i == ROUNDS,
-                    )
-                    reply = await call.recv_message()
-                    assert reply.version_info == str(i)
-                await call.recv_trailing_metadata()
-            handled = sum(p.received_now for p in server.protocols)
-        finally:
-            channel.close()
-    finally:
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0)
+    async with _serving(serve) as (server, channel):
+        async with channel.request(
+            ECHO, Cardinality.STREAM_STREAM, DiscoveryRequest, DiscoveryRequest
+        ) as call:
+            for i in range(ROUNDS + 1):
+                await call.send_message(
+                    DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}"),
+                    end=i == ROUNDS,
+                )
+                reply = await call.recv_message()
+                assert reply.version_info == str(i)
+            await call.recv_trailing_metadata()
+        handled = sum(p.received_now for p in server.protocols)
     return handled, state, seen
 
 
@@ -348,9 +345,13 @@ async def test_receive_now_leaves_h2_and_grpclib_as_h2_would(
     assert fast[0] >= ROUNDS - 1 and slow[0] == 0
     assert fast[1] == slow[1]
     assert fast[1]["conn_out"] < 65535  # the client did send window updates (and data)
-    assert fast[2] == slow[2] == [
-        DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}") for i in range(ROUNDS + 1)
-    ]
+    assert (
+        fast[2]
+        == slow[2]
+        == [
+            DiscoveryRequest(version_info=str(i), response_nonce=f"n{i}") for i in range(ROUNDS + 1)
+        ]
+    )
 
 
 def test_keepalive_configuration_sets_the_private_fields() -> None:
