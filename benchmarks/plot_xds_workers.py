@@ -38,6 +38,10 @@ def latency(src: Path) -> None:
                 qs, cdf_x = list(range(101)), cdf
             label = f"{mode}, " + ("in-process" if w == 0 else f"{w} worker{'s' * (w > 1)}")
             ax.plot([x / 1000 for x in cdf_x], qs, style, label=label)
+    runs = [json.loads(f.read_text()) for f in sorted(src.glob("*-w[012].json"))]
+    if runs:
+        ax.set_title(f"{runs[0]['date']}, {runs[0]['machine'].split(',')[0]}; load generators "
+                     "on the same cores", fontsize=10)  # fmt: skip
     ax.set_xlabel("write -> received (s), N = 10,000 nodes, one cluster changed")
     ax.set_ylabel("percent of node x change samples")
     ax.grid(True, alpha=0.3)
@@ -53,14 +57,21 @@ def rss(src: Path) -> None:
     soak = json.loads(f.read_text())
     t = [s[0] for s in soak["rss_kb"]]
     mb = [s[1] / 1024 for s in soak["rss_kb"]]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(t, mb, marker="o")
-    ax.set_xlabel(f"seconds into the soak (one change every {soak['every_s']:g} s)")
+    fig, (ax, lat) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    ax.plot(t, mb, marker="o" if len(t) <= 60 else None)
     ax.set_ylabel("server RSS, core + workers (MB)")
-    ax.set_title(f"soak: {soak['nodes']} nodes, {soak['xds_workers']} xDS workers, "
-                 f"RSS growth {soak['rss_growth'] * 100:.1f} %")  # fmt: skip
+    ax.set_title(f"soak: {soak['nodes']:,} nodes, {soak['xds_workers']} xDS workers, one change "
+                 f"every {soak['every_s']:g} s; RSS growth {soak['rss_growth'] * 100:.1f} %")  # fmt: skip
     ax.set_ylim(0, max(mb) * 1.15)
     ax.grid(True, alpha=0.3)
+    changes = soak.get("changes", [])
+    ct = [c["t"] for c in changes]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        lat.plot(ct, [c[key] for c in changes], label=f"{label} write -> received, per change")
+    lat.set_xlabel("seconds into the soak")
+    lat.set_ylabel("ms")
+    lat.grid(True, alpha=0.3)
+    lat.legend()
     fig.tight_layout()
     fig.savefig(OUT / "xds-workers-rss.png", dpi=100)
 

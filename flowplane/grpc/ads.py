@@ -296,7 +296,7 @@ class AdsService:
         # writer waits for `wake` (it is then between two sends, never inside one), `unsent`
         # holds responses `poke` took from the state machine but could not write at once.
         parked = False
-        unsent: list[Outbound] = []
+        unsent: list[tuple[Snapshot, Outbound]] = []
 
         def poke() -> None:
             """The stream may owe responses (a new snapshot, a new subscription, a token change).
@@ -319,7 +319,8 @@ class AdsService:
                 return
             for i, out in enumerate(outs):
                 if not compat.send_message_now(stream, out.body):
-                    unsent.extend(outs[i:])  # recorded as sent by the machine: the writer sends
+                    # recorded as sent by the machine: the writer sends them
+                    unsent.extend((snap, o) for o in outs[i:])
                     wake.set()
                     break
                 observed.sent(snap, out.type_url, out.nonce, out.version)
@@ -337,11 +338,11 @@ class AdsService:
                 wake.clear()
                 if token_id is not None:
                     self._still_valid(token_id)  # a revoked or expired token ends the stream
-                snap = self.hub.snapshot
                 while unsent:  # what `poke` could not write, in order, before anything newer
-                    out = unsent.pop(0)
+                    built, out = unsent.pop(0)
                     await stream.send_message(out.body)
-                    observed.sent(snap, out.type_url, out.nonce, out.version)
+                    observed.sent(built, out.type_url, out.nonce, out.version)
+                snap = self.hub.snapshot
                 if info.scope is not None:  # known once the first request (with node) arrived
                     sent = False
                     for out in state.outbound(scoped(snap, info.scope)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 from flowplane.xds.scope import Scope
 from flowplane.xds.snapshot import Snapshot
 from flowplane.xds.sotw import Rejection, TypeStatus
+
+log = logging.getLogger(__name__)
 
 
 class StreamState(Protocol):
@@ -111,7 +114,10 @@ class Hub:
 
     def _wake_all(self) -> None:
         for poke in list(self._wakers.values()):
-            poke()
+            try:
+                poke()
+            except Exception:  # a bug in one stream's actor must not stop the push to the others
+                log.exception("xDS stream wake-up failed")
 
     def changed(self, info: StreamInfo) -> None:
         """`info`'s status (versions sent or acknowledged, a rejection) may have changed.
