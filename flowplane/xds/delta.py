@@ -105,12 +105,16 @@ class DeltaRequest:
 
     @classmethod
     def from_proto(cls, msg: DeltaDiscoveryRequest) -> DeltaRequest:
+        # (an ACK, one per response to every stream, has none of the three collections: no
+        # copies of empty containers then)
+        sub, unsub = msg.resource_names_subscribe, msg.resource_names_unsubscribe
+        versions = msg.initial_resource_versions
         return cls(
             type_url=msg.type_url,
             response_nonce=msg.response_nonce,
-            subscribe=tuple(msg.resource_names_subscribe),
-            unsubscribe=tuple(msg.resource_names_unsubscribe),
-            initial_resource_versions=dict(msg.initial_resource_versions),
+            subscribe=tuple(sub) if sub else (),
+            unsubscribe=tuple(unsub) if unsub else (),
+            initial_resource_versions=dict(versions) if versions else _NO_VERSIONS,
             # Rule 4: a NACK is recognised by the presence of error_detail.
             error_detail=msg.error_detail.message if msg.HasField("error_detail") else None,
             node_id=(msg.node.id or None) if msg.HasField("node") else None,
