@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
 import contextlib
 import json
@@ -662,9 +663,14 @@ class Generator:
         lat: list[float | None] = [None] * self.count
         for i in range(self.count):
             times, versions = self.times[i], self.versions[i]
-            k = 0
-            while k < len(times) and times[k] < t_write:
-                k += 1
+            k = bisect.bisect_left(times, t_write)  # receive times are in order (monotonic)
+            if k > 1:
+                # Only the last response before t_write matters from now on (its version is
+                # the baseline): keep the history short. Scanning it whole at every change made
+                # each `wait` cost O(changes so far) per node, which over a 1-hour soak blocked
+                # this process for longer and longer at the start of every push.
+                del times[: k - 1], versions[: k - 1], self.sizes[i][: k - 1]
+                k = 1
             before = versions[k - 1] if k else ""
             for j in range(k, len(times)):  # already arrived before this command was read
                 if versions[j] != before:
