@@ -1,8 +1,9 @@
 """Plots for results/xds-workers.md from the JSON that bench_xds.py and soak_xds.py wrote.
 
-    .venv/bin/python benchmarks/plot_xds_workers.py DIR
+    .venv/bin/python benchmarks/plot_xds_workers.py DIR     (session 5: results/xds-workers/s5)
         DIR/{sotw,delta}-w{0,1,2}.json (bench_xds.py --json), DIR/soak.json (soak_xds.py --json)
-        -> benchmarks/results/xds-workers-latency.png, xds-workers-rss.png
+        -> benchmarks/results/xds-workers-latency.png (CDFs), xds-workers-rss.png (the soak's
+           RSS, and p50/p99 write -> received per change)
 
 matplotlib is a dev dependency only (pyproject.toml, extra `dev`).
 """

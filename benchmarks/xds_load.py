@@ -1,12 +1,13 @@
 """xDS load generator: N simulated Envoys, one HTTP/2 connection and one ADS stream each.
 
-Speaks raw gRPC over `h2` on asyncio (not grpcio: it cancels bursts of >1000 pending streams and
-costs more CPU; ../shared/reference/real-clients.md "Synthetic clients"). Per node it opens a
+Speaks raw gRPC over HTTP/2 on asyncio, framed by itself (see `Node`; `--h2-only`: through the
+`h2` library), not grpcio (it cancels bursts of >1000 pending streams and costs more CPU;
+../shared/reference/real-clients.md "Synthetic clients"). Per node it opens a
 connection like Envoy does, sends the initial wildcard CDS request with node
 {id: "load-<i>", cluster: "load"}, ACKs every response (version_info + response_nonce, and the node
 on every request, which is Envoy's default `set_node_on_first_message_only: false`), and records
-(CLOCK_MONOTONIC receive time, version) per node. Only version_info (1), type_url (4) and
-nonce (5) are read: by default with the upb protobuf parse (measured ~5x cheaper than a
+(CLOCK_MONOTONIC receive time, version) per node. Only version_info (1), type_url (4),
+nonce (5) and the number of resources (2) are read: by default with the upb protobuf parse (measured ~5x cheaper than a
 pure-Python field scanner, since upb leaves the `Any` resources as bytes), or with the scanner
 (`--parser scan`). `--self-check` verifies both and the hand-encoded requests against the real
 protobuf classes; at run time the other parser re-reads the first response of each generator
