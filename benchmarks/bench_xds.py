@@ -347,17 +347,9 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
         cpu_a = proc_cpu(server.pid)
         for j in range(args.changes):
             name = f"c{j % args.clusters}"
-            body = cluster_body(name, port=20000 + j + 1)
             cpu_j = proc_cpu(server.pid)
-            t_write = time.monotonic()
-            st, resp = http("PUT", f"{base}/api/v1/native/clusters/{name}", body)
-            t_put = time.monotonic() - t_write
-            if st != 200:
-                raise RuntimeError(f"PUT {name}: {st} {resp[:300]!r}")
-            for g in gens:
-                g.send(f"wait {t_write!r} {args.timeout}")
-            replies = [g.recv() for g in gens]
-            lat = [x for r in replies for x in r["latencies"] if x is not None]
+            t_write, t_put, replies = change_and_wait(base, gens, name, 20000 + j + 1, args.timeout)
+            lat = latencies(replies)
             versions: collections.Counter[str] = collections.Counter()
             for r in replies:
                 versions.update(r["versions"])
@@ -466,6 +458,27 @@ def run(args: argparse.Namespace, tmp: str, log_path: Path) -> dict[str, Any]:
         out["server_rc"] = server.returncode
         log.close()
     return out
+
+
+def change_and_wait(
+    base: str, gens: list[Gen], name: str, port: int, within: float
+) -> tuple[float, float, list[dict[str, Any]]]:
+    """PUT cluster `name` with endpoint port `port`, then have every generator wait (at most
+    `within` s) until each of its nodes received a version other than the one it held at the
+    write. Returns (t_write, seconds the PUT took, the generators' replies)."""
+    t_write = time.monotonic()
+    st, resp = http("PUT", f"{base}/api/v1/native/clusters/{name}", cluster_body(name, port=port))
+    t_put = time.monotonic() - t_write
+    if st != 200:
+        raise RuntimeError(f"PUT {name}: {st} {resp[:300]!r}")
+    for g in gens:
+        g.send(f"wait {t_write!r} {within}")
+    return t_write, t_put, [g.recv() for g in gens]
+
+
+def latencies(replies: list[dict[str, Any]]) -> list[float]:
+    """Every node's write -> received latency (s) in the generators' replies to `wait`."""
+    return [x for r in replies for x in r["latencies"] if x is not None]
 
 
 def merge(dicts: Any) -> dict[str, int]:

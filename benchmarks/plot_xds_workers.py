@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -45,10 +46,15 @@ def latency(src: Path) -> None:
                      "on the same cores", fontsize=10)  # fmt: skip
     ax.set_xlabel("write -> received (s), N = 10,000 nodes, one cluster changed")
     ax.set_ylabel("percent of node x change samples")
-    ax.grid(True, alpha=0.3)
     ax.legend()
+    _save(fig, [ax], "xds-workers-latency.png")
+
+
+def _save(fig: Any, axes: list[Any], name: str) -> None:
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(OUT / "xds-workers-latency.png", dpi=100)
+    fig.savefig(OUT / name, dpi=100)
 
 
 def rss(src: Path) -> None:
@@ -64,17 +70,14 @@ def rss(src: Path) -> None:
     ax.set_title(f"soak: {soak['nodes']:,} nodes, {soak['xds_workers']} xDS workers, one change "
                  f"every {soak['every_s']:g} s; RSS growth {soak['rss_growth'] * 100:.1f} %")  # fmt: skip
     ax.set_ylim(0, max(mb) * 1.15)
-    ax.grid(True, alpha=0.3)
     changes = soak.get("changes", [])
     ct = [c["t"] for c in changes]
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
         lat.plot(ct, [c[key] for c in changes], label=f"{label} write -> received, per change")
     lat.set_xlabel("seconds into the soak")
     lat.set_ylabel("ms")
-    lat.grid(True, alpha=0.3)
     lat.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "xds-workers-rss.png", dpi=100)
+    _save(fig, [ax, lat], "xds-workers-rss.png")
 
 
 if __name__ == "__main__":

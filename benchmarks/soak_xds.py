@@ -33,9 +33,11 @@ from bench_xds import (
     JWT,
     ROOT,
     Gen,
+    change_and_wait,
     cluster_body,
     free_port,
     http,
+    latencies,
     machine,
     merge,
     pct,
@@ -92,15 +94,9 @@ def soak(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
                 t_next = t0 + j * args.every
                 time.sleep(max(0.0, t_next - time.monotonic()))
                 name = f"c{j % args.clusters}"
-                t_write = time.monotonic()
-                st, resp = http("PUT", f"{base}/api/v1/native/clusters/{name}",
-                                cluster_body(name, port=20000 + j % 10000 + 1))  # fmt: skip
-                if st != 200:
-                    raise RuntimeError(f"PUT {name}: {st} {resp[:300]!r}")
-                for g in gens:
-                    g.send(f"wait {t_write!r} {args.every * 3}")
-                last = [g.recv() for g in gens]
-                lat = [x for r in last for x in r["latencies"] if x is not None]
+                t_write, _, last = change_and_wait(base, gens, name, 20000 + j % 10000 + 1,
+                                                   args.every * 3)  # fmt: skip
+                lat = latencies(last)
                 changes.append({"t": t_write - t0, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
                                 "missing": args.nodes - len(lat),
                                 "versions": len(merge(r["versions"] for r in last))})  # fmt: skip
