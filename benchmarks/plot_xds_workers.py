@@ -1,6 +1,6 @@
 """Plots for results/xds-workers.md from the JSON that bench_xds.py and soak_xds.py wrote.
 
-    .venv/bin/python benchmarks/plot_xds_workers.py DIR     (session 5: results/xds-workers/s5)
+    .venv/bin/python benchmarks/plot_xds_workers.py DIR     (session 6: results/xds-workers/s6)
         DIR/{sotw,delta}-w{0,1,2}.json (bench_xds.py --json), DIR/soak.json (soak_xds.py --json)
         -> benchmarks/results/xds-workers-latency.png (CDFs), xds-workers-rss.png (the soak's
            RSS, and p50/p99 write -> received per change)
