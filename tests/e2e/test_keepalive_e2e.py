@@ -66,10 +66,16 @@ class _Relay:
         async with down, await trio.open_tcp_stream("127.0.0.1", self.target_port) as up:
 
             async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
-                while data := await src.receive_some(65536):
-                    if frozen.is_set():
-                        await trio.sleep_forever()  # swallow: the other side hears nothing
-                    await dst.send_all(data)
+                try:
+                    while data := await src.receive_some(65536):
+                        if frozen.is_set():
+                            await trio.sleep_forever()  # swallow: the other side hears nothing
+                        await dst.send_all(data)
+                except trio.BrokenResourceError:
+                    # A peer reset its connection: Envoy does, when it gives up on the silent
+                    # plane with bytes still unread. That relayed connection ends on both sides,
+                    # as through a real relay (it once failed the test in CI, on 2026-12-04).
+                    nursery.cancel_scope.cancel()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump, down, up)
